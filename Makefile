@@ -1,0 +1,66 @@
+# Orgdir: the entry points. `make run` and `make test` are the contract (see README.md).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+
+.PHONY: install run up down status test test-fast lint typecheck check docs helm-check \
+        bench bench-bus bench-orgunits bench-registry bench-access bench-notifier clean
+
+install:  ## uv + the workspace venv (.venv), RabbitMQ and FerretDB when missing
+	@bash scripts/bootstrap.sh
+	@$(PY) -m orgdir.localservers install
+
+run: install  ## the whole local stack in the foreground, with demo data; Ctrl-C stops it
+	@$(PY) -m orgdir.cli run
+
+up: install  ## the same stack in the background
+	@$(PY) -m orgdir.cli up
+
+down:  ## stop the background stack
+	@$(PY) -m orgdir.cli down
+
+status:
+	@$(PY) -m orgdir.cli status
+
+test: install  ## the whole suite against real servers, then lint, types and the chart
+	@$(PY) -m pytest -q
+	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory helm-check
+
+test-fast: install
+	@$(PY) -m pytest -q -x -m "not slow"
+
+lint:
+	@.venv/bin/ruff check shared services tests benchmarks
+
+typecheck:
+	@.venv/bin/mypy shared/orgdir services/orgunits/orgunits services/registry/registry \
+	  services/access-rights/access_rights services/notifier/notifier
+
+check: lint typecheck
+
+docs: install  ## JSON Schema and AsyncAPI of the event catalogue
+	@$(PY) -m orgdir.cli docs docs/events
+
+helm-check: install
+	@bash scripts/helm-check.sh
+
+bench: bench-bus bench-orgunits bench-registry bench-access bench-notifier
+
+bench-bus: install
+	@$(PY) benchmarks/bench_bus.py
+
+bench-orgunits: install
+	@$(PY) benchmarks/bench_orgunits.py
+
+bench-registry: install
+	@$(PY) benchmarks/bench_registry.py
+
+bench-access: install
+	@$(PY) benchmarks/bench_access.py
+
+bench-notifier: install
+	@$(PY) benchmarks/bench_notifier.py
+
+clean: down
+	rm -rf .run

@@ -1,0 +1,361 @@
+"""RabbitMQ: topology, a confirming publisher, and a consumer router.
+
+Topology (names derive from ``settings.exchange`` so tests can isolate):
+
+- ``<exchange>``: durable topic exchange, routing key = event type, with an
+  alternate exchange ``<exchange>.unrouted`` → queue of the same name, so an
+  event nobody is bound to yet is kept, not dropped.
+- per consumer a quorum queue ``<prefix><service>.<consumer>`` with
+  ``x-delivery-limit`` and lossless dead-lettering to ``<queue>.dead`` via the
+  direct exchange ``<exchange>.dead``.
+
+Consumers retry a failing handler with a growing delay (nack + requeue; the
+quorum queue counts attempts in ``x-delivery-count``); on the last attempt
+the message is published to ``<queue>.dead`` with the error in headers and
+only then acked, so nothing is ever lost. The queue's own delivery limit is a
+safety net for a process that crashes while handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pydantic import BaseModel
+
+from orgdir import context, metrics
+from orgdir.events import CloudEvent, EventRejected, parse, typed_data
+from orgdir.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[CloudEvent, Any], Awaitable[None]]
+
+
+class Bus:
+    """One robust connection per process; a confirming channel for publishing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._dead_exchange: AbstractExchange | None = None
+        self.connected = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
+
+    @property
+    def exchange_name(self) -> str:
+        return self.settings.exchange
+
+    def start(self) -> None:
+        """Connect in the background, retrying, so a service starts while the broker is away."""
+        self._connect_task = asyncio.create_task(self._connect_forever(), name="bus-connect")
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.connect()
+                return
+            except Exception as exc:  # broker not up yet
+                log.warning("broker not reachable, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def connect(self) -> None:
+        self.connection = await aio_pika.connect_robust(
+            self.settings.amqp_url,
+            reconnect_interval=1,
+            client_properties={"connection_name": self.settings.service_name},
+        )
+        self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._exchange, self._dead_exchange = await declare_exchanges(self._channel, self.exchange_name)
+        self.connected.set()
+
+    def is_ready(self) -> bool:
+        return (
+            self.connection is not None
+            and not self.connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout)
+
+    async def publish(self, event: CloudEvent) -> None:
+        """Publish with confirm and ``mandatory``; raises if the broker did not take it."""
+        if self._exchange is None or not self.is_ready():
+            raise ConnectionError("broker not connected")
+        await self._exchange.publish(
+            aio_pika.Message(
+                event.body(),
+                content_type="application/cloudevents+json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=event.id,
+                type=event.type,
+                timestamp=event.time,
+                correlation_id=event.correlationid,
+                app_id=self.settings.service_name,
+            ),
+            routing_key=event.type,
+            mandatory=True,
+            timeout=10,
+        )
+        metrics.EVENTS_PUBLISHED.labels(self.settings.service_name, event.type).inc()
+
+    async def publish_dead(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
+        """Move a message to ``<queue>.dead`` with the reason; confirmed before the caller acks."""
+        if self._dead_exchange is None:
+            raise ConnectionError("broker not connected")
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                "x-orgdir-error": reason[:4000],
+                "x-orgdir-queue": queue,
+                "x-orgdir-failed-at": datetime.now(UTC).isoformat(),
+                "x-orgdir-routing-key": message.routing_key or "",
+            }
+        )
+        await self._dead_exchange.publish(
+            aio_pika.Message(
+                message.body,
+                headers=headers,
+                content_type=message.content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message.message_id,
+                type=message.type,
+            ),
+            routing_key=f"{queue}.dead",
+            mandatory=True,
+            timeout=10,
+        )
+
+    async def close(self) -> None:
+        if self._connect_task:
+            self._connect_task.cancel()
+        if self.connection is not None:
+            await self.connection.close()
+
+
+async def declare_exchanges(
+    channel: AbstractChannel, name: str
+) -> tuple[AbstractExchange, AbstractExchange]:
+    unrouted = await channel.declare_exchange(
+        f"{name}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    unrouted_queue = await channel.declare_queue(
+        f"{name}.unrouted", durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await unrouted_queue.bind(unrouted)
+    exchange = await channel.declare_exchange(
+        name,
+        aio_pika.ExchangeType.TOPIC,
+        durable=True,
+        arguments={"alternate-exchange": f"{name}.unrouted"},
+    )
+    dead = await channel.declare_exchange(f"{name}.dead", aio_pika.ExchangeType.DIRECT, durable=True)
+    return exchange, dead
+
+
+async def declare_consumer_queue(
+    channel: AbstractChannel, exchange: str, queue: str, patterns: list[str], delivery_limit: int
+) -> AbstractQueue:
+    """The quorum queue, its bindings, and its dead-letter queue."""
+    dead = await channel.declare_queue(
+        f"{queue}.dead", durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(f"{exchange}.dead", routing_key=f"{queue}.dead")
+    q = await channel.declare_queue(
+        queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": f"{exchange}.dead",
+            "x-dead-letter-routing-key": f"{queue}.dead",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
+    for pattern in patterns:
+        await q.bind(exchange, routing_key=pattern)
+    return q
+
+
+def amqp_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is one word, ``#`` is zero or more."""
+    p, k = pattern.split("."), routing_key.split(".")
+
+    def go(i: int, j: int) -> bool:
+        if i == len(p):
+            return j == len(k)
+        if p[i] == "#":
+            return any(go(i + 1, jj) for jj in range(j, len(k) + 1))
+        if j == len(k):
+            return False
+        return (p[i] == "*" or fnmatch.fnmatchcase(k[j], p[i])) and go(i + 1, j + 1)
+
+    return go(0, 0)
+
+
+class Router:
+    """Maps routing-key patterns to handlers: ``@router.on("orgunit.*")``."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, Handler]] = []
+
+    def on(self, *patterns: str) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            for p in patterns:
+                self.routes.append((p, fn))
+            return fn
+
+        return deco
+
+    @property
+    def patterns(self) -> list[str]:
+        return sorted({p for p, _ in self.routes})
+
+    def handlers_for(self, event_type: str) -> list[Handler]:
+        seen: list[Handler] = []
+        for p, fn in self.routes:
+            if amqp_matches(p, event_type) and fn not in seen:
+                seen.append(fn)
+        return seen
+
+
+class SeenStore(Protocol):
+    """Remembers the newest sequence applied per subject (stale-event skipping)."""
+
+    async def is_stale(self, consumer: str, event: CloudEvent) -> bool: ...
+
+    async def mark(self, consumer: str, event: CloudEvent) -> None: ...
+
+
+@dataclass
+class Consumer:
+    """Consumes one queue with a router; manual acks, bounded prefetch."""
+
+    bus: Bus
+    name: str
+    router: Router
+    seen: SeenStore | None = None
+    _queue_name: str = ""
+    _channel: AbstractChannel | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue_name or self.bus.settings.queue(self.name)
+
+    async def start(self) -> None:
+        await self.bus.wait_connected()
+        assert self.bus.connection is not None
+        s = self.bus.settings
+        self._channel = await self.bus.connection.channel()
+        await self._channel.set_qos(prefetch_count=s.prefetch)  # per consumer, never global
+        queue = await declare_consumer_queue(
+            self._channel, s.exchange, self.queue_name, self.router.patterns, s.delivery_limit
+        )
+        await queue.consume(self._on_message)
+        self._tasks.append(asyncio.create_task(self._watch_dead(), name=f"dead-{self.name}"))
+
+    async def _watch_dead(self) -> None:
+        """Export the dead queue's depth so an alert can fire."""
+        while True:
+            try:
+                if self._channel is not None and not self._channel.is_closed:
+                    q = await self._channel.declare_queue(f"{self.queue_name}.dead", passive=True)
+                    count = q.declaration_result.message_count or 0
+                    metrics.DEAD_LETTER_MESSAGES.labels(
+                        self.bus.settings.service_name, self.queue_name
+                    ).set(count)
+            except Exception as exc:
+                log.debug("dead queue depth unavailable", extra={"error": str(exc)})
+            await asyncio.sleep(15)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        service = self.bus.settings.service_name
+        queue = self.queue_name
+        kind = message.type or message.routing_key or "unknown"
+        try:
+            event = parse(message.body)
+            data: BaseModel = typed_data(event)
+        except EventRejected as exc:
+            await self._dead(message, f"rejected: {exc}", kind)
+            return
+        if self.seen is not None and await self.seen.is_stale(self.name, event):
+            await message.ack()
+            metrics.EVENTS_CONSUMED.labels(service, queue, event.type, "stale").inc()
+            return
+        started = time.perf_counter()
+        token_c = context.correlation_id.set(event.correlationid or event.id)
+        token_k = context.causation_id.set(event.id)
+        try:
+            for handler in self.router.handlers_for(event.type):
+                await handler(event, data)
+            if self.seen is not None:
+                await self.seen.mark(self.name, event)
+        except EventRejected as exc:
+            await self._dead(message, f"rejected: {exc}", event.type)
+            return
+        except Exception as exc:
+            await self._retry_or_dead(message, exc, event.type)
+            return
+        finally:
+            context.correlation_id.reset(token_c)
+            context.causation_id.reset(token_k)
+        metrics.EVENT_HANDLING.labels(service, queue).observe(time.perf_counter() - started)
+        metrics.EVENT_LAG.labels(service, queue).observe(
+            max(0.0, (datetime.now(UTC) - event.time).total_seconds())
+        )
+        await message.ack()
+        metrics.EVENTS_CONSUMED.labels(service, queue, event.type, "ok").inc()
+
+    async def _retry_or_dead(
+        self, message: AbstractIncomingMessage, exc: Exception, kind: str
+    ) -> None:
+        s = self.bus.settings
+        attempts = int((message.headers or {}).get("x-delivery-count", 0) or 0) + 1
+        reason = f"{type(exc).__name__}: {exc}"
+        if attempts >= s.delivery_limit:
+            log.error("handler failed for the last time", extra={"queue": self.queue_name, "error": reason})
+            await self._dead(message, f"failed {attempts} times: {reason}", kind)
+            return
+        log.warning("handler failed, will retry", extra={"queue": self.queue_name, "attempt": attempts, "error": reason})
+        metrics.EVENTS_CONSUMED.labels(s.service_name, self.queue_name, kind, "retried").inc()
+        await asyncio.sleep(min(s.retry_delay_seconds * 2 ** (attempts - 1), 30.0))
+        await message.nack(requeue=True)
+
+    async def _dead(self, message: AbstractIncomingMessage, reason: str, kind: str) -> None:
+        try:
+            await self.bus.publish_dead(self.queue_name, message, reason)
+        except Exception as exc:  # keep the message: it goes back to the queue
+            log.error("could not dead-letter, requeueing", extra={"error": str(exc)})
+            await asyncio.sleep(1)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        metrics.EVENTS_CONSUMED.labels(self.bus.settings.service_name, self.queue_name, kind, "dead").inc()

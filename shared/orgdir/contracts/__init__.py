@@ -1,0 +1,8 @@
+"""The public event contracts: the ``data`` of every event type, by owning service.
+
+Importing this package registers the whole catalogue (``orgdir.events.CATALOGUE``).
+"""
+
+from orgdir.contracts import access, orgunits, registry
+
+__all__ = ["access", "orgunits", "registry"]

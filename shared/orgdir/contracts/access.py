@@ -1,0 +1,119 @@
+"""Events of services/access-rights: catalogue, assignments, effective rights, accounts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from orgdir.contracts.common import AggregateState
+from orgdir.events import register, register_aggregate
+from orgdir.validity import SliceBase, Validity
+
+
+class ITSystemSlice(SliceBase):
+    user_key: str
+    name: str
+    username_rule: str = Field(
+        "{given:3}{surname:3}",
+        description="Template for account usernames: {given:N}, {surname:N}, {user_key}.",
+    )
+    offboarding: Literal["disable", "delete"] = "disable"
+    grace_days: int = Field(0, ge=0, description="Days after the last engagement ends.")
+
+
+class ITSystemState(AggregateState[ITSystemSlice]):
+    pass
+
+
+class RoleSlice(SliceBase):
+    it_system: str
+    name: str
+    description: str = ""
+    sensitive: bool = False
+
+
+class RoleState(AggregateState[RoleSlice]):
+    it_system: str
+
+
+class RoleGroupSlice(SliceBase):
+    name: str
+    roles: list[str]
+
+
+class RoleGroupState(AggregateState[RoleGroupSlice]):
+    pass
+
+
+class AssignmentSlice(SliceBase):
+    role: str | None = None
+    role_group: str | None = None
+    person: str | None = None
+    unit: str | None = None
+    inherit: bool = Field(False, description="Unit assignment inherited by the whole subtree.")
+    job_function: str | None = None
+    status: Literal["pending", "approved", "active"] = "active"
+
+
+class AssignmentState(AggregateState[AssignmentSlice]):
+    target: Literal["person", "unit", "job_function"]
+    requested_by: str | None = None
+    approved_by: str | None = None
+    exclusions: list[dict[str, str]] = Field(default_factory=list)
+
+
+class Reason(BaseModel):
+    kind: Literal["direct", "unit", "job_function"]
+    assignment: str
+    unit: str | None = None
+    job_function: str | None = None
+    role_group: str | None = None
+
+
+class Right(BaseModel):
+    role: str
+    it_system: str
+    validity: Validity
+    reasons: list[Reason]
+
+
+class AccessChange(BaseModel):
+    """One right granted or revoked, with the person's full set of rights afterwards."""
+
+    uuid: str = Field(description="The person's UUID (the event subject).")
+    version: int
+    person: str
+    role: str
+    it_system: str
+    reasons: list[Reason]
+    validity: Validity
+    rights: list[Right] = Field(default_factory=list)
+
+
+class AccountState(BaseModel):
+    uuid: str
+    version: int
+    person: str
+    it_system: str
+    username: str
+    status: Literal["requested", "active", "disabled", "deleted"]
+    disable_at: str | None = None
+
+
+register_aggregate("it_system", ITSystemState, "IT system", ("created", "updated", "terminated"))
+register_aggregate("role", RoleState, "role", ("created", "updated", "terminated"))
+register_aggregate("role_group", RoleGroupState, "role group", ("created", "updated", "terminated"))
+register_aggregate(
+    "assignment", AssignmentState, "role assignment",
+    ("created", "updated", "approved", "terminated", "effective"),
+)
+register("access.granted", AccessChange, "A person gained a right (from its validity.from).")
+register("access.revoked", AccessChange, "A person lost a right (from its validity.to).")
+for _verb, _text in (
+    ("requested", "An account should be created in an IT system."),
+    ("enabled", "A disabled account is in use again."),
+    ("disabled", "An account must be disabled (offboarding)."),
+    ("deleted", "An account must be deleted (offboarding)."),
+):
+    register(f"account.{_verb}", AccountState, _text)

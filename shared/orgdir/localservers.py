@@ -1,0 +1,923 @@
+"""Real RabbitMQ and FerretDB servers as private processes of the current user.
+
+Local runs and tests use the same brokers and databases as production speaks to
+(never an in-process mock), so each server is a real process on a free loopback
+port with its data under ``<repo>/.run/`` (``ORGDIR_RUN_DIR`` overrides). Only
+Python, Go and make are assumed: RabbitMQ comes from apt, FerretDB is built
+from source once and cached in ``~/.cache/orgdir/bin``.
+
+CLI: ``python -m orgdir.localservers up|down|status|env``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pymongo
+
+T = TypeVar("T")
+
+FERRETDB_VERSION = "v1.24.0"
+FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
+RABBITMQ_DIRS = (Path("/usr/sbin"), Path("/usr/lib/rabbitmq/bin"))
+GO_FALLBACKS = (Path("/usr/local/go/bin/go"), Path.home() / "go" / "bin" / "go")
+# Ports never handed out: epmd, and the range rabbitmqctl itself listens on.
+_RESERVED_PORTS = frozenset({4369, *range(35672, 35683)})
+
+
+class ServerError(RuntimeError):
+    """A local server could not be installed, built, started or stopped."""
+
+
+def progress(message: str) -> None:
+    """Print a progress line on stderr, so stdout stays clean for ``env``."""
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def repo_root() -> Path:
+    """The monorepo root: the first ancestor holding the Makefile (or the FerretDB wrapper)."""
+    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for candidate in (start, *start.parents):
+            if (candidate / "Makefile").is_file() or (
+                candidate / "scripts" / "ferretdb" / "go.mod"
+            ).is_file():
+                return candidate
+    raise ServerError(f"cannot find the repository root above {Path(__file__).resolve()}")
+
+
+def run_dir() -> Path:
+    """Where server data and logs live: ``$ORGDIR_RUN_DIR`` or ``<repo>/.run``."""
+    override = os.environ.get("ORGDIR_RUN_DIR")
+    path = Path(override) if override else repo_root() / ".run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def cache_dir() -> Path:
+    """Per-user cache for built binaries, shared by all checkouts."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "orgdir"
+
+
+# --------------------------------------------------------------------------- processes and ports
+
+_port_lock = threading.Lock()
+_ports_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, never the same twice in this process.
+
+    Servers bind it a moment later; remembering what was handed out keeps two
+    servers started concurrently from getting the same one.
+    """
+    with _port_lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _RESERVED_PORTS and port not in _ports_handed_out:
+                _ports_handed_out.add(port)
+                return port
+    raise ServerError("no free loopback port found")
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live process; zombies count as dead (our init may not reap them)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _proc_strings(pid: int, what: str) -> list[str]:
+    """NUL-separated /proc/<pid>/{cmdline,environ}; empty when gone or unreadable."""
+    try:
+        return Path(f"/proc/{pid}/{what}").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _wait_dead(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return not pid_alive(pid)
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not pid_alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if _wait_dead(pid, wait):
+            return
+    raise ServerError(f"process {pid} survived SIGKILL")
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no {path})"
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _run(
+    cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a helper command, capturing its output for error messages."""
+    try:
+        return subprocess.run(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(cmd, 124, str(exc.stdout or ""), f"timed out: {exc}")
+
+
+def _check(result: subprocess.CompletedProcess[str], what: str) -> str:
+    if result.returncode != 0:
+        raise ServerError(
+            f"{what} failed (exit {result.returncode}): {' '.join(map(str, result.args))}\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result.stdout
+
+
+# --------------------------------------------------------------------------- RabbitMQ
+
+_install_lock = threading.Lock()
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def find_rabbitmq_tools() -> tuple[Path, Path] | None:
+    """Paths of ``rabbitmq-server`` and ``rabbitmqctl``, or None when not installed.
+
+    Root uses Debian's /usr/sbin wrappers, which drop to the ``rabbitmq`` user
+    (with HOME=/var/lib/rabbitmq for server and CLI alike, so they share the
+    Erlang cookie). Other users run the real scripts as themselves.
+    """
+    on_path = shutil.which("rabbitmq-server")
+    dirs = [Path(on_path).parent] if on_path else []
+    dirs += list(RABBITMQ_DIRS) if _is_root() else list(reversed(RABBITMQ_DIRS))
+    for directory in dirs:
+        server, ctl = directory / "rabbitmq-server", directory / "rabbitmqctl"
+        if os.access(server, os.X_OK) and os.access(ctl, os.X_OK):
+            return server, ctl
+    return None
+
+
+def ensure_rabbitmq_installed() -> tuple[Path, Path]:
+    """Install Debian's rabbitmq-server with apt when it is missing; return its tools."""
+    with _install_lock:
+        found = find_rabbitmq_tools()
+        if found:
+            return found
+        sudo = [] if _is_root() else ["sudo"]
+        progress("installing rabbitmq-server (about 30 s)")
+        started = time.monotonic()
+        progress("apt-get update")
+        _check(_run([*sudo, "apt-get", "update"], timeout=600), "apt-get update")
+        progress("apt-get install -y rabbitmq-server")
+        install = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive"]
+        install += ["apt-get", "install", "-y", "rabbitmq-server"]
+        _check(_run(install, timeout=900), "apt-get install rabbitmq-server")
+        found = find_rabbitmq_tools()
+        if not found:
+            raise ServerError("rabbitmq-server was installed but its scripts are not found")
+        progress(f"rabbitmq-server installed in {time.monotonic() - started:.0f} s")
+        return found
+
+
+def _rabbitmq_ids() -> tuple[int, int] | None:
+    """uid/gid of the ``rabbitmq`` user when the server will run as it (we are root)."""
+    if not _is_root():
+        return None
+    import grp
+    import pwd
+
+    try:
+        return pwd.getpwnam("rabbitmq").pw_uid, grp.getgrnam("rabbitmq").gr_gid
+    except KeyError:
+        return None
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+
+
+def _reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether uid/gid can traverse every ancestor of path (e.g. not under /root)."""
+    for directory in (path, *path.parents):
+        if not directory.exists():
+            continue
+        st = directory.stat()
+        if st.st_uid == uid:
+            ok = bool(st.st_mode & 0o100)
+        elif st.st_gid == gid:
+            ok = bool(st.st_mode & 0o010)
+        else:
+            ok = bool(st.st_mode & 0o001)
+        if not ok:
+            return False
+    return True
+
+
+class LocalServer:
+    """Start/stop/restart shared by both servers, plus awaitable variants.
+
+    The blocking calls take seconds (RabbitMQ ~5 s); async tests that stop a
+    server under a running app await the ``a*`` variants so the app's event
+    loop keeps running meanwhile.
+    """
+
+    def start(self, timeout: float = 90) -> float:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self, timeout: float = 90) -> float:
+        """Stop and start again with the same data and port."""
+        self.stop()
+        return self.start(timeout)
+
+    async def astart(self) -> float:
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def arestart(self) -> float:
+        return await asyncio.to_thread(self.restart)
+
+
+class RabbitNode(LocalServer):
+    """A private RabbitMQ node: own name, ports, data and logs, described by env vars.
+
+    Start and stop touch only this node; epmd (shared by all Erlang nodes on the
+    machine) is left running. The AMQP port is kept across restarts (also
+    across processes: it is saved in ``server.json``) so URLs stay valid.
+    """
+
+    def __init__(
+        self, name: str, base_dir: Path, *, port: int | None = None, dist_port: int | None = None
+    ) -> None:
+        self.name = name
+        self.node = f"{name}@localhost"
+        self.base_dir = base_dir.resolve()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self._choose_data_dir()
+        saved = _load_json(self.data_dir / "server.json")
+        self.port: int = port or saved.get("port") or free_port()
+        self.dist_port: int = dist_port or saved.get("dist_port") or free_port()
+        self.start_seconds: float | None = None
+
+    def _choose_data_dir(self) -> Path:
+        """The node's directory; outside the repo if the rabbitmq user cannot reach it."""
+        ids = _rabbitmq_ids()
+        if ids is None or _reachable_by(self.base_dir, *ids):
+            return self.base_dir
+        fallback = Path("/var/tmp/orgdir-rabbitmq") / str(self.base_dir).strip("/").replace(
+            "/", "_"
+        )
+        fallback.mkdir(parents=True, exist_ok=True)
+        os.chmod(fallback.parent, 0o755)
+        link = self.base_dir / "data"
+        if not link.is_symlink():
+            link.symlink_to(fallback)
+        return fallback
+
+    def __repr__(self) -> str:
+        return f"RabbitNode({self.node!r}, port={self.port}, dir={str(self.data_dir)!r})"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "node.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "log" / f"{self.node}.log"
+
+    def env(self) -> dict[str, str]:
+        """Environment for rabbitmq-server and rabbitmqctl: everything about this node."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
+        d = self.data_dir
+        env.update(
+            RABBITMQ_NODENAME=self.node,
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            RABBITMQ_MNESIA_BASE=str(d / "mnesia"),
+            RABBITMQ_LOG_BASE=str(d / "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(d / "enabled_plugins"),
+            RABBITMQ_CONFIG_FILE=str(d / "rabbitmq"),
+            RABBITMQ_FEATURE_FLAGS_FILE=str(d / "feature_flags"),
+            RABBITMQ_CONF_ENV_FILE=str(d / "rabbitmq-env.conf"),
+            RABBITMQ_PID_FILE=str(self.pid_file),
+            ERL_CRASH_DUMP=str(self.crash_dump),
+            # Erlang distribution on loopback only; the node is private.
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+        )
+        if _rabbitmq_ids() is None:
+            # Running as ourselves: a HOME of the node's own keeps its cookie private.
+            env["HOME"] = str(d / "home")
+        return env
+
+    def _prepare(self) -> None:
+        d = self.data_dir
+        for sub in ("mnesia", "log", "home"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "enabled_plugins").write_text("[].\n")
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        (d / "rabbitmq-env.conf").write_text("# intentionally empty: all settings come from env\n")
+        (d / "server.json").write_text(
+            json.dumps({"node": self.node, "port": self.port, "dist_port": self.dist_port})
+        )
+        ids = _rabbitmq_ids()
+        if ids:
+            _chown_tree(d, *ids)
+
+    def pids(self) -> list[int]:
+        """Live beam processes of this node (pid file first, else a /proc scan)."""
+        marker = f"RABBITMQ_MNESIA_BASE={self.data_dir / 'mnesia'}"
+        node = f"RABBITMQ_NODENAME={self.node}"
+
+        def ours(pid: int) -> bool:
+            environ = _proc_strings(pid, "environ")
+            return node in environ and marker in environ and pid_alive(pid)
+
+        pid = _read_pid(self.pid_file)
+        if pid and ours(pid):
+            return [pid]
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and "beam" in "".join(
+                _proc_strings(int(entry.name), "cmdline")
+            ):
+                if ours(int(entry.name)):
+                    found.append(int(entry.name))
+        return found
+
+    @property
+    def pid(self) -> int | None:
+        pids = self.pids()
+        return pids[0] if pids else None
+
+    def is_running(self) -> bool:
+        return bool(self.pids()) and port_open(self.port)
+
+    def _ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        _, ctl = ensure_rabbitmq_installed()
+        return _run(
+            [str(ctl), "-n", self.node, *args], env=self.env(), cwd=self.data_dir, timeout=timeout
+        )
+
+    @property
+    def crash_dump(self) -> Path:
+        return self.data_dir / "erl_crash.dump"
+
+    def _crash_reason(self) -> str:
+        """The 'Slogan' of Erlang's crash dump: why the node died while booting."""
+        try:
+            with self.crash_dump.open(errors="replace") as dump:
+                for line in dump:
+                    if line.startswith("Slogan:"):
+                        return line.strip()
+        except OSError:
+            pass
+        return ""
+
+    def start(self, timeout: float = 90) -> float:
+        """Start the node and wait until it serves AMQP; return the seconds it took."""
+        if self.is_running():
+            return 0.0
+        if port_open(self.port):
+            raise ServerError(f"{self}: port {self.port} is taken by another process")
+        if port_open(self.dist_port):
+            self.dist_port = free_port()  # not part of any URL, so just take another
+        server, _ = ensure_rabbitmq_installed()
+        self._prepare()
+        self.crash_dump.unlink(missing_ok=True)
+        progress(f"starting RabbitMQ node {self.node} on 127.0.0.1:{self.port}")
+        started = time.monotonic()
+        detached = _run([str(server), "-detached"], env=self.env(), cwd=self.data_dir, timeout=60)
+        (self.data_dir / "startup.log").write_text(detached.stdout + detached.stderr)
+        _check(detached, "rabbitmq-server -detached")
+        last, seen, ready = detached, False, False
+        while not ready and time.monotonic() < started + timeout:
+            # Fails at once until the node has registered with epmd, hence the loop.
+            last = self._ctl("await_startup", "--timeout", "10", timeout=30)
+            ready = last.returncode == 0 and port_open(self.port)
+            if not ready:
+                alive = bool(self.pids())
+                seen |= alive
+                if not alive and (seen or time.monotonic() - started > 15):
+                    break  # the node died (or never came up): no use waiting
+                time.sleep(0.5)
+        if not ready:
+            self.stop()
+            raise ServerError(
+                f"RabbitMQ node {self.node} did not start "
+                f"({time.monotonic() - started:.0f} s) {self._crash_reason()}\n"
+                f"rabbitmqctl: {last.stdout[-1500:]}{last.stderr[-1500:]}\n"
+                f"log {self.log_file}:\n{_tail(self.log_file)}"
+            )
+        self.start_seconds = time.monotonic() - started
+        progress(f"RabbitMQ {self.node} up in {self.start_seconds:.1f} s: {self.url}")
+        return self.start_seconds
+
+    def stop(self) -> None:
+        """Stop this node only (rabbitmqctl stop, then signals as a fallback)."""
+        pids = self.pids()
+        if not pids:
+            return
+        result = self._ctl("stop", timeout=60)
+        for pid in pids:
+            if not _wait_dead(pid, 30 if result.returncode == 0 else 1):
+                _terminate(pid)
+        progress(f"RabbitMQ {self.node} stopped")
+
+
+# --------------------------------------------------------------------------- FerretDB
+
+
+def find_go() -> Path:
+    """The Go toolchain, on PATH or in the usual install locations."""
+    on_path = shutil.which("go")
+    if on_path:
+        return Path(on_path)
+    for candidate in GO_FALLBACKS:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise ServerError("Go is needed to build FerretDB; install it from https://go.dev/dl/")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (two test sessions building at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ferretdb_binary_path() -> Path:
+    override = os.environ.get("ORGDIR_FERRETDB_BIN")
+    if override:
+        return Path(override)
+    return cache_dir() / "bin" / f"ferretdb-{FERRETDB_VERSION}"
+
+
+def ensure_ferretdb_binary() -> Path:
+    """The FerretDB binary, built from source through ``scripts/ferretdb`` on first use.
+
+    ``go install`` cannot be used: the module proxy refuses v1.24.1 (so
+    ``@v1.24.0`` fails on the version list too), and the module zip lacks the
+    generated ``build/version/version.txt`` without which the binary panics.
+    The wrapper module replaces FerretDB with a patched copy of the v1.24.0
+    source in ``scripts/ferretdb/src``.
+    """
+    binary = ferretdb_binary_path()
+    if os.access(binary, os.X_OK):
+        return binary
+    if os.environ.get("ORGDIR_FERRETDB_BIN"):
+        raise ServerError(f"ORGDIR_FERRETDB_BIN={binary} is not an executable file")
+    with _file_lock(binary.parent / ".build.lock"):
+        if os.access(binary, os.X_OK):
+            return binary
+        _build_ferretdb(binary)
+    return binary
+
+
+def _build_ferretdb(binary: Path) -> None:
+    go = find_go()
+    env = dict(os.environ, PATH=f"{go.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    wrapper = repo_root() / "scripts" / "ferretdb"
+    started = time.monotonic()
+    progress(f"building FerretDB {FERRETDB_VERSION} from source (about 40 s the first time)")
+    with tempfile.TemporaryDirectory() as empty:
+        # Outside the wrapper module, so its replace directive does not apply.
+        out = _check(
+            _run(
+                [str(go), "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
+                env=env,
+                cwd=Path(empty),
+                timeout=600,
+            ),
+            "go mod download",
+        )
+    module_dir = Path(json.loads(out)["Dir"])
+    src = wrapper / "src"
+    version_txt = src / "build" / "version" / "version.txt"
+    if not (src / "go.mod").is_file() or version_txt.read_text().strip() != FERRETDB_VERSION:
+        if src.exists():
+            shutil.rmtree(src)
+        shutil.copytree(module_dir, src)
+        for root, dirs, files in os.walk(src):
+            for name in (*dirs, *files, "."):
+                target = os.path.join(root, name)
+                os.chmod(target, os.stat(target).st_mode | 0o200)
+        version_txt.write_text(FERRETDB_VERSION + "\n")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_name(binary.name + f".partial-{os.getpid()}")
+    build_env = dict(env, GOFLAGS=f"{env.get('GOFLAGS', '')} -mod=mod".strip())
+    _check(
+        _run(
+            [str(go), "build", "-o", str(partial), f"{FERRETDB_MODULE}/cmd/ferretdb"],
+            env=build_env,
+            cwd=wrapper,
+            timeout=1800,
+        ),
+        "go build ferretdb",
+    )
+    _check(_run([str(partial), "--version"], timeout=30), "ferretdb --version")
+    os.replace(partial, binary)
+    progress(f"FerretDB built in {time.monotonic() - started:.0f} s: {binary}")
+
+
+class FerretDB(LocalServer):
+    """A private FerretDB (MongoDB wire protocol) on SQLite, one file per database.
+
+    The process runs in its own session so ``localservers up`` can exit and
+    leave it running; it is found again through its pid file.
+    """
+
+    def __init__(self, base_dir: Path, *, port: int | None = None) -> None:
+        self.base_dir = base_dir.resolve()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        saved = _load_json(self.base_dir / "server.json")
+        self.port: int = port or saved.get("port") or free_port()
+        self.start_seconds: float | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"FerretDB(port={self.port}, dir={str(self.base_dir)!r})"
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.base_dir / "ferretdb.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "ferretdb.log"
+
+    @property
+    def pid(self) -> int | None:
+        pid = _read_pid(self.pid_file)
+        if pid and pid_alive(pid):
+            if f"--listen-addr=127.0.0.1:{self.port}" in _proc_strings(pid, "cmdline"):
+                return pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid is not None and port_open(self.port)
+
+    def ping(self) -> bool:
+        """A real MongoDB ``ping`` round trip, not just an open port."""
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            self.url,
+            directConnection=True,
+            serverSelectionTimeoutMS=1000,
+            connectTimeoutMS=1000,
+            socketTimeoutMS=2000,
+        )
+        try:
+            client.admin.command("ping")
+            return True
+        except pymongo.errors.PyMongoError:
+            return False
+        finally:
+            client.close()
+
+    def start(self, timeout: float = 60) -> float:
+        """Start FerretDB and wait until it answers ``ping``; return the seconds it took."""
+        if self.is_running():
+            return 0.0
+        if port_open(self.port):
+            raise ServerError(f"{self}: port {self.port} is taken by another process")
+        binary = ensure_ferretdb_binary()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.base_dir / "server.json").write_text(json.dumps({"port": self.port}))
+        cmd = [
+            str(binary),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{self.data_dir}/",  # trailing slash: a directory
+            f"--listen-addr=127.0.0.1:{self.port}",
+            "--telemetry=disable",
+            "--state-dir=-",
+            "--debug-addr=-",
+            "--log-level=warn",
+        ]
+        progress(f"starting FerretDB on 127.0.0.1:{self.port}")
+        started = time.monotonic()
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base_dir,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{self._process.pid}\n")
+        while time.monotonic() < started + timeout:
+            if self._process.poll() is not None:
+                break
+            if port_open(self.port) and self.ping():
+                self.start_seconds = time.monotonic() - started
+                progress(f"FerretDB up in {self.start_seconds:.1f} s: {self.url}")
+                return self.start_seconds
+            time.sleep(0.1)
+        self.stop()
+        raise ServerError(
+            f"FerretDB did not start within {timeout:.0f} s\n"
+            f"log {self.log_file}:\n{_tail(self.log_file)}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM (then SIGKILL) our process; reap it if we started it."""
+        pid = self.pid
+        if pid is None and self._process is not None and self._process.poll() is None:
+            pid = self._process.pid
+        if pid is not None:
+            _terminate(pid)
+            progress(f"FerretDB on port {self.port} stopped")
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
+            self._process = None
+        self.pid_file.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- both at once
+
+
+def run_concurrently(*tasks: Callable[[], T]) -> list[T]:
+    """Run blocking callables in threads; re-raise the first failure after all finished."""
+    results: list[Any] = [None] * len(tasks)
+    errors: list[BaseException] = []
+
+    def runner(index: int, task: Callable[[], T]) -> None:
+        try:
+            results[index] = task()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=runner, args=(i, t), daemon=True) for i, t in enumerate(tasks)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+@dataclass
+class ServerSet:
+    """The RabbitMQ and FerretDB a stack or a test session uses.
+
+    A URL given from outside (``AMQP_URL`` / ``MONGODB_URL``) means that
+    server is not ours: it is neither started nor stopped.
+    """
+
+    base_dir: Path
+    rabbit: RabbitNode | None = None
+    ferret: FerretDB | None = None
+    external: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_dir(
+        cls, base_dir: Path, *, rabbit_name: str, env: dict[str, str] | None = None
+    ) -> ServerSet:
+        """Servers under base_dir, skipping those the environment already provides."""
+        env = dict(os.environ if env is None else env)
+        external = {k: env[k] for k in ("AMQP_URL", "MONGODB_URL") if env.get(k)}
+        return cls(
+            base_dir=base_dir,
+            rabbit=None
+            if "AMQP_URL" in external
+            else RabbitNode(rabbit_name, base_dir / "rabbitmq"),
+            ferret=None if "MONGODB_URL" in external else FerretDB(base_dir / "ferretdb"),
+            external=external,
+        )
+
+    @property
+    def amqp_url(self) -> str:
+        return self.rabbit.url if self.rabbit else self.external["AMQP_URL"]
+
+    @property
+    def mongodb_url(self) -> str:
+        return self.ferret.url if self.ferret else self.external["MONGODB_URL"]
+
+    def start(self) -> None:
+        """Install what is missing, then start both servers concurrently."""
+        tasks: list[Callable[[], float]] = []
+        if self.rabbit:
+            ensure_rabbitmq_installed()
+            tasks.append(self.rabbit.start)
+        if self.ferret:
+            ensure_ferretdb_binary()
+            tasks.append(self.ferret.start)
+        try:
+            run_concurrently(*tasks)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop both (concurrently: RabbitMQ takes a few seconds)."""
+        tasks = [s.stop for s in (self.rabbit, self.ferret) if s is not None]
+        run_concurrently(*tasks)
+
+    def env_lines(self) -> dict[str, str]:
+        values = {"AMQP_URL": self.amqp_url, "MONGODB_URL": self.mongodb_url}
+        if self.rabbit:
+            values["RABBITMQ_NODE"] = self.rabbit.node
+            values["RABBITMQ_PID"] = str(self.rabbit.pid or "")
+        if self.ferret:
+            values["FERRETDB_PID"] = str(self.ferret.pid or "")
+        return values
+
+
+def cleanup_stale_test_dirs(base: Path | None = None) -> None:
+    """Stop servers and remove ``test-<pid>`` dirs left by test sessions that died."""
+    base = base or run_dir()
+    for directory in base.glob("test-*"):
+        try:
+            owner = int(directory.name.removeprefix("test-"))
+        except ValueError:
+            continue
+        if owner == os.getpid() or pid_alive(owner):
+            continue
+        for server_json in directory.rglob("server.json"):
+            info = _load_json(server_json)
+            with contextlib.suppress(ServerError, OSError):
+                if "node" in info:
+                    RabbitNode(info["node"].split("@")[0], server_json.parent).stop()
+                else:
+                    FerretDB(server_json.parent).stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def stack_dir() -> Path:
+    return run_dir() / "stack"
+
+
+def _stack() -> ServerSet:
+    return ServerSet.for_dir(stack_dir(), rabbit_name="orgdir")
+
+
+def _write_env(path: Path, values: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+
+
+def cmd_up() -> int:
+    stack = _stack()
+    for key, value in stack.external.items():
+        progress(f"using {key}={value} from the environment")
+    managed = [s for s in (stack.rabbit, stack.ferret) if s is not None]
+    if managed and all(s.is_running() for s in managed):
+        progress("already running")
+    else:
+        stack.start()
+    env_file = stack_dir() / "servers.env"
+    _write_env(env_file, stack.env_lines())
+    progress(f"wrote {env_file}")
+    print(f"AMQP_URL={stack.amqp_url}\nMONGODB_URL={stack.mongodb_url}")
+    return 0
+
+
+def cmd_down() -> int:
+    stack = _stack()
+    stack.stop()
+    (stack_dir() / "servers.env").unlink(missing_ok=True)
+    progress(f"stack stopped (data kept under {stack_dir()})")
+    return 0
+
+
+def cmd_status() -> int:
+    stack = _stack()
+    ok = True
+    for label, server in (("RabbitMQ", stack.rabbit), ("FerretDB", stack.ferret)):
+        if server is None:
+            continue
+        up = server.is_running()
+        ok &= up
+        print(f"{label}: {'running' if up else 'stopped'} pid={server.pid} {server.url}")
+    for key, value in stack.external.items():
+        print(f"{key}={value} (from the environment, not managed here)")
+    return 0 if ok else 1
+
+
+def cmd_env() -> int:
+    env_file = stack_dir() / "servers.env"
+    if not env_file.is_file():
+        print(f"{env_file} does not exist; run `python -m orgdir.localservers up`", file=sys.stderr)
+        return 1
+    sys.stdout.write(env_file.read_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m orgdir.localservers",
+        description="Local RabbitMQ and FerretDB for development, under .run/stack/.",
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    args = parser.parse_args(argv)
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env}
+    try:
+        return commands[args.command]()
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

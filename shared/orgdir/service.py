@@ -1,0 +1,128 @@
+"""One service's runtime: database, bus, outbox relay, consumers and timers, in one process.
+
+A service builds a ``Runtime``, registers its repositories and consumers, and
+hands ``runtime.lifespan`` to ``create_app``. Startup does not wait for the
+broker: writes work (the outbox grows) while RabbitMQ is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from pymongo.asynchronous.database import AsyncDatabase
+
+from orgdir import logs, store
+from orgdir.auth import Authenticator
+from orgdir.bus import Bus, Consumer, Router
+from orgdir.clock import Clock, SystemClock
+from orgdir.relay import OutboxRelay
+from orgdir.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock(settings.timezone)
+        self.mongo = store.connect(settings.mongodb_url, settings.mongo_timeout_ms)
+        self.db: AsyncDatabase[store.Doc] = self.mongo[settings.database_name]
+        self.bus = Bus(settings)
+        self.relay = OutboxRelay(self.db, [], self.bus, settings, self.clock)
+        self.seen = store.MongoSeenStore(self.db)
+        self.consumers: list[Consumer] = []
+        self.repositories: dict[str, store.Repository] = {}
+        self._timers: list[tuple[float, Callable[[], Awaitable[Any]]]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.authenticator = Authenticator(settings)
+        self.started = False
+
+    def repository(self, collection: str, **kwargs: Any) -> store.Repository:
+        repo = store.Repository(
+            self.db, collection, service=self.settings.service_name, clock=self.clock, **kwargs
+        )
+        repo.on_write = self.relay.notify
+        self.relay.collections.append(collection)
+        self.repositories[collection] = repo
+        return repo
+
+    def projection(self, collection: str) -> store.Projection:
+        return store.Projection(self.db, collection)
+
+    def consumer(self, name: str, router: Router, *, skip_stale: bool = True) -> Consumer:
+        c = Consumer(self.bus, name, router, self.seen if skip_stale else None)
+        self.consumers.append(c)
+        return c
+
+    def every(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``job`` periodically (schedulers); errors are logged, never fatal."""
+        self._timers.append((seconds, job))
+
+    async def start(self) -> None:
+        self.bus.start()
+        self.relay.start()
+        self._tasks.append(asyncio.create_task(self._start_consumers(), name="consumers"))
+        for seconds, job in self._timers:
+            self._tasks.append(asyncio.create_task(self._tick(seconds, job), name=f"timer-{job}"))
+        self.started = True
+
+    async def _start_consumers(self) -> None:
+        for c in self.consumers:
+            while True:
+                try:
+                    await c.start()
+                    break
+                except Exception as exc:
+                    log.warning("consumer start failed, retrying", extra={"consumer": c.name, "error": str(exc)})
+                    await asyncio.sleep(1)
+
+    async def consumers_ready(self, timeout: float = 30) -> None:
+        """Wait until every consumer's queue is declared and bound (tests and demo loading)."""
+        await asyncio.wait_for(self._tasks[0], timeout) if self._tasks else None
+
+    async def _tick(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception as exc:
+                log.warning("timer job failed", extra={"job": str(job), "error": str(exc)})
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for c in self.consumers:
+            with contextlib.suppress(Exception):
+                await c.stop()
+        await self.relay.stop()
+        with contextlib.suppress(Exception):
+            await self.bus.close()
+        await self.mongo.close()
+
+    async def ready(self) -> dict[str, bool]:
+        try:
+            await asyncio.wait_for(self.mongo.admin.command("ping"), 2)
+            db_ok = True
+        except Exception:
+            db_ok = False
+        return {"database": db_ok, "broker": self.bus.is_ready()}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = self
+        app.state.authenticator = self.authenticator
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def configure_logging(settings: Settings) -> None:
+    logs.configure(settings.service_name, settings.log_level)

@@ -1,0 +1,320 @@
+"""MongoDB-wire storage: aggregates with an embedded outbox, and projections.
+
+Written for the common subset of MongoDB and FerretDB 1.24: single-document
+atomic writes only (no transactions), ``$pullAll`` with exact values instead
+of conditional ``$pull`` (a silent no-op on FerretDB), no projection on
+``find_one_and_update``, no partial/TTL indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from orgdir import context, problems
+from orgdir.clock import Clock
+from orgdir.events import CloudEvent, new_event
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+
+def connect(url: str, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
+    """A client that fails fast enough for a 503 instead of a hung request."""
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname="orgdir",
+    )
+
+
+_LOCKS: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def doc_lock(col: AsyncCollection[Doc], key: str) -> asyncio.Lock:
+    """Serialises this process's writes to one document.
+
+    FerretDB 1.x applies an update by reading the document, changing it in Go
+    and writing it back by ``_id`` with no compare-and-swap, so two concurrent
+    updates of one document can lose one of them (and a version-guarded
+    ``find_one_and_update`` can succeed twice). Every write path in this
+    package takes this lock; across replicas only MongoDB gives the guarantee.
+    """
+    ident = (col.database.name, col.name, key)
+    lock = _LOCKS.get(ident)
+    if lock is None:
+        lock = asyncio.Lock()
+        _LOCKS[ident] = lock
+    return lock
+
+
+class StaleVersion(Exception):
+    """The document changed since it was read (optimistic concurrency)."""
+
+    def __init__(self, current: int, expected: int) -> None:
+        super().__init__(f"expected version {expected}, found {current}")
+        self.current = current
+        self.expected = expected
+
+
+@dataclass
+class Change:
+    """What a domain function decided: the new state and the event that says so."""
+
+    state: dict[str, Any]
+    event_type: str
+    next_transition_at: datetime | None = None
+    note: str | None = None
+
+
+class Repository:
+    """Aggregates as single documents: ``_id``, ``version``, ``state``, ``outbox``.
+
+    Every write is one atomic insert or ``find_one_and_update`` guarded by the
+    expected version that also appends the event to the document's outbox and
+    a registration (who, when, which version) to its append-only history.
+    """
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        collection: str,
+        *,
+        service: str,
+        clock: Clock,
+        event_data: Callable[[str, int, dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.col: AsyncCollection[Doc] = db[collection]
+        self.name = collection
+        self.service = service
+        self.clock = clock
+        self.event_data = event_data or (lambda uuid, version, state: {"uuid": uuid, "version": version, **state})
+        self.on_write: Callable[[str, str], None] = lambda collection, uuid: None
+
+    def _event(self, uuid: str, version: int, event_type: str, state: dict[str, Any]) -> CloudEvent:
+        return new_event(
+            service=self.service,
+            type=event_type,
+            subject=uuid,
+            sequence=version,
+            data=self.event_data(uuid, version, state),
+            time=self.clock.now(),
+            correlationid=context.correlation_id.get(),
+            causationid=context.causation_id.get(),
+        )
+
+    def _registration(self, version: int, event_type: str, state: dict[str, Any], note: str | None) -> Doc:
+        return {
+            "version": version,
+            "registered_at": self.clock.now(),
+            "registered_by": context.actor.get() or "system",
+            "event_type": event_type,
+            "note": note,
+            "state": state,
+        }
+
+    async def get(self, uuid: str) -> Doc | None:
+        return await self.col.find_one({"_id": uuid}, {"outbox": 0, "registrations": 0})
+
+    async def get_full(self, uuid: str) -> Doc | None:
+        return await self.col.find_one({"_id": uuid})
+
+    async def require(self, uuid: str, what: str) -> Doc:
+        doc = await self.get(uuid)
+        if doc is None:
+            raise problems.not_found(what, uuid)
+        return doc
+
+    async def insert(self, uuid: str, change: Change) -> Doc:
+        now = self.clock.now()
+        event = self._event(uuid, 1, change.event_type, change.state)
+        doc: Doc = {
+            "_id": uuid,
+            "version": 1,
+            "state": change.state,
+            "next_transition_at": change.next_transition_at,
+            "created_at": now,
+            "updated_at": now,
+            "outbox": [event.model_dump(mode="json")],
+            "registrations": [self._registration(1, change.event_type, change.state, change.note)],
+        }
+        try:
+            async with doc_lock(self.col, uuid):
+                await self.col.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise problems.conflict(f"{uuid} already exists") from exc
+        self.on_write(self.name, uuid)
+        return doc
+
+    async def update(self, uuid: str, expected_version: int, change: Change) -> Doc:
+        version = expected_version + 1
+        event = self._event(uuid, version, change.event_type, change.state)
+        async with doc_lock(self.col, uuid):
+            doc = await self._guarded_update(uuid, expected_version, version, event, change)
+        if doc is None:
+            current = await self.col.find_one({"_id": uuid}, {"version": 1})
+            if current is None:
+                raise problems.not_found(self.name, uuid)
+            raise StaleVersion(int(current["version"]), expected_version)
+        self.on_write(self.name, uuid)
+        return doc
+
+    async def _guarded_update(
+        self, uuid: str, expected_version: int, version: int, event: CloudEvent, change: Change
+    ) -> Doc | None:
+        return await self.col.find_one_and_update(
+            {"_id": uuid, "version": expected_version},
+            {
+                "$set": {
+                    "state": change.state,
+                    "version": version,
+                    "updated_at": self.clock.now(),
+                    "next_transition_at": change.next_transition_at,
+                },
+                "$push": {
+                    "outbox": event.model_dump(mode="json"),
+                    "registrations": self._registration(version, change.event_type, change.state, change.note),
+                },
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def mutate(
+        self,
+        uuid: str,
+        decide: Callable[[Doc], Change | Awaitable[Change]],
+        *,
+        if_match: int | None = None,
+        what: str = "aggregate",
+        attempts: int = 5,
+    ) -> Doc:
+        """Read, decide, write; retried on a concurrent change unless If-Match pinned a version."""
+        for _ in range(attempts):
+            doc = await self.require(uuid, what)
+            if if_match is not None and doc["version"] != if_match:
+                raise problems.precondition_failed(doc["version"], if_match)
+            change = decide(doc)
+            if not isinstance(change, Change):
+                change = await change
+            try:
+                return await self.update(uuid, doc["version"], change)
+            except StaleVersion as exc:
+                if if_match is not None:
+                    raise problems.precondition_failed(exc.current, if_match) from exc
+        raise problems.conflict(f"{what} {uuid} is being changed concurrently; try again")
+
+    async def history(self, uuid: str) -> list[Doc]:
+        doc = await self.col.find_one({"_id": uuid}, {"registrations": 1})
+        if doc is None:
+            return []
+        return list(doc.get("registrations", []))
+
+    async def due(self, now: datetime, limit: int = 500) -> list[Doc]:
+        """Aggregates whose next validity boundary has been crossed."""
+        cursor = self.col.find(
+            {"next_transition_at": {"$ne": None, "$lte": now}},
+            {"outbox": 0, "registrations": 0},
+        ).limit(limit)
+        return [d async for d in cursor]
+
+    async def page(
+        self,
+        query: Mapping[str, Any],
+        *,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Doc], str | None]:
+        return await paginate(self.col, query, limit=limit, cursor=cursor, projection={"outbox": 0, "registrations": 0})
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise problems.Problem(400, "invalid-cursor", "Invalid cursor", "The cursor is not one this API gave out.") from exc
+
+
+async def paginate(
+    col: AsyncCollection[Doc],
+    query: Mapping[str, Any],
+    *,
+    limit: int,
+    cursor: str | None,
+    projection: Mapping[str, Any] | None = None,
+) -> tuple[list[Doc], str | None]:
+    """Keyset pagination on ``_id``: stable under concurrent inserts."""
+    q = dict(query)
+    if cursor:
+        q = {"$and": [q, {"_id": {"$gt": decode_cursor(cursor)}}]} if q else {"_id": {"$gt": decode_cursor(cursor)}}
+    docs = [d async for d in col.find(q, projection).sort("_id", 1).limit(limit + 1)]
+    more = len(docs) > limit
+    docs = docs[:limit]
+    return docs, (encode_cursor(str(docs[-1]["_id"])) if more and docs else None)
+
+
+class MongoSeenStore:
+    """Newest applied sequence per (consumer, subject), for stale-event skipping."""
+
+    def __init__(self, db: AsyncDatabase[Doc], collection: str = "_seen") -> None:
+        self.col: AsyncCollection[Doc] = db[collection]
+
+    async def is_stale(self, consumer: str, event: CloudEvent) -> bool:
+        doc = await self.col.find_one({"_id": f"{consumer}:{event.subject}"})
+        return doc is not None and int(doc["sequence"]) >= event.sequence
+
+    async def mark(self, consumer: str, event: CloudEvent) -> None:
+        key = f"{consumer}:{event.subject}"
+        async with doc_lock(self.col, key):
+            await self.col.update_one({"_id": key}, {"$max": {"sequence": event.sequence}}, upsert=True)
+
+
+class Projection:
+    """A local copy of another service's aggregates, applied only when newer."""
+
+    def __init__(self, db: AsyncDatabase[Doc], collection: str) -> None:
+        self.col: AsyncCollection[Doc] = db[collection]
+
+    async def apply(self, subject: str, sequence: int, body: dict[str, Any]) -> bool:
+        """Store ``body`` for ``subject`` if ``sequence`` is newer; False when stale."""
+        async with doc_lock(self.col, subject):
+            return await self._apply(subject, sequence, body)
+
+    async def _apply(self, subject: str, sequence: int, body: dict[str, Any]) -> bool:
+        for _ in range(10):
+            current = await self.col.find_one({"_id": subject}, {"sequence": 1})
+            doc = {**body, "_id": subject, "sequence": sequence}
+            if current is None:
+                try:
+                    await self.col.insert_one(doc)
+                    return True
+                except DuplicateKeyError:
+                    continue
+            if int(current["sequence"]) >= sequence:
+                return False
+            res = await self.col.replace_one({"_id": subject, "sequence": current["sequence"]}, doc)
+            if res.matched_count:
+                return True
+            await asyncio.sleep(0)
+        raise RuntimeError(f"projection {self.col.name}: could not apply {subject}@{sequence}")
+
+    async def get(self, subject: str) -> Doc | None:
+        return await self.col.find_one({"_id": subject})

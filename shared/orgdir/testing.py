@@ -1,0 +1,99 @@
+"""pytest plugin (``-p orgdir.testing``): real servers and isolation for tests.
+
+One RabbitMQ node and one FerretDB serve the whole session (started
+concurrently, only when a test asks for them); tests keep apart by naming
+their databases, exchanges and queues with the ``ns`` prefix. Tests that stop
+and restart a server get one of their own. ``AMQP_URL`` / ``MONGODB_URL`` in
+the environment point the session at existing servers instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orgdir.localservers import (
+    FerretDB,
+    RabbitNode,
+    ServerSet,
+    cleanup_stale_test_dirs,
+    run_dir,
+)
+
+
+def _short_id() -> str:
+    """``t`` + 8 hex chars: unique enough per session, valid in every name we build."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def orgdir_test_dir() -> Iterator[Path]:
+    """``.run/test-<pid>/``: this session's server data, removed at the end."""
+    cleanup_stale_test_dirs()
+    path = run_dir() / f"test-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def orgdir_servers(orgdir_test_dir: Path) -> Iterator[ServerSet]:
+    """The session's RabbitMQ and FerretDB, both started at once."""
+    servers = ServerSet.for_dir(orgdir_test_dir, rabbit_name=f"test{os.getpid()}")
+    servers.start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def amqp_url(orgdir_servers: ServerSet) -> str:
+    return orgdir_servers.amqp_url
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(orgdir_servers: ServerSet) -> str:
+    return orgdir_servers.mongodb_url
+
+
+@pytest.fixture
+def ns() -> str:
+    """A unique name prefix for this test's databases, exchanges and queues."""
+    return _short_id()
+
+
+@pytest.fixture
+def private_rabbit(orgdir_test_dir: Path) -> Iterator[Callable[[], RabbitNode]]:
+    """Factory: ``private_rabbit()`` starts a node for this test alone; stopped at teardown."""
+    nodes: list[RabbitNode] = []
+
+    def make() -> RabbitNode:
+        name = _short_id()
+        node = RabbitNode(name, orgdir_test_dir / "private" / f"rabbit-{name}")
+        nodes.append(node)
+        node.start()
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def private_ferretdb(orgdir_test_dir: Path) -> Iterator[Callable[[], FerretDB]]:
+    """Factory: ``private_ferretdb()`` starts a FerretDB for this test only; stopped after it."""
+    servers: list[FerretDB] = []
+
+    def make() -> FerretDB:
+        server = FerretDB(orgdir_test_dir / "private" / f"ferretdb-{_short_id()}")
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -1,0 +1,154 @@
+"""Helpers for tests against real servers: isolated settings, in-process apps, event capture.
+
+Used by every service's tests and the cross-service tests; no mocks: apps talk
+to the real RabbitMQ and MongoDB-wire server the pytest plugin started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import aio_pika
+import httpx
+from aio_pika.abc import AbstractIncomingMessage
+from fastapi import FastAPI
+
+from orgdir.bus import declare_exchanges
+from orgdir.clock import Clock
+from orgdir.events import CloudEvent
+from orgdir.service import Runtime
+from orgdir.settings import Settings
+
+SettingsT = TypeVar("SettingsT", bound=Settings)
+
+ADMIN = {"Authorization": "Bearer dev-admin"}
+WRITER = {"Authorization": "Bearer dev-writer"}
+READER = {"Authorization": "Bearer dev-reader"}
+APPROVER = {"Authorization": "Bearer dev-approver"}
+
+
+def settings_for(
+    cls: type[SettingsT], *, ns: str, service: str, amqp_url: str, mongodb_url: str, **overrides: Any
+) -> SettingsT:
+    """Settings that keep this test's data, exchange and queues apart from every other test."""
+    values: dict[str, Any] = {
+        "service_name": service,
+        "mongodb_url": mongodb_url,
+        "amqp_url": amqp_url,
+        "database": f"{ns}_{service.replace('-', '_')}",
+        "exchange": f"{ns}.events",
+        "queue_prefix": f"{ns}.",
+        "relay_sweep_seconds": 0.5,
+        "retry_delay_seconds": 0.05,
+        "scheduler_interval_seconds": 3600,
+    }
+    values.update(overrides)
+    return cls.model_validate(values)
+
+
+class RunningApp:
+    """A service app running in this process with its lifespan, and an HTTP client for it."""
+
+    def __init__(self, app: FastAPI, headers: dict[str, str] | None = None) -> None:
+        self.app = app
+        self.headers = headers or ADMIN
+        self.client: httpx.AsyncClient | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    async def __aenter__(self) -> RunningApp:
+        await self._stack.enter_async_context(self.app.router.lifespan_context(self.app))
+        self.client = await self._stack.enter_async_context(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),
+                base_url="http://test",
+                headers=self.headers,
+                timeout=30,
+            )
+        )
+        await self.runtime.bus.wait_connected(30)
+        await self.runtime.consumers_ready(30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        assert self.client is not None
+        return self.client
+
+    async def settle(self, timeout: float = 10) -> None:
+        """Wait until this app's outbox is empty (everything written is published)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await self.runtime.relay.sweep(min_age=None) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    factory: Callable[[Any, Clock | None], FastAPI], settings: Settings, clock: Clock | None = None
+) -> AsyncIterator[RunningApp]:
+    async with RunningApp(factory(settings, clock)) as app:
+        yield app
+
+
+class EventCollector:
+    """Binds its own queue to the test's exchange and records every event, in arrival order."""
+
+    def __init__(self, amqp_url: str, exchange: str, pattern: str = "#") -> None:
+        self.amqp_url = amqp_url
+        self.exchange = exchange
+        self.pattern = pattern
+        self.events: list[CloudEvent] = []
+        self._changed = asyncio.Condition()
+        self._conn: aio_pika.abc.AbstractConnection | None = None
+
+    async def __aenter__(self) -> EventCollector:
+        self._conn = await aio_pika.connect(self.amqp_url)
+        channel = await self._conn.channel()
+        await declare_exchanges(channel, self.exchange)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self.exchange, routing_key=self.pattern)
+        await queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._conn:
+            await self._conn.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.events.append(CloudEvent.model_validate(json.loads(message.body)))
+        async with self._changed:
+            self._changed.notify_all()
+
+    def of_type(self, *types: str, subject: str | None = None) -> list[CloudEvent]:
+        return [
+            e for e in self.events if (not types or e.type in types) and (subject is None or e.subject == subject)
+        ]
+
+    async def wait_for(
+        self, predicate: Callable[[list[CloudEvent]], bool], timeout: float = 15
+    ) -> list[CloudEvent]:
+        async def check() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self.events))
+
+        try:
+            await asyncio.wait_for(check(), timeout)
+        except TimeoutError as exc:
+            seen = [f"{e.type}:{e.subject}@{e.sequence}" for e in self.events]
+            raise AssertionError(f"events not seen within {timeout}s; got {seen}") from exc
+        return self.events
+
+    async def wait_type(self, event_type: str, count: int = 1, timeout: float = 15, subject: str | None = None) -> list[CloudEvent]:
+        await self.wait_for(lambda _: len(self.of_type(event_type, subject=subject)) >= count, timeout)
+        return self.of_type(event_type, subject=subject)

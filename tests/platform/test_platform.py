@@ -1,0 +1,315 @@
+"""Platform acceptance: outbox, relay, consumers, dead-lettering, outages — on real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+
+from orgdir.bus import Bus, Consumer, Router
+from orgdir.events import CloudEvent, new_event
+from orgdir.localservers import free_port
+from orgdir.settings import Settings
+from orgdir.store import Change, connect
+from orgdir.testkit import EventCollector, RunningApp, settings_for
+from tests.platform import toy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def toy_settings(ns: str, amqp_url: str, mongodb_url: str, **kw: Any) -> Settings:
+    return settings_for(Settings, ns=ns, service="toy", amqp_url=amqp_url, mongodb_url=mongodb_url, **kw)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def eventually(check: Any, timeout: float = 20, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+class ConsumerProcess:
+    """The toy consumer in its own OS process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> ConsumerProcess:
+        env = {
+            **os.environ,
+            "ORGDIR_SERVICE_NAME": "toyconsumer",
+            "ORGDIR_AMQP_URL": self.settings.amqp_url,
+            "ORGDIR_MONGODB_URL": self.settings.mongodb_url,
+            "ORGDIR_DATABASE": self.settings.database_name + "_consumer",
+            "ORGDIR_EXCHANGE": self.settings.exchange,
+            "ORGDIR_QUEUE_PREFIX": self.settings.queue_prefix,
+            "TOY_METRICS_PORT": str(self.port),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.platform.toy", "consume"],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert "consumer ready" in line, line
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.port}/metrics").text
+
+
+@pytest.fixture
+async def consumer_db(ns: str, mongodb_url: str) -> AsyncIterator[Any]:
+    client = connect(mongodb_url)
+    yield client[f"{ns}_toy_consumer"]
+    await client.close()
+
+
+async def test_write_is_atomic_consumed_once_and_republish_is_skipped_as_stale(
+    ns: str, amqp_url: str, mongodb_url: str, consumer_db: Any
+) -> None:
+    settings = toy_settings(ns, amqp_url, mongodb_url)
+    with ConsumerProcess(settings) as consumer:
+        app = toy.create(settings)
+        async with RunningApp(app) as running:
+            # Stop the relay so we can look at the stored document before anything is published.
+            await running.runtime.relay.stop()
+            r = await running.http.post("/api/v1/widgets", json={"name": "Økonomi"})
+            assert r.status_code == 201, r.text
+            uid = r.json()["uuid"]
+            doc = await running.runtime.db.widgets.find_one({"_id": uid})
+            assert doc["state"] == {"name": "Økonomi"} and doc["version"] == 1
+            assert [e["type"] for e in doc["outbox"]] == ["widget.created"]
+            assert doc["outbox"][0]["sequence"] == 1 and doc["outbox"][0]["subject"] == uid
+
+            # A relay that died between publish and removal: the event went out, the outbox kept it.
+            await running.runtime.bus.publish(CloudEvent.model_validate(doc["outbox"][0]))
+            event_id = doc["outbox"][0]["id"]
+            await eventually(lambda: consumer_db.applied.find_one({"_id": event_id}))
+
+            # The next relay publishes it again, then removes it.
+            running.runtime.relay.start()
+            await running.settle()
+            assert (await running.runtime.db.widgets.find_one({"_id": uid}))["outbox"] == []
+
+            def stale() -> float:
+                return metric(consumer.metrics(), "orgdir_events_consumed_total", outcome="stale", type="widget.created")
+
+            async def stale_seen() -> bool:
+                return await asyncio.to_thread(stale) == 1
+
+            await eventually(stale_seen)
+            applied = await consumer_db.applied.find_one({"_id": event_id})
+            assert applied["count"] == 1, "the redelivered event had an effect twice"
+            assert metric(consumer.metrics(), "orgdir_events_consumed_total", outcome="ok", type="widget.created") == 1
+
+            # A later change reaches the consumer once, in order.
+            r = await running.http.patch(f"/api/v1/widgets/{uid}", json={"name": "Økonomi og Løn"})
+            assert r.json()["version"] == 2
+            await eventually(lambda: consumer_db.names.find_one({"_id": uid, "seq": 2}))
+            assert (await consumer_db.names.find_one({"_id": uid}))["name"] == "Økonomi og Løn"
+
+
+async def test_writes_succeed_while_broker_is_down_and_all_events_arrive_after(
+    ns: str, mongodb_url: str, private_rabbit: Any, consumer_db: Any
+) -> None:
+    node = private_rabbit()
+    settings = toy_settings(ns, node.url, mongodb_url)
+    with ConsumerProcess(settings) as consumer:
+        async with RunningApp(toy.create(settings)) as running:
+            await asyncio.to_thread(node.stop)
+            uids = []
+            for i in range(20):
+                r = await running.http.post("/api/v1/widgets", json={"name": f"unit {i}"})
+                assert r.status_code == 201, r.text
+                uids.append(r.json()["uuid"])
+            await running.runtime.relay.sweep(min_age=None)  # refresh gauges without waiting for the timer
+            scrape = (await running.http.get("/metrics")).text
+            assert metric(scrape, "orgdir_outbox_backlog", service="toy") == 20
+            ready = await running.http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["broker"] is False
+
+            await asyncio.to_thread(node.restart)
+
+            async def all_applied() -> bool:
+                return await consumer_db.names.count_documents({}) == 20
+
+            await eventually(all_applied, timeout=60)
+            await running.settle(20)
+            counts = [d["count"] async for d in consumer_db.applied.find({})]
+            assert len(counts) == 20 and set(counts) == {1}
+            await running.runtime.relay.sweep(min_age=None)
+            scrape = (await running.http.get("/metrics")).text
+            assert metric(scrape, "orgdir_outbox_backlog", service="toy") == 0
+        assert consumer.proc is not None
+
+
+async def test_database_outage_gives_503_problem_and_recovers(
+    ns: str, amqp_url: str, private_ferretdb: Any
+) -> None:
+    server = private_ferretdb()
+    settings = toy_settings(ns, amqp_url, server.url, mongo_timeout_ms=800)
+    async with RunningApp(toy.create(settings)) as running:
+        assert (await running.http.get("/readyz")).status_code == 200
+        await asyncio.to_thread(server.stop)
+        ready = await running.http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.headers["content-type"].startswith("application/problem+json")
+        assert ready.json()["checks"]["database"] is False
+        r = await running.http.post("/api/v1/widgets", json={"name": "x"})
+        assert r.status_code == 503
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["type"] == "urn:orgdir:problem:service-unavailable"
+        await asyncio.to_thread(server.restart)
+
+        async def works() -> bool:
+            return (await running.http.post("/api/v1/widgets", json={"name": "y"})).status_code == 201
+
+        await eventually(works, timeout=30, interval=0.5)
+        assert (await running.http.get("/readyz")).status_code == 200
+
+
+async def _dead_messages(amqp_url: str, queue: str, count: int, timeout: float = 20) -> list[Any]:
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        channel = await conn.channel()
+        q = await channel.declare_queue(queue, passive=True)
+        got: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            msg = await q.get(no_ack=True, fail=False)
+            if msg is None:
+                await asyncio.sleep(0.1)
+            else:
+                got.append(msg)
+        return got
+    finally:
+        await conn.close()
+
+
+async def test_failing_handler_dead_letters_after_limit_and_queue_keeps_flowing(
+    ns: str, amqp_url: str
+) -> None:
+    settings = toy_settings(ns, amqp_url, "mongodb://unused/", delivery_limit=3)
+    bus = Bus(settings)
+    await bus.connect()
+    attempts: dict[str, int] = {}
+    handled: list[str] = []
+    router = Router()
+
+    @router.on("widget.*")
+    async def handle(event: CloudEvent, data: toy.WidgetState) -> None:
+        attempts[data.name] = attempts.get(data.name, 0) + 1
+        if data.name == "poison":
+            raise ValueError("cannot handle poison widgets")
+        handled.append(data.name)
+
+    consumer = Consumer(bus, "flaky", router)
+    await consumer.start()
+    try:
+        for i, name in enumerate(["poison", "good-1", "good-2"]):
+            await bus.publish(new_event(service="toy", type="widget.created", subject=f"s{i}", sequence=1,
+                                        data={"uuid": f"s{i}", "version": 1, "name": name}))
+        dead = await _dead_messages(amqp_url, f"{ns}.toy.flaky.dead", 1)
+        assert len(dead) == 1
+        assert json.loads(dead[0].body)["data"]["name"] == "poison"
+        assert "cannot handle poison widgets" in dead[0].headers["x-orgdir-error"]
+        assert "failed 3 times" in dead[0].headers["x-orgdir-error"]
+        assert attempts["poison"] == 3
+        await eventually(lambda: asyncio.sleep(0, result=sorted(handled) == ["good-1", "good-2"]))
+    finally:
+        await consumer.stop()
+        await bus.close()
+
+
+async def test_malformed_messages_are_dead_lettered_with_a_reason(ns: str, amqp_url: str) -> None:
+    settings = toy_settings(ns, amqp_url, "mongodb://unused/")
+    bus = Bus(settings)
+    await bus.connect()
+    handled: list[str] = []
+    router = Router()
+
+    @router.on("widget.*")
+    async def handle(event: CloudEvent, data: toy.WidgetState) -> None:
+        handled.append(data.name)
+
+    consumer = Consumer(bus, "strict", router)
+    await consumer.start()
+    try:
+        conn = await aio_pika.connect(amqp_url)
+        channel = await conn.channel()
+        exchange = await channel.get_exchange(settings.exchange)
+        good = new_event(service="toy", type="widget.created", subject="ok", sequence=1,
+                         data={"uuid": "ok", "version": 1, "name": "fine"})
+        wrong_data = good.model_copy(update={"id": "x2", "data": {"uuid": "ok", "name": 3}})
+        await exchange.publish(aio_pika.Message(b"{not json"), routing_key="widget.created")
+        await exchange.publish(aio_pika.Message(b'{"specversion": "1.0"}'), routing_key="widget.updated")
+        await exchange.publish(aio_pika.Message(wrong_data.body()), routing_key="widget.created")
+        unknown = json.loads(good.body())
+        unknown["type"] = "widget.exploded"
+        await exchange.publish(aio_pika.Message(json.dumps(unknown).encode()), routing_key="widget.exploded")
+        await exchange.publish(aio_pika.Message(good.body()), routing_key="widget.created")
+        await conn.close()
+
+        dead = await _dead_messages(amqp_url, f"{ns}.toy.strict.dead", 4)
+        reasons = sorted(m.headers["x-orgdir-error"] for m in dead)
+        assert len(reasons) == 4, reasons
+        assert any("not JSON" in r for r in reasons)
+        assert any("not an Orgdir CloudEvent" in r for r in reasons)
+        assert any("data does not match widget.created" in r for r in reasons)
+        assert any("unknown event type 'widget.exploded'" in r for r in reasons)
+        await eventually(lambda: asyncio.sleep(0, result=handled == ["fine"]))
+    finally:
+        await consumer.stop()
+        await bus.close()
+
+
+async def test_write_conflicts_and_change_model(ns: str, amqp_url: str, mongodb_url: str) -> None:
+    settings = toy_settings(ns, amqp_url, mongodb_url)
+    async with RunningApp(toy.create(settings)) as running:
+        repo = running.runtime.repositories["widgets"]
+        await repo.insert("w1", Change({"name": "a"}, "widget.created"))
+        await repo.update("w1", 1, Change({"name": "b"}, "widget.updated"))
+        from orgdir.store import StaleVersion
+
+        with pytest.raises(StaleVersion):
+            await repo.update("w1", 1, Change({"name": "c"}, "widget.updated"))
+        history = await repo.history("w1")
+        assert [h["version"] for h in history] == [1, 2]
+        assert history[1]["state"] == {"name": "b"}
+        async with EventCollector(amqp_url, settings.exchange) as events:
+            await repo.update("w1", 2, Change({"name": "d"}, "widget.updated"))
+            got = await events.wait_type("widget.updated")
+            assert got[0].sequence == 3 and got[0].data["name"] == "d"
