@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 install:  ## uv + the workspace venv (.venv), RabbitMQ and FerretDB when missing
 	@bash scripts/bootstrap.sh
-	@$(PY) -m orgdir.localservers install
+	@$(PY) -m orgdir.cli install
 
 run: install  ## the whole local stack in the foreground, with demo data; Ctrl-C stops it
 	@$(PY) -m orgdir.cli run
@@ -23,7 +23,7 @@ status:
 	@$(PY) -m orgdir.cli status
 
 test: install  ## the whole suite against real servers, then lint, types and the chart
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest -q --ignore=tests/helm
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory helm-check
 
@@ -34,8 +34,7 @@ lint:
 	@.venv/bin/ruff check shared services tests benchmarks
 
 typecheck:
-	@.venv/bin/mypy shared/orgdir services/orgunits/orgunits services/registry/registry \
-	  services/access-rights/access_rights services/notifier/notifier
+	@.venv/bin/mypy -p orgdir -p orgunits -p registry -p access_rights -p notifier
 
 check: lint typecheck
 

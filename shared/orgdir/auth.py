@@ -52,9 +52,7 @@ class Authenticator:
         self.settings = settings
         self._jwks: jwt.PyJWKClient | None = None
         if settings.auth_mode == "oidc":
-            url = settings.oidc_jwks_url or (
-                settings.oidc_issuer.rstrip("/") + "/protocol/openid-connect/certs"
-            )
+            url = settings.oidc_jwks_url or (settings.oidc_issuer.rstrip("/") + "/protocol/openid-connect/certs")
             self._jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=600)
 
     async def authenticate(self, token: str) -> Principal:
@@ -77,7 +75,10 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise unauthorized(f"Invalid token: {exc}") from exc
-        return Principal(subject=str(claims.get("preferred_username") or claims.get("sub")), roles=expand(roles_from_claims(claims, s.oidc_client_id)))
+        return Principal(
+            subject=str(claims.get("preferred_username") or claims.get("sub")),
+            roles=expand(roles_from_claims(claims, s.oidc_client_id)),
+        )
 
 
 def roles_from_claims(claims: dict[str, Any], client_id: str = "") -> set[str]:

@@ -153,15 +153,9 @@ class Bus:
             await self.connection.close()
 
 
-async def declare_exchanges(
-    channel: AbstractChannel, name: str
-) -> tuple[AbstractExchange, AbstractExchange]:
-    unrouted = await channel.declare_exchange(
-        f"{name}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True
-    )
-    unrouted_queue = await channel.declare_queue(
-        f"{name}.unrouted", durable=True, arguments={"x-queue-type": "quorum"}
-    )
+async def declare_exchanges(channel: AbstractChannel, name: str) -> tuple[AbstractExchange, AbstractExchange]:
+    unrouted = await channel.declare_exchange(f"{name}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True)
+    unrouted_queue = await channel.declare_queue(f"{name}.unrouted", durable=True, arguments={"x-queue-type": "quorum"})
     await unrouted_queue.bind(unrouted)
     exchange = await channel.declare_exchange(
         name,
@@ -177,9 +171,7 @@ async def declare_consumer_queue(
     channel: AbstractChannel, exchange: str, queue: str, patterns: list[str], delivery_limit: int
 ) -> AbstractQueue:
     """The quorum queue, its bindings, and its dead-letter queue."""
-    dead = await channel.declare_queue(
-        f"{queue}.dead", durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    dead = await channel.declare_queue(f"{queue}.dead", durable=True, arguments={"x-queue-type": "quorum"})
     await dead.bind(f"{exchange}.dead", routing_key=f"{queue}.dead")
     q = await channel.declare_queue(
         queue,
@@ -283,9 +275,7 @@ class Consumer:
                 if self._channel is not None and not self._channel.is_closed:
                     q = await self._channel.declare_queue(f"{self.queue_name}.dead", passive=True)
                     count = q.declaration_result.message_count or 0
-                    metrics.DEAD_LETTER_MESSAGES.labels(
-                        self.bus.settings.service_name, self.queue_name
-                    ).set(count)
+                    metrics.DEAD_LETTER_MESSAGES.labels(self.bus.settings.service_name, self.queue_name).set(count)
             except Exception as exc:
                 log.debug("dead queue depth unavailable", extra={"error": str(exc)})
             await asyncio.sleep(15)
@@ -328,23 +318,21 @@ class Consumer:
             context.correlation_id.reset(token_c)
             context.causation_id.reset(token_k)
         metrics.EVENT_HANDLING.labels(service, queue).observe(time.perf_counter() - started)
-        metrics.EVENT_LAG.labels(service, queue).observe(
-            max(0.0, (datetime.now(UTC) - event.time).total_seconds())
-        )
+        metrics.EVENT_LAG.labels(service, queue).observe(max(0.0, (datetime.now(UTC) - event.time).total_seconds()))
         await message.ack()
         metrics.EVENTS_CONSUMED.labels(service, queue, event.type, "ok").inc()
 
-    async def _retry_or_dead(
-        self, message: AbstractIncomingMessage, exc: Exception, kind: str
-    ) -> None:
+    async def _retry_or_dead(self, message: AbstractIncomingMessage, exc: Exception, kind: str) -> None:
         s = self.bus.settings
-        attempts = int((message.headers or {}).get("x-delivery-count", 0) or 0) + 1
+        attempts = int(str((message.headers or {}).get("x-delivery-count", 0) or 0)) + 1
         reason = f"{type(exc).__name__}: {exc}"
         if attempts >= s.delivery_limit:
             log.error("handler failed for the last time", extra={"queue": self.queue_name, "error": reason})
             await self._dead(message, f"failed {attempts} times: {reason}", kind)
             return
-        log.warning("handler failed, will retry", extra={"queue": self.queue_name, "attempt": attempts, "error": reason})
+        log.warning(
+            "handler failed, will retry", extra={"queue": self.queue_name, "attempt": attempts, "error": reason}
+        )
         metrics.EVENTS_CONSUMED.labels(s.service_name, self.queue_name, kind, "retried").inc()
         await asyncio.sleep(min(s.retry_delay_seconds * 2 ** (attempts - 1), 30.0))
         await message.nack(requeue=True)

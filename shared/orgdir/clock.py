@@ -44,9 +44,7 @@ class ManualClock(SystemClock):
 
     def set_day(self, day: date) -> None:
         """Jump to just after local midnight of ``day``."""
-        self._now = datetime(day.year, day.month, day.day, 0, 0, 1, tzinfo=self.zone).astimezone(
-            UTC
-        )
+        self._now = datetime(day.year, day.month, day.day, 0, 0, 1, tzinfo=self.zone).astimezone(UTC)
 
 
 def start_of_day(day: date, timezone: str = "Europe/Copenhagen") -> datetime:

@@ -66,14 +66,14 @@ def new_event(
 
 @dataclass(frozen=True)
 class EventType:
-    type: str
+    name: str
     data_model: type[BaseModel]
     description: str
     dataversion: str = "1"
 
     @property
     def aggregate(self) -> str:
-        return self.type.split(".", 1)[0]
+        return self.name.split(".", 1)[0]
 
 
 CATALOGUE: dict[str, EventType] = {}
@@ -132,9 +132,7 @@ def typed_data(event: CloudEvent) -> BaseModel:
 
 
 def _brief(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
 
 
 def catalogue_json_schema() -> dict[str, Any]:

@@ -112,9 +112,7 @@ def _install_errors(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return problem_response(
-            Problem(422, "validation-error", "Invalid request", detail, errors=errors), request
-        )
+        return problem_response(Problem(422, "validation-error", "Invalid request", detail, errors=errors), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -125,9 +123,7 @@ def _install_errors(app: FastAPI) -> None:
     async def on_stale(request: Request, exc: StaleVersion) -> JSONResponse:
         if request.headers.get("if-match"):
             return problem_response(precondition_failed(exc.current, exc.expected), request)
-        return problem_response(
-            Problem(409, "conflict", "Conflict", str(exc), current_version=exc.current), request
-        )
+        return problem_response(Problem(409, "conflict", "Conflict", str(exc), current_version=exc.current), request)
 
     @app.exception_handler(ConnectionFailure)
     async def on_db_down(request: Request, exc: ConnectionFailure) -> JSONResponse:
@@ -188,7 +184,7 @@ def if_match(request: Request) -> int | None:
     try:
         return int(value)
     except ValueError as exc:
-        raise Problem(400, "invalid-if-match", "Invalid If-Match", "If-Match must name a version, e.g. \"3\".") from exc
+        raise Problem(400, "invalid-if-match", "Invalid If-Match", 'If-Match must name a version, e.g. "3".') from exc
 
 
 def set_etag(response: Response, version: int) -> None:

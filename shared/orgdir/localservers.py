@@ -58,9 +58,7 @@ def repo_root() -> Path:
     """The monorepo root: the first ancestor holding the Makefile (or the FerretDB wrapper)."""
     for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
         for candidate in (start, *start.parents):
-            if (candidate / "Makefile").is_file() or (
-                candidate / "scripts" / "ferretdb" / "go.mod"
-            ).is_file():
+            if (candidate / "Makefile").is_file() or (candidate / "scripts" / "ferretdb" / "go.mod").is_file():
                 return candidate
     raise ServerError(f"cannot find the repository root above {Path(__file__).resolve()}")
 
@@ -174,20 +172,29 @@ def _load_json(path: Path) -> dict[str, Any]:
 def _run(
     cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    """Run a helper command, capturing its output for error messages."""
-    try:
-        return subprocess.run(
-            cmd,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(cmd, 124, str(exc.stdout or ""), f"timed out: {exc}")
+    """Run a helper command, capturing its output for error messages.
+
+    It gets its own process group, killed whole on timeout, so a hanging
+    helper leaves no stray children behind.
+    """
+    with subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            return subprocess.CompletedProcess(cmd, 124, out, f"{err}\ntimed out after {timeout} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _check(result: subprocess.CompletedProcess[str], what: str) -> str:
@@ -213,15 +220,19 @@ def find_rabbitmq_tools() -> tuple[Path, Path] | None:
 
     Root uses Debian's /usr/sbin wrappers, which drop to the ``rabbitmq`` user
     (with HOME=/var/lib/rabbitmq for server and CLI alike, so they share the
-    Erlang cookie). Other users run the real scripts as themselves.
+    Erlang cookie). Other users must bypass those wrappers (they refuse, and
+    run the server in the foreground) and run the real scripts as themselves.
     """
     on_path = shutil.which("rabbitmq-server")
     dirs = [Path(on_path).parent] if on_path else []
     dirs += list(RABBITMQ_DIRS) if _is_root() else list(reversed(RABBITMQ_DIRS))
     for directory in dirs:
         server, ctl = directory / "rabbitmq-server", directory / "rabbitmqctl"
-        if os.access(server, os.X_OK) and os.access(ctl, os.X_OK):
-            return server, ctl
+        if not (os.access(server, os.X_OK) and os.access(ctl, os.X_OK)):
+            continue
+        if not _is_root() and server.resolve().name == "rabbitmq-script-wrapper":
+            continue
+        return server, ctl
     return None
 
 
@@ -322,9 +333,7 @@ class RabbitNode(LocalServer):
     across processes: it is saved in ``server.json``) so URLs stay valid.
     """
 
-    def __init__(
-        self, name: str, base_dir: Path, *, port: int | None = None, dist_port: int | None = None
-    ) -> None:
+    def __init__(self, name: str, base_dir: Path, *, port: int | None = None, dist_port: int | None = None) -> None:
         self.name = name
         self.node = f"{name}@localhost"
         self.base_dir = base_dir.resolve()
@@ -340,9 +349,7 @@ class RabbitNode(LocalServer):
         ids = _rabbitmq_ids()
         if ids is None or _reachable_by(self.base_dir, *ids):
             return self.base_dir
-        fallback = Path("/var/tmp/orgdir-rabbitmq") / str(self.base_dir).strip("/").replace(
-            "/", "_"
-        )
+        fallback = Path("/var/tmp/orgdir-rabbitmq") / str(self.base_dir).strip("/").replace("/", "_")
         fallback.mkdir(parents=True, exist_ok=True)
         os.chmod(fallback.parent, 0o755)
         link = self.base_dir / "data"
@@ -394,13 +401,9 @@ class RabbitNode(LocalServer):
         for sub in ("mnesia", "log", "home"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "enabled_plugins").write_text("[].\n")
-        (d / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
-        )
+        (d / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
         (d / "rabbitmq-env.conf").write_text("# intentionally empty: all settings come from env\n")
-        (d / "server.json").write_text(
-            json.dumps({"node": self.node, "port": self.port, "dist_port": self.dist_port})
-        )
+        (d / "server.json").write_text(json.dumps({"node": self.node, "port": self.port, "dist_port": self.dist_port}))
         ids = _rabbitmq_ids()
         if ids:
             _chown_tree(d, *ids)
@@ -419,9 +422,7 @@ class RabbitNode(LocalServer):
             return [pid]
         found = []
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and "beam" in "".join(
-                _proc_strings(int(entry.name), "cmdline")
-            ):
+            if entry.name.isdigit() and "beam" in "".join(_proc_strings(int(entry.name), "cmdline")):
                 if ours(int(entry.name)):
                     found.append(int(entry.name))
         return found
@@ -436,9 +437,7 @@ class RabbitNode(LocalServer):
 
     def _ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         _, ctl = ensure_rabbitmq_installed()
-        return _run(
-            [str(ctl), "-n", self.node, *args], env=self.env(), cwd=self.data_dir, timeout=timeout
-        )
+        return _run([str(ctl), "-n", self.node, *args], env=self.env(), cwd=self.data_dir, timeout=timeout)
 
     @property
     def crash_dump(self) -> Path:
@@ -709,8 +708,7 @@ class FerretDB(LocalServer):
             time.sleep(0.1)
         self.stop()
         raise ServerError(
-            f"FerretDB did not start within {timeout:.0f} s\n"
-            f"log {self.log_file}:\n{_tail(self.log_file)}"
+            f"FerretDB did not start within {timeout:.0f} s\nlog {self.log_file}:\n{_tail(self.log_file)}"
         )
 
     def stop(self) -> None:
@@ -742,9 +740,7 @@ def run_concurrently(*tasks: Callable[[], T]) -> list[T]:
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [
-        threading.Thread(target=runner, args=(i, t), daemon=True) for i, t in enumerate(tasks)
-    ]
+    threads = [threading.Thread(target=runner, args=(i, t), daemon=True) for i, t in enumerate(tasks)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -768,17 +764,13 @@ class ServerSet:
     external: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def for_dir(
-        cls, base_dir: Path, *, rabbit_name: str, env: dict[str, str] | None = None
-    ) -> ServerSet:
+    def for_dir(cls, base_dir: Path, *, rabbit_name: str, env: dict[str, str] | None = None) -> ServerSet:
         """Servers under base_dir, skipping those the environment already provides."""
         env = dict(os.environ if env is None else env)
         external = {k: env[k] for k in ("AMQP_URL", "MONGODB_URL") if env.get(k)}
         return cls(
             base_dir=base_dir,
-            rabbit=None
-            if "AMQP_URL" in external
-            else RabbitNode(rabbit_name, base_dir / "rabbitmq"),
+            rabbit=None if "AMQP_URL" in external else RabbitNode(rabbit_name, base_dir / "rabbitmq"),
             ferret=None if "MONGODB_URL" in external else FerretDB(base_dir / "ferretdb"),
             external=external,
         )
@@ -792,14 +784,8 @@ class ServerSet:
         return self.ferret.url if self.ferret else self.external["MONGODB_URL"]
 
     def start(self) -> None:
-        """Install what is missing, then start both servers concurrently."""
-        tasks: list[Callable[[], float]] = []
-        if self.rabbit:
-            ensure_rabbitmq_installed()
-            tasks.append(self.rabbit.start)
-        if self.ferret:
-            ensure_ferretdb_binary()
-            tasks.append(self.ferret.start)
+        """Start both concurrently (apt install and Go build, if needed, as well)."""
+        tasks = [s.start for s in (self.rabbit, self.ferret) if s is not None]
         try:
             run_concurrently(*tasks)
         except BaseException:
@@ -811,7 +797,7 @@ class ServerSet:
         tasks = [s.stop for s in (self.rabbit, self.ferret) if s is not None]
         run_concurrently(*tasks)
 
-    def env_lines(self) -> dict[str, str]:
+    def env_values(self) -> dict[str, str]:
         values = {"AMQP_URL": self.amqp_url, "MONGODB_URL": self.mongodb_url}
         if self.rabbit:
             values["RABBITMQ_NODE"] = self.rabbit.node
@@ -867,7 +853,7 @@ def cmd_up() -> int:
     else:
         stack.start()
     env_file = stack_dir() / "servers.env"
-    _write_env(env_file, stack.env_lines())
+    _write_env(env_file, stack.env_values())
     progress(f"wrote {env_file}")
     print(f"AMQP_URL={stack.amqp_url}\nMONGODB_URL={stack.mongodb_url}")
     return 0

@@ -15,9 +15,7 @@ class Problem(Exception):
     machine-readable ``type``; extra keyword arguments are added as members.
     """
 
-    def __init__(
-        self, status: int, kind: str, title: str, detail: str | None = None, **extra: Any
-    ) -> None:
+    def __init__(self, status: int, kind: str, title: str, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or title)
         self.status = status
         self.kind = kind

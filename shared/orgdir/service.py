@@ -43,9 +43,7 @@ class Runtime:
         self.started = False
 
     def repository(self, collection: str, **kwargs: Any) -> store.Repository:
-        repo = store.Repository(
-            self.db, collection, service=self.settings.service_name, clock=self.clock, **kwargs
-        )
+        repo = store.Repository(self.db, collection, service=self.settings.service_name, clock=self.clock, **kwargs)
         repo.on_write = self.relay.notify
         self.relay.collections.append(collection)
         self.repositories[collection] = repo

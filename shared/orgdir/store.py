@@ -104,7 +104,7 @@ class Repository:
         self.service = service
         self.clock = clock
         self.event_data = event_data or (lambda uuid, version, state: {"uuid": uuid, "version": version, **state})
-        self.on_write: Callable[[str, str], None] = lambda collection, uuid: None
+        self.on_write: Callable[[str, str, list[dict[str, Any]]], None] = lambda c, u, o: None
 
     def _event(self, uuid: str, version: int, event_type: str, state: dict[str, Any]) -> CloudEvent:
         return new_event(
@@ -158,7 +158,7 @@ class Repository:
                 await self.col.insert_one(doc)
         except DuplicateKeyError as exc:
             raise problems.conflict(f"{uuid} already exists") from exc
-        self.on_write(self.name, uuid)
+        self.on_write(self.name, uuid, doc["outbox"])
         return doc
 
     async def update(self, uuid: str, expected_version: int, change: Change) -> Doc:
@@ -171,7 +171,7 @@ class Repository:
             if current is None:
                 raise problems.not_found(self.name, uuid)
             raise StaleVersion(int(current["version"]), expected_version)
-        self.on_write(self.name, uuid)
+        self.on_write(self.name, uuid, doc.get("outbox", []))
         return doc
 
     async def _guarded_update(
@@ -250,7 +250,9 @@ def decode_cursor(cursor: str) -> str:
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError) as exc:
-        raise problems.Problem(400, "invalid-cursor", "Invalid cursor", "The cursor is not one this API gave out.") from exc
+        raise problems.Problem(
+            400, "invalid-cursor", "Invalid cursor", "The cursor is not one this API gave out."
+        ) from exc
 
 
 async def paginate(

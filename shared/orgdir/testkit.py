@@ -131,13 +131,9 @@ class EventCollector:
             self._changed.notify_all()
 
     def of_type(self, *types: str, subject: str | None = None) -> list[CloudEvent]:
-        return [
-            e for e in self.events if (not types or e.type in types) and (subject is None or e.subject == subject)
-        ]
+        return [e for e in self.events if (not types or e.type in types) and (subject is None or e.subject == subject)]
 
-    async def wait_for(
-        self, predicate: Callable[[list[CloudEvent]], bool], timeout: float = 15
-    ) -> list[CloudEvent]:
+    async def wait_for(self, predicate: Callable[[list[CloudEvent]], bool], timeout: float = 15) -> list[CloudEvent]:
         async def check() -> None:
             async with self._changed:
                 await self._changed.wait_for(lambda: predicate(self.events))
@@ -149,6 +145,8 @@ class EventCollector:
             raise AssertionError(f"events not seen within {timeout}s; got {seen}") from exc
         return self.events
 
-    async def wait_type(self, event_type: str, count: int = 1, timeout: float = 15, subject: str | None = None) -> list[CloudEvent]:
+    async def wait_type(
+        self, event_type: str, count: int = 1, timeout: float = 15, subject: str | None = None
+    ) -> list[CloudEvent]:
         await self.wait_for(lambda _: len(self.of_type(event_type, subject=subject)) >= count, timeout)
         return self.of_type(event_type, subject=subject)

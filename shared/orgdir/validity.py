@@ -102,9 +102,7 @@ def _split(timeline: Sequence[S], day: date) -> list[S]:
     return out
 
 
-def apply(
-    timeline: Sequence[S], period: Validity, change: Callable[[S], S] | dict[str, Any]
-) -> list[S]:
+def apply(timeline: Sequence[S], period: Validity, change: Callable[[S], S] | dict[str, Any]) -> list[S]:
     """Apply ``change`` to whatever holds within ``period``; gaps stay gaps."""
     parts = _split(timeline, period.from_)
     if period.to is not None:

@@ -11,17 +11,16 @@ from pathlib import Path
 import aio_pika
 import pymongo
 import pytest
-from orgdir.localservers import FerretDB, RabbitNode, free_port, port_open
 from pymongo import AsyncMongoClient
+
+from orgdir.localservers import FerretDB, RabbitNode, free_port, port_open
 
 
 async def test_session_rabbitmq_declares_a_quorum_queue(amqp_url: str, ns: str) -> None:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(
-            f"{ns}.q", durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        queue = await channel.declare_queue(f"{ns}.q", durable=True, arguments={"x-queue-type": "quorum"})
         await channel.default_exchange.publish(aio_pika.Message(b"hello"), routing_key=queue.name)
         message = await queue.get(timeout=5)
         assert message is not None and message.body == b"hello"
@@ -46,9 +45,7 @@ async def test_private_ferretdb_stops_and_keeps_data_over_restart(private_ferret
 
     server.stop()
     assert not port_open(server.port)
-    down: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-        server.url, serverSelectionTimeoutMS=500
-    )
+    down: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(server.url, serverSelectionTimeoutMS=500)
     async with down:
         with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
             await down.admin.command("ping")
@@ -66,9 +63,7 @@ async def test_private_rabbit_keeps_port_and_durable_messages_over_restart(priva
     connection = await aio_pika.connect(node.url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(
-            f"{ns}.q", durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        queue = await channel.declare_queue(f"{ns}.q", durable=True, arguments={"x-queue-type": "quorum"})
         await channel.default_exchange.publish(
             aio_pika.Message(b"survivor", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=queue.name,
@@ -83,9 +78,7 @@ async def test_private_rabbit_keeps_port_and_durable_messages_over_restart(priva
     connection = await aio_pika.connect(node.url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(
-            f"{ns}.q", durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        queue = await channel.declare_queue(f"{ns}.q", durable=True, arguments={"x-queue-type": "quorum"})
         message = await queue.get(timeout=10)
         assert message is not None and message.body == b"survivor"
         await message.ack()
@@ -124,8 +117,7 @@ def test_cli_uses_urls_from_the_environment(tmp_path: Path) -> None:
     printed = cli("env")
     assert printed.returncode == 0
     assert printed.stdout == (
-        "AMQP_URL=amqp://guest:guest@example.invalid:5672/\n"
-        "MONGODB_URL=mongodb://example.invalid:27017/\n"
+        "AMQP_URL=amqp://guest:guest@example.invalid:5672/\nMONGODB_URL=mongodb://example.invalid:27017/\n"
     )
     assert cli("status").returncode == 0
     assert cli("down").returncode == 0

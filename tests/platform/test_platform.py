@@ -74,7 +74,10 @@ class ConsumerProcess:
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.platform.toy", "consume"],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -125,7 +128,9 @@ async def test_write_is_atomic_consumed_once_and_republish_is_skipped_as_stale(
             assert (await running.runtime.db.widgets.find_one({"_id": uid}))["outbox"] == []
 
             def stale() -> float:
-                return metric(consumer.metrics(), "orgdir_events_consumed_total", outcome="stale", type="widget.created")
+                return metric(
+                    consumer.metrics(), "orgdir_events_consumed_total", outcome="stale", type="widget.created"
+                )
 
             async def stale_seen() -> bool:
                 return await asyncio.to_thread(stale) == 1
@@ -176,9 +181,7 @@ async def test_writes_succeed_while_broker_is_down_and_all_events_arrive_after(
         assert consumer.proc is not None
 
 
-async def test_database_outage_gives_503_problem_and_recovers(
-    ns: str, amqp_url: str, private_ferretdb: Any
-) -> None:
+async def test_database_outage_gives_503_problem_and_recovers(ns: str, amqp_url: str, private_ferretdb: Any) -> None:
     server = private_ferretdb()
     settings = toy_settings(ns, amqp_url, server.url, mongo_timeout_ms=800)
     async with RunningApp(toy.create(settings)) as running:
@@ -219,9 +222,7 @@ async def _dead_messages(amqp_url: str, queue: str, count: int, timeout: float =
         await conn.close()
 
 
-async def test_failing_handler_dead_letters_after_limit_and_queue_keeps_flowing(
-    ns: str, amqp_url: str
-) -> None:
+async def test_failing_handler_dead_letters_after_limit_and_queue_keeps_flowing(ns: str, amqp_url: str) -> None:
     settings = toy_settings(ns, amqp_url, "mongodb://unused/", delivery_limit=3)
     bus = Bus(settings)
     await bus.connect()
@@ -240,8 +241,15 @@ async def test_failing_handler_dead_letters_after_limit_and_queue_keeps_flowing(
     await consumer.start()
     try:
         for i, name in enumerate(["poison", "good-1", "good-2"]):
-            await bus.publish(new_event(service="toy", type="widget.created", subject=f"s{i}", sequence=1,
-                                        data={"uuid": f"s{i}", "version": 1, "name": name}))
+            await bus.publish(
+                new_event(
+                    service="toy",
+                    type="widget.created",
+                    subject=f"s{i}",
+                    sequence=1,
+                    data={"uuid": f"s{i}", "version": 1, "name": name},
+                )
+            )
         dead = await _dead_messages(amqp_url, f"{ns}.toy.flaky.dead", 1)
         assert len(dead) == 1
         assert json.loads(dead[0].body)["data"]["name"] == "poison"
@@ -271,8 +279,13 @@ async def test_malformed_messages_are_dead_lettered_with_a_reason(ns: str, amqp_
         conn = await aio_pika.connect(amqp_url)
         channel = await conn.channel()
         exchange = await channel.get_exchange(settings.exchange)
-        good = new_event(service="toy", type="widget.created", subject="ok", sequence=1,
-                         data={"uuid": "ok", "version": 1, "name": "fine"})
+        good = new_event(
+            service="toy",
+            type="widget.created",
+            subject="ok",
+            sequence=1,
+            data={"uuid": "ok", "version": 1, "name": "fine"},
+        )
         wrong_data = good.model_copy(update={"id": "x2", "data": {"uuid": "ok", "name": 3}})
         await exchange.publish(aio_pika.Message(b"{not json"), routing_key="widget.created")
         await exchange.publish(aio_pika.Message(b'{"specversion": "1.0"}'), routing_key="widget.updated")

@@ -71,7 +71,9 @@ async def consume(settings: Settings, metrics_port: int) -> None:
     @router.on("widget.*")
     async def apply(event: CloudEvent, data: WidgetState) -> None:
         await db.applied.update_one({"_id": event.id}, {"$inc": {"count": 1}}, upsert=True)
-        await db.names.update_one({"_id": event.subject}, {"$set": {"name": data.name, "seq": event.sequence}}, upsert=True)
+        await db.names.update_one(
+            {"_id": event.subject}, {"$set": {"name": data.name, "seq": event.sequence}}, upsert=True
+        )
 
     from orgdir.bus import Consumer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -69,6 +70,9 @@ class Reason(BaseModel):
     unit: str | None = None
     job_function: str | None = None
     role_group: str | None = None
+    via_unit: str | None = Field(
+        None, description="The person's own unit through which a unit/job-function right holds."
+    )
 
 
 class Right(BaseModel):
@@ -89,6 +93,11 @@ class AccessChange(BaseModel):
     reasons: list[Reason]
     validity: Validity
     rights: list[Right] = Field(default_factory=list)
+    effective_at: datetime | None = Field(
+        None,
+        description="Revocations: the instant the right stopped holding (start of its last day "
+        "in the deployment's zone, or the causing change's time if later).",
+    )
 
 
 class AccountState(BaseModel):
@@ -105,7 +114,9 @@ register_aggregate("it_system", ITSystemState, "IT system", ("created", "updated
 register_aggregate("role", RoleState, "role", ("created", "updated", "terminated"))
 register_aggregate("role_group", RoleGroupState, "role group", ("created", "updated", "terminated"))
 register_aggregate(
-    "assignment", AssignmentState, "role assignment",
+    "assignment",
+    AssignmentState,
+    "role assignment",
     ("created", "updated", "approved", "terminated", "effective"),
 )
 register("access.granted", AccessChange, "A person gained a right (from its validity.from).")

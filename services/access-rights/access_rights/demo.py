@@ -1,0 +1,73 @@
+"""A small Danish demo catalogue, loaded idempotently through the HTTP API (PUT, fixed UUIDs).
+
+Assignments need units and job functions the orgunits service owns; they are
+added when those are known here (after its events arrived), and skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+NS = uuid.UUID("0f3c2a4e-1b7d-4c55-8e0a-6d2b9c1f7a30")
+
+
+def uid(name: str) -> str:
+    return str(uuid.uuid5(NS, name))
+
+
+ALWAYS = {"from": "2020-01-01", "to": None}
+
+IT_SYSTEMS = [
+    ("AD", "Active Directory", "{given:3}{surname:3}", "disable", 30),
+    ("KMD-OPUS", "KMD OPUS Løn", "{initials}{surname:4}", "delete", 0),
+    ("SBSYS", "SBSYS ESDH", "{given:4}{surname:2}", "disable", 14),
+]
+ROLES = [
+    ("AD", "Fællesdrev", "Adgang til kommunens fællesdrev", False),
+    ("AD", "VPN", "Fjernadgang", False),
+    ("KMD-OPUS", "Lønsagsbehandler", "Behandling af løn", True),
+    ("SBSYS", "Sagsbehandler", "Oprette og behandle sager", False),
+    ("SBSYS", "CPR-opslag", "Opslag i CPR", True),
+]
+
+
+async def load(http: httpx.AsyncClient) -> None:
+    async def put(path: str, body: dict[str, Any]) -> None:
+        r = await http.put(path, json=body)
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"PUT {path}: {r.status_code} {r.text}")
+
+    for key, name, rule, offboarding, grace in IT_SYSTEMS:
+        await put(
+            f"/api/v1/it-systems/{uid('it:' + key)}",
+            {
+                "validity": ALWAYS,
+                "user_key": key,
+                "name": name,
+                "username_rule": rule,
+                "offboarding": offboarding,
+                "grace_days": grace,
+            },
+        )
+    for system, name, description, sensitive in ROLES:
+        await put(
+            f"/api/v1/roles/{uid('role:' + name)}",
+            {
+                "validity": ALWAYS,
+                "it_system": uid("it:" + system),
+                "name": name,
+                "description": description,
+                "sensitive": sensitive,
+            },
+        )
+    await put(
+        f"/api/v1/role-groups/{uid('group:kontor')}",
+        {
+            "validity": ALWAYS,
+            "name": "Kontorarbejdsplads",
+            "roles": [uid("role:Fællesdrev"), uid("role:Sagsbehandler")],
+        },
+    )

@@ -1,0 +1,381 @@
+"""SCIM 2.0 outbound connector: persons with accounts as Users, roles as Groups.
+
+Built on scim2-client / scim2-models. scim2-client's bundled engine needs
+``httpx2``; Orgdir uses httpx, so ``HttpxSCIMClient`` is the three-method
+engine over an ``httpx.AsyncClient`` (the same as the bundled one).
+
+A SCIM delivery does not forward the event: it brings the target in line with
+notifier's projections as they are when the delivery runs (converging on the
+latest state), so ``access.granted`` arriving before ``account.requested`` is
+harmless: the account's delivery syncs the groups of every role the person holds.
+Operations for one target run one at a time (groups are replaced whole).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, cast
+
+import httpx
+from orgdir.clock import Clock
+from scim2_client import BaseAsyncSCIMClient, RequestNetworkException, SCIMClientException
+from scim2_client.errors import UnexpectedStatusCodeException
+from scim2_models import (
+    Email,
+    EnterpriseUser,
+    Group,
+    GroupMember,
+    ListResponse,
+    Manager,
+    Name,
+    SCIMException,
+    SearchRequest,
+    User,
+)
+
+from notifier import domain
+from notifier.delivery import Pending
+from notifier.settings import NotifierSettings
+from notifier.store import Doc, Projections, ScimIds
+
+ScimUser = User[EnterpriseUser]
+
+
+class HttpxSCIMClient(BaseAsyncSCIMClient):
+    """scim2-client over httpx; remembers the last HTTP status for error classification."""
+
+    def __init__(self, client: httpx.AsyncClient, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.client = client
+        self.last_status: int | None = None
+
+    def _stays_under_base_url(self, endpoint: str) -> bool:
+        base = self.client.base_url
+        try:
+            url = self.client.build_request("GET", endpoint).url
+        except httpx.InvalidURL:
+            return False
+        return (url.scheme, url.host, url.port) == (
+            base.scheme,
+            base.host,
+            base.port,
+        ) and url.raw_path.startswith(base.raw_path)
+
+    def _parse_json(self, response: Any) -> Any:
+        return cast(httpx.Response, response).json()
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        self.last_status = None
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            err = RequestNetworkException()
+            err.add_note(str(exc))
+            raise err from exc
+        self.last_status = response.status_code
+        return response
+
+
+class ScimSender:
+    """The Sender for ``kind: scim`` subscriptions."""
+
+    concurrency = 1
+
+    def __init__(
+        self, settings: NotifierSettings, projections: Projections, ids: ScimIds, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self.p = projections
+        self.ids = ids
+        self.clock = clock
+        self._http: httpx.AsyncClient | None = None
+        self._scim: HttpxSCIMClient | None = None
+        self._key: tuple[str, str | None] | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        self._http = self._scim = None
+
+    async def _client(self, sub: Doc) -> HttpxSCIMClient:
+        key = (str(sub["url"]), sub.get("token"))
+        if self._scim is None or self._key != key:
+            await self.close()
+            headers = {"Authorization": f"Bearer {sub['token']}"} if sub.get("token") else {}
+            base = str(sub["url"]).rstrip("/") + "/"
+            self._http = httpx.AsyncClient(
+                base_url=base, headers=headers, timeout=self.settings.delivery_timeout_seconds
+            )
+            scim = HttpxSCIMClient(self._http)
+            await scim.discover()
+            self._scim, self._key = scim, key
+        return self._scim
+
+    async def send(self, sub: Doc, p: Pending) -> domain.Outcome:
+        scim: HttpxSCIMClient | None = None
+        try:
+            scim = await self._client(sub)
+            await self._apply(scim, sub, p.event)
+            return domain.Outcome("ok", 200)
+        except RequestNetworkException as exc:
+            self._scim = None  # rediscover after an outage
+            return domain.Outcome(
+                "retry", None, f"connection: {exc} {getattr(exc, '__notes__', '')}"[:500]
+            )
+        except SCIMException as exc:
+            out = domain.classify(int(exc.status or 500))
+            return domain.Outcome(out.kind, out.status, f"SCIM {exc.status}: {exc}"[:500])
+        except UnexpectedStatusCodeException as exc:
+            status = (scim.last_status if scim else None) or 500
+            out = domain.classify(status)
+            return domain.Outcome(out.kind, status, str(exc)[:500])
+        except SCIMClientException as exc:
+            self._scim = None
+            status = (scim.last_status if scim else None) or 500
+            out = domain.classify(status if status >= 400 else 500)
+            return domain.Outcome(out.kind, status, f"{type(exc).__name__}: {exc}"[:500])
+
+    # --- what an event means at the target -------------------------------------------------
+
+    async def _apply(self, scim: HttpxSCIMClient, sub: Doc, event: dict[str, Any]) -> None:
+        etype: str = event["type"]
+        aggregate = etype.split(".", 1)[0]
+        data: dict[str, Any] = event["data"]
+        it_system = sub.get("it_system")
+        if aggregate == "account":
+            if it_system and data.get("it_system") != it_system:
+                return
+            person = str(data["person"])
+            account = self.account_for(person, it_system)
+            if account is None or account["status"] == "deleted":
+                await self._delete_user(scim, sub, person)
+            else:
+                await self._upsert_user(scim, sub, person, account)
+            for role in self.roles_of(person, it_system):
+                await self._sync_group(scim, sub, role)
+        elif aggregate == "access":
+            if it_system and data.get("it_system") != it_system:
+                return
+            await self._sync_group(scim, sub, str(data["role"]))
+        elif aggregate in ("person", "engagement"):
+            person = event["subject"] if aggregate == "person" else str(data.get("person"))
+            account = self.account_for(person, it_system)
+            if account is not None and account["status"] != "deleted":
+                await self._upsert_user(scim, sub, person, account)
+        elif aggregate == "manager":
+            unit = data.get("unit")
+            for person in self.members_of(str(unit)):
+                await self._refresh_user(scim, sub, person)
+        elif aggregate == "role":
+            if await self.ids.get(sub["_id"], "group", event["subject"]):
+                await self._sync_group(scim, sub, event["subject"])
+
+    async def _refresh_user(self, scim: HttpxSCIMClient, sub: Doc, person: str) -> None:
+        """Re-send a provisioned user (its manager or department changed)."""
+        account = self.account_for(person, sub.get("it_system"))
+        if account is not None and account["status"] != "deleted":
+            if await self.ids.get(sub["_id"], "user", person):
+                await self._upsert_user(scim, sub, person, account, follow=False)
+
+    def members_of(self, unit: str) -> list[str]:
+        """Persons whose primary engagement is in ``unit`` today."""
+        out = []
+        for person in self.p.engagements_of:
+            eng = self.primary_engagement(person)
+            if eng and eng.get("unit") == unit:
+                out.append(person)
+        return out
+
+    def managed_units(self, person: str) -> set[str]:
+        today = self.today()
+        units = set()
+        for doc in self.p["manager"].items.values():
+            s = domain.slice_at(doc["data"]["timeline"], today)
+            if s and s.get("person") == person and s.get("unit"):
+                units.add(str(s["unit"]))
+        return units
+
+    def today(self) -> date:
+        return self.clock.today()
+
+    def account_for(self, person: str, it_system: str | None) -> dict[str, Any] | None:
+        """The person's account in the target's IT system (the newest one when several)."""
+        best: dict[str, Any] | None = None
+        for aid in self.p.accounts_of.get(person, ()):
+            doc = self.p["account"].get(aid)
+            if doc is None:
+                continue
+            acc = doc["data"]
+            if it_system and acc.get("it_system") != it_system:
+                continue
+            if best is None or (best["status"] == "deleted" and acc["status"] != "deleted"):
+                best = acc
+        return best
+
+    def roles_of(self, person: str, it_system: str | None) -> set[str]:
+        doc = self.p["access"].get(person)
+        if doc is None:
+            return set()
+        return {
+            r["role"]
+            for r in doc["data"].get("rights", [])
+            if not it_system or r.get("it_system") == it_system
+        }
+
+    def holders(self, role: str) -> list[str]:
+        iso = self.today().isoformat()
+        out = []
+        for person, doc in self.p["access"].items.items():
+            for r in doc["data"].get("rights", []):
+                v = r.get("validity", {})
+                if (
+                    r.get("role") == role
+                    and v.get("from", "") <= iso
+                    and (v.get("to") is None or iso < v["to"])
+                ):
+                    out.append(person)
+                    break
+        return sorted(out)
+
+    def build_user(self, person: str, account: dict[str, Any], manager_id: str | None) -> ScimUser:
+        today = self.today()
+        pdoc = self.p["person"].get(person)
+        pslice = domain.slice_at(pdoc["data"]["timeline"], today) if pdoc else None
+        user = ScimUser(
+            user_name=account["username"],
+            external_id=person,
+            active=account["status"] in ("requested", "active"),
+        )
+        if pslice:
+            given, family = pslice.get("given_name"), pslice.get("surname")
+            user.name = Name(given_name=given, family_name=family, formatted=f"{given} {family}")
+            user.display_name = f"{given} {family}"
+            emails = [a["value"] for a in pslice.get("addresses", []) if a.get("scope") == "email"]
+            if emails:
+                user.emails = [
+                    Email(value=e, type="work", primary=i == 0) for i, e in enumerate(emails)
+                ]
+        eng = self.primary_engagement(person)
+        ext = EnterpriseUser()
+        if eng:
+            ext.employee_number = eng.get("user_key") or (pslice or {}).get("user_key")
+            unit = self.p["orgunit"].get(str(eng.get("unit")))
+            uslice = domain.slice_at(unit["data"]["timeline"], today) if unit else None
+            if uslice:
+                ext.department = uslice.get("name")
+        if manager_id:
+            ext.manager = Manager(value=manager_id)
+        user[EnterpriseUser] = ext
+        return user
+
+    def primary_engagement(self, person: str) -> dict[str, Any] | None:
+        today = self.today()
+        found: list[dict[str, Any]] = []
+        for eid in self.p.engagements_of.get(person, ()):
+            doc = self.p["engagement"].get(eid)
+            s = domain.slice_at(doc["data"]["timeline"], today) if doc else None
+            if s:
+                found.append(s)
+        found.sort(key=lambda s: (not s.get("primary"), s.get("validity", {}).get("from", "")))
+        return found[0] if found else None
+
+    def manager_of(self, person: str) -> str | None:
+        """The person managing the unit of ``person``'s primary engagement (not themself)."""
+        eng = self.primary_engagement(person)
+        if not eng:
+            return None
+        today = self.today()
+        for doc in self.p["manager"].items.values():
+            s = domain.slice_at(doc["data"]["timeline"], today)
+            if s and s.get("unit") == eng.get("unit") and s.get("person") and s["person"] != person:
+                return str(s["person"])
+        return None
+
+    async def _find(self, scim: HttpxSCIMClient, model: Any, external_id: str) -> str | None:
+        found = await scim.query(
+            model, query_parameters=SearchRequest(filter=f'externalId eq "{external_id}"')
+        )
+        if isinstance(found, ListResponse) and found.resources:
+            return str(found.resources[0].id)
+        return None
+
+    async def _upsert_user(
+        self,
+        scim: HttpxSCIMClient,
+        sub: Doc,
+        person: str,
+        account: dict[str, Any],
+        follow: bool = True,
+    ) -> None:
+        """Create or replace the User; then (``follow``) refresh the people it manages."""
+        await self._put_user(scim, sub, person, account)
+        if follow:
+            for unit in self.managed_units(person):
+                for report in self.members_of(unit):
+                    if report != person:
+                        await self._refresh_user(scim, sub, report)
+
+    async def _put_user(
+        self, scim: HttpxSCIMClient, sub: Doc, person: str, account: dict[str, Any]
+    ) -> None:
+        manager = self.manager_of(person)
+        manager_id = await self.ids.get(sub["_id"], "user", manager) if manager else None
+        user = self.build_user(person, account, manager_id)
+        sid = await self.ids.get(sub["_id"], "user", person) or await self._find(
+            scim, ScimUser, person
+        )
+        if sid:
+            user.id = sid
+            try:
+                await scim.replace(user)
+                await self.ids.set(sub["_id"], "user", person, sid)
+                return
+            except SCIMException as exc:
+                if exc.status != 404:
+                    raise
+                user.id = None
+        created = await scim.create(user)
+        await self.ids.set(sub["_id"], "user", person, str(getattr(created, "id", "")))
+
+    async def _delete_user(self, scim: HttpxSCIMClient, sub: Doc, person: str) -> None:
+        sid = await self.ids.get(sub["_id"], "user", person) or await self._find(
+            scim, ScimUser, person
+        )
+        if sid:
+            try:
+                await scim.delete(ScimUser, sid)
+            except SCIMException as exc:
+                if exc.status != 404:
+                    raise
+        await self.ids.drop(sub["_id"], "user", person)
+
+    async def _sync_group(self, scim: HttpxSCIMClient, sub: Doc, role: str) -> None:
+        """Replace the role's Group with the holders that have a provisioned user."""
+        members: list[GroupMember] = []
+        for person in self.holders(role):
+            account = self.account_for(person, sub.get("it_system"))
+            if account is None or account["status"] == "deleted":
+                continue
+            uid = await self.ids.get(sub["_id"], "user", person)
+            if uid:
+                members.append(GroupMember(value=uid))
+        rdoc = self.p["role"].get(role)
+        rslice = domain.slice_at(rdoc["data"]["timeline"], self.today()) if rdoc else None
+        group = Group(
+            display_name=(rslice or {}).get("name") or role, external_id=role, members=members
+        )
+        gid = await self.ids.get(sub["_id"], "group", role) or await self._find(scim, Group, role)
+        if gid:
+            group.id = gid
+            try:
+                await scim.replace(group)
+                await self.ids.set(sub["_id"], "group", role, gid)
+                return
+            except SCIMException as exc:
+                if exc.status != 404:
+                    raise
+                group.id = None
+        if not members:
+            return  # nothing to hold yet: no empty groups for roles without provisioned holders
+        created = await scim.create(group)
+        await self.ids.set(sub["_id"], "group", role, str(getattr(created, "id", "")))

@@ -1,0 +1,32 @@
+"""Notifier settings: delivery timing, retries and the circuit breaker."""
+
+from __future__ import annotations
+
+from orgdir.settings import Settings
+from pydantic import Field
+
+
+class NotifierSettings(Settings):
+    """Every knob of the delivery engine; tests shrink the times, production keeps the defaults."""
+
+    service_name: str = "notifier"
+    delivery_timeout_seconds: float = Field(
+        10.0, gt=0, description="One HTTP attempt, connect to last byte."
+    )
+    delivery_horizon_seconds: float = Field(
+        24 * 3600.0, gt=0, description="Retry a delivery for this long, then mark it failed."
+    )
+    backoff_base_seconds: float = Field(
+        1.0, gt=0, description="First retry delay; doubles per attempt."
+    )
+    backoff_max_seconds: float = Field(600.0, gt=0, description="Cap of one retry delay.")
+    circuit_failures: int = Field(
+        5, ge=1, description="Consecutive failures that open a target's circuit."
+    )
+    circuit_cooldown_seconds: float = Field(30.0, gt=0, description="Pause of an open circuit.")
+    target_concurrency: int = Field(
+        16, ge=1, le=256, description="Subjects in flight per webhook target."
+    )
+    subscription_reload_seconds: float = Field(
+        15.0, gt=0, description="Re-read subscriptions (replicas)."
+    )

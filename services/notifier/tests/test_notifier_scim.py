@@ -1,0 +1,227 @@
+"""SCIM 2.0 provisioning against a real scim2-server process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from notifier.app import create_app
+from orgdir.testkit import RunningApp
+
+
+def always(**fields: Any) -> list[dict[str, Any]]:
+    return [{"validity": {"from": "2020-01-01", "to": None}, **fields}]
+
+
+def uid() -> str:
+    return str(uuid.uuid4())
+
+
+async def eventually(check: Any, within: float = 20, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {within}s (last: {last!r})")
+
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+async def test_scim_provisioning_flow(make_settings, publisher, scim_server) -> None:
+    it, unit, boss, anne, eng_boss, eng_anne, role, acc_boss, acc_anne = (uid() for _ in range(9))
+    async with RunningApp(create_app(make_settings())) as app:
+        r = await app.http.post(
+            "/api/v1/subscriptions",
+            json={
+                "kind": "scim",
+                "name": "AD",
+                "url": scim_server.url,
+                "token": scim_server.token,
+                "it_system": it,
+            },
+        )
+        assert r.status_code == 201, r.text
+        sid = r.json()["uuid"]
+        pub = publisher.publish
+        await pub(
+            "orgunit.created", unit, {"timeline": always(user_key="OKO", name="Økonomiafdelingen")}
+        )
+        for p, given, mail in (
+            (boss, "Bente", "bente@kommune.dk"),
+            (anne, "Anne", "anne@kommune.dk"),
+        ):
+            await pub(
+                "person.created",
+                p,
+                {
+                    "timeline": always(
+                        given_name=given,
+                        surname="Jensen",
+                        addresses=[{"scope": "email", "value": mail}],
+                    )
+                },
+            )
+        for e, p, key, primary in ((eng_boss, boss, "1001", True), (eng_anne, anne, "1002", True)):
+            await pub(
+                "engagement.created",
+                e,
+                {
+                    "person": p,
+                    "unit": unit,
+                    "timeline": always(
+                        person=p,
+                        unit=unit,
+                        job_function=uid(),
+                        engagement_type=uid(),
+                        primary=primary,
+                        user_key=key,
+                    ),
+                },
+            )
+        await pub(
+            "manager.created",
+            uid(),
+            {
+                "unit": unit,
+                "timeline": always(person=boss, unit=unit, manager_type=uid(), manager_level=uid()),
+            },
+        )
+        await pub(
+            "role.created",
+            role,
+            {"it_system": it, "timeline": always(it_system=it, name="Økonomi-bruger")},
+        )
+        right = {
+            "role": role,
+            "it_system": it,
+            "validity": {"from": "2020-01-01", "to": None},
+            "reasons": [{"kind": "unit", "assignment": uid(), "unit": unit}],
+        }
+        for p in (boss, anne):
+            await pub(
+                "access.granted",
+                p,
+                {
+                    "person": p,
+                    "role": role,
+                    "it_system": it,
+                    "reasons": right["reasons"],
+                    "validity": right["validity"],
+                    "rights": [right],
+                },
+            )
+        await pub(
+            "account.requested",
+            acc_boss,
+            {"person": boss, "it_system": it, "username": "benjen", "status": "requested"},
+        )
+        await pub(
+            "account.requested",
+            acc_anne,
+            {"person": anne, "it_system": it, "username": "annjen", "status": "requested"},
+        )
+        # an account in another IT system is not this target's business
+        await pub(
+            "account.requested",
+            uid(),
+            {"person": anne, "it_system": uid(), "username": "zzz", "status": "requested"},
+        )
+
+        def users() -> dict[str, dict[str, Any]]:
+            return {u["userName"]: u for u in scim_server.get("/Users").get("Resources", [])}
+
+        def group() -> dict[str, Any] | None:
+            found = scim_server.get("/Groups", filter=f'externalId eq "{role}"').get(
+                "Resources", []
+            )
+            return found[0] if found else None
+
+        await eventually(lambda: len(users()) == 2 and len((group() or {}).get("members", [])) == 2)
+        u = users()["annjen"]
+        assert u["externalId"] == anne and u["active"] is True
+        assert u["name"]["givenName"] == "Anne" and u["emails"][0]["value"] == "anne@kommune.dk"
+        assert u[ENTERPRISE]["employeeNumber"] == "1002"
+        assert u[ENTERPRISE]["department"] == "Økonomiafdelingen"
+        assert u[ENTERPRISE]["manager"]["value"] == users()["benjen"]["id"]
+        g = group()
+        assert g is not None and g["displayName"] == "Økonomi-bruger"
+        assert {m["value"] for m in g["members"]} == {
+            users()["annjen"]["id"],
+            users()["benjen"]["id"],
+        }
+
+        # offboarding: disabled -> inactive, deleted -> gone and out of the group
+        await pub(
+            "account.disabled",
+            acc_anne,
+            {"person": anne, "it_system": it, "username": "annjen", "status": "disabled"},
+        )
+        await eventually(lambda: users()["annjen"]["active"] is False)
+        await pub(
+            "account.deleted",
+            acc_anne,
+            {"person": anne, "it_system": it, "username": "annjen", "status": "deleted"},
+        )
+        await eventually(lambda: "annjen" not in users())
+        await eventually(lambda: len((group() or {}).get("members", [])) == 1)
+        r = await app.http.get(
+            "/api/v1/deliveries", params={"subscription": sid, "status": "failed"}
+        )
+        assert r.json()["items"] == []
+
+
+async def test_scim_target_down_then_up(make_settings, publisher, scim_server) -> None:
+    """Connection errors retry; a wrong token (401) fails at once and is listed."""
+    it, p, acc = uid(), uid(), uid()
+    async with RunningApp(create_app(make_settings())) as app:
+        r = await app.http.post(
+            "/api/v1/subscriptions",
+            json={
+                "kind": "scim",
+                "name": "wrong token",
+                "url": scim_server.url,
+                "token": "wrong",
+                "it_system": it,
+            },
+        )
+        bad = r.json()["uuid"]
+        await publisher.publish(
+            "person.created", p, {"timeline": always(given_name="Ole", surname="Berg")}
+        )
+        await publisher.publish(
+            "account.requested",
+            acc,
+            {"person": p, "it_system": it, "username": "oleber", "status": "requested"},
+        )
+
+        async def failed() -> list[dict[str, Any]]:
+            r = await app.http.get(
+                "/api/v1/deliveries", params={"subscription": bad, "status": "failed"}
+            )
+            return list(r.json()["items"])
+
+        async def check() -> list[dict[str, Any]]:
+            return await failed()
+
+        items: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 20
+        while not items and time.monotonic() < deadline:
+            items = await check()
+            await asyncio.sleep(0.1)
+        assert items and items[0]["last_status"] == 401 and items[0]["attempts"] == 1
+        # fix the token, replay: the user appears
+        r = await app.http.patch(f"/api/v1/subscriptions/{bad}", json={"token": scim_server.token})
+        assert r.status_code == 200
+        r = await app.http.post(f"/api/v1/deliveries/{items[0]['id']}/replay")
+        assert r.status_code == 202
+        await eventually(
+            lambda: any(
+                u["userName"] == "oleber" for u in scim_server.get("/Users").get("Resources", [])
+            )
+        )

@@ -1,0 +1,563 @@
+"""The rules of the organisation tree and its vocabulary, as pure functions.
+
+Every function here works on contract models and plain mappings (a snapshot
+of the other units' timelines), never on the database, so each rule is unit
+tested on its own and the service layer only has to call them before it
+writes. A violation raises an ``orgdir.problems.Problem`` whose ``kind``
+names the rule; nothing has been stored at that point.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from orgdir.contracts.orgunits import (
+    AddressScope,
+    ClassSlice,
+    ClassState,
+    OrgUnitSlice,
+    UnitAddress,
+)
+from orgdir.problems import Problem, rule
+from orgdir.validity import Validity, apply, at, normalize, put, truncate, uncovered
+from pydantic import BaseModel, ConfigDict, Field
+
+Timeline = list[OrgUnitSlice]
+
+# --------------------------------------------------------------------------- input models
+
+
+class ValidityIn(BaseModel):
+    """A validity as clients send it: ``from`` defaults to today, ``to`` is open."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: date | None = Field(None, alias="from")
+    to: date | None = None
+
+
+class AddressIn(BaseModel):
+    address_type: str = Field(description="UUID (or user_key) of an address_type class.")
+    value: str
+    scope: AddressScope | None = Field(None, description="Optional; taken from the class.")
+
+
+class UnitFields(BaseModel):
+    """The fields of one slice of a unit, as written by clients."""
+
+    user_key: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=300)
+    unit_type: str | None = Field(None, description="UUID or user_key of a unit_type class.")
+    unit_level: str | None = Field(None, description="UUID or user_key of a unit_level class.")
+    parent: str | None = Field(None, description="Parent unit UUID; null for a root.")
+    addresses: list[AddressIn] = Field(default_factory=list)
+
+
+class UnitWrite(UnitFields):
+    """PUT/POST body: the unit's state from ``validity.from`` (default today)."""
+
+    validity: ValidityIn = Field(default_factory=ValidityIn)
+
+
+class UnitPatch(BaseModel):
+    """PATCH body: only the given fields change, from ``validity.from`` (until ``to``)."""
+
+    user_key: str | None = Field(None, min_length=1, max_length=100)
+    name: str | None = Field(None, min_length=1, max_length=300)
+    unit_type: str | None = None
+    unit_level: str | None = None
+    parent: str | None = None
+    addresses: list[AddressIn] | None = None
+    validity: ValidityIn = Field(default_factory=ValidityIn)
+
+
+class MoveIn(BaseModel):
+    parent: str | None = Field(description="The new parent's UUID; null makes the unit a root.")
+    validity: ValidityIn = Field(default_factory=ValidityIn)
+
+
+class TerminateIn(BaseModel):
+    """``date`` is the first day the unit no longer exists (half-open); default today."""
+
+    date: dt.date | None = None
+    validity: ValidityIn | None = Field(None, description="Alternatively validity.from.")
+
+
+class FacetWrite(BaseModel):
+    user_key: str = Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+
+
+class ClassWrite(BaseModel):
+    """PUT/POST body of a class: its state from ``validity.from``."""
+
+    facet: str | None = Field(None, description="Facet UUID or user_key; required when creating.")
+    user_key: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=300)
+    scope: AddressScope | None = None
+    parent: str | None = None
+    validity: ValidityIn = Field(default_factory=ValidityIn)
+
+
+class ClassPatch(BaseModel):
+    user_key: str | None = Field(None, min_length=1, max_length=100)
+    name: str | None = Field(None, min_length=1, max_length=300)
+    scope: AddressScope | None = None
+    parent: str | None = None
+    validity: ValidityIn = Field(default_factory=ValidityIn)
+
+
+# --------------------------------------------------------------------------- validity
+
+
+def make_validity(given: ValidityIn | None, today: date) -> Validity:
+    """The period a write applies to; ``to`` must come after ``from``."""
+    start = (given.from_ if given else None) or today
+    end = given.to if given else None
+    if end is not None and end <= start:
+        raise rule(
+            "to-before-from",
+            f"validity.to ({end}) must be after validity.from ({start}); "
+            "intervals are half-open [from, to).",
+            status=422,
+        )
+    return Validity(from_=start, to=end)
+
+
+def terminate_day(body: TerminateIn, today: date) -> date:
+    if body.date is not None:
+        return body.date
+    if body.validity is not None and body.validity.from_ is not None:
+        return body.validity.from_
+    return today
+
+
+# --------------------------------------------------------------------------- search
+
+
+_FOLD = str.maketrans({"æ": "ae", "ø": "oe", "å": "aa", "ä": "ae", "ö": "oe", "ü": "ue", "é": "e"})
+
+
+def fold(text: str) -> str:
+    """Case- and Danish-letter-insensitive form: 'Århus' and 'aarhus' fold alike."""
+    folded = unicodedata.normalize("NFC", text).casefold().translate(_FOLD)
+    return " ".join(folded.split())
+
+
+def matches(query: str, *texts: str) -> bool:
+    q = fold(query)
+    return any(q in fold(t) for t in texts)
+
+
+# --------------------------------------------------------------------------- addresses
+
+_EMAIL = re.compile(r"^[\w.!#$%&'*+/=?^`{|}~-]+@(?:[\w-]+\.)+[^\W\d_]{2,}$", re.UNICODE)
+_URL = re.compile(r"^https?://(?:[\w-]+\.)+[^\W\d_]{2,}(?::\d+)?(?:[/?#]\S*)?$", re.UNICODE)
+_POSTCODE = re.compile(r"(?<!\d)\d{4}(?!\d)")
+
+
+def ean_check_digit(first12: str) -> int:
+    """GS1 check digit: weights 1,3,1,3,… from the left over 12 digits."""
+    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(first12))
+    return (10 - total % 10) % 10
+
+
+def valid_ean(value: str) -> bool:
+    return len(value) == 13 and value.isdigit() and ean_check_digit(value[:12]) == int(value[12])
+
+
+def validate_address(scope: str, value: str) -> str:
+    """The normalised value, or ``invalid-address`` naming what is wrong for this kind."""
+    raw = value.strip()
+
+    def bad(why: str) -> Problem:
+        return rule(
+            "invalid-address", f"{scope} address {value!r}: {why}", scope=scope, value=value
+        )
+
+    if not raw:
+        raise bad("empty")
+    compact = re.sub(r"[\s-]", "", raw)
+    if scope == "email":
+        if not _EMAIL.match(raw) or len(raw) > 254:
+            raise bad("not an e-mail address")
+        return raw
+    if scope == "ean":
+        if not (len(compact) == 13 and compact.isdigit()):
+            raise bad("an EAN number has 13 digits")
+        if not valid_ean(compact):
+            raise bad(f"wrong check digit (expected {ean_check_digit(compact[:12])})")
+        return compact
+    if scope == "pnumber":
+        if not (len(compact) == 10 and compact.isdigit()):
+            raise bad("a P-number has 10 digits")
+        return compact
+    if scope == "phone":
+        digits = compact.removeprefix("+")
+        if not digits.isdigit() or not (
+            (compact.startswith("+") and 7 <= len(digits) <= 15) or len(digits) == 8
+        ):
+            raise bad("a phone number has 8 digits, or + and 7-15 digits")
+        return compact
+    if scope == "www":
+        url = raw if re.match(r"^[a-z]+://", raw, re.I) else f"https://{raw}"
+        if not _URL.match(url):
+            raise bad("not an http(s) web address")
+        return url
+    if scope == "postal":
+        if len(raw) > 250 or not _POSTCODE.search(raw):
+            raise bad("a postal address needs a 4-digit postcode, e.g. 'Akseltorv 1, 6000 Kolding'")
+        return " ".join(raw.split())
+    if len(raw) > 1000:
+        raise bad("too long")
+    return raw
+
+
+# --------------------------------------------------------------------------- classes
+
+
+def resolve_class(
+    ref: str,
+    facet: str,
+    classes: Mapping[str, ClassState],
+    by_key: Mapping[tuple[str, str], str],
+    field: str,
+) -> ClassState:
+    """``ref`` is a class UUID or a user_key within ``facet``; it must belong to ``facet``."""
+    cls = classes.get(ref)
+    if cls is None:
+        uid = by_key.get((facet, ref))
+        cls = classes.get(uid) if uid else None
+    if cls is None:
+        raise rule(
+            "unknown-class",
+            f"{field}: no class {ref!r} in facet {facet}.",
+            field=field,
+            facet=facet,
+        )
+    if cls.facet != facet:
+        raise rule(
+            "wrong-facet",
+            f"{field}: class {ref} belongs to facet {cls.facet}, not {facet}.",
+            field=field,
+            facet=facet,
+            actual_facet=cls.facet,
+        )
+    return cls
+
+
+def build_addresses(
+    given: Sequence[AddressIn],
+    classes: Mapping[str, ClassState],
+    by_key: Mapping[tuple[str, str], str],
+) -> list[UnitAddress]:
+    out: list[UnitAddress] = []
+    for i, a in enumerate(given):
+        cls = resolve_class(
+            a.address_type, "address_type", classes, by_key, f"addresses.{i}.address_type"
+        )
+        scope = cls.timeline[-1].scope if cls.timeline else None
+        if scope is None:
+            raise rule("wrong-facet", f"addresses.{i}: class {cls.uuid} has no address scope.")
+        if a.scope is not None and a.scope != scope:
+            raise rule(
+                "address-scope-mismatch",
+                f"addresses.{i}: address type {cls.uuid} is a {scope} address, not {a.scope}.",
+            )
+        out.append(
+            UnitAddress(address_type=cls.uuid, scope=scope, value=validate_address(scope, a.value))
+        )
+    return out
+
+
+def check_class(
+    uuid: str,
+    facet: str,
+    timeline: Sequence[ClassSlice],
+    same_facet: Iterable[ClassState],
+) -> None:
+    """A class: scope iff address_type; parent in the same facet; user_key unique in the facet."""
+    others = {c.uuid: c for c in same_facet if c.uuid != uuid}
+    for s in timeline:
+        if facet == "address_type" and s.scope is None:
+            raise rule(
+                "scope-required",
+                "An address_type class needs a scope "
+                "(email, phone, postal, ean, pnumber, www, text).",
+            )
+        if facet != "address_type" and s.scope is not None:
+            raise rule("scope-not-allowed", f"Only address_type classes have a scope, not {facet}.")
+        if s.parent is not None and s.parent not in others:
+            raise rule(
+                "unknown-class",
+                f"parent class {s.parent} is not a class of facet {facet}.",
+                field="parent",
+            )
+        for o in others.values():
+            if any(os.user_key == s.user_key for os in o.timeline):
+                raise rule(
+                    "user-key-taken",
+                    f"Facet {facet} already has a class with user_key {s.user_key!r}.",
+                    status=409,
+                    holder=o.uuid,
+                )
+
+
+# --------------------------------------------------------------------------- units: timelines
+
+
+def unit_slice(
+    fields: UnitFields,
+    validity: Validity,
+    parent: str | None,
+    unit_type: str | None,
+    unit_level: str | None,
+    addresses: list[UnitAddress],
+) -> OrgUnitSlice:
+    return OrgUnitSlice(
+        validity=validity,
+        user_key=fields.user_key.strip(),
+        name=" ".join(fields.name.split()),
+        unit_type=unit_type,
+        unit_level=unit_level,
+        parent=parent,
+        addresses=addresses,
+    )
+
+
+def put_timeline(current: Sequence[OrgUnitSlice], new: OrgUnitSlice) -> Timeline:
+    """PUT: the given state holds over its validity; the rest of the history stays."""
+    return put(current, new)
+
+
+def patch_timeline(
+    current: Sequence[OrgUnitSlice], period: Validity, changes: dict[str, Any]
+) -> Timeline:
+    """PATCH/move: change what holds within ``period``; days the unit does not exist stay empty."""
+    if uncovered(current, period) == [period]:
+        raise rule(
+            "unit-not-active",
+            f"The unit does not exist at any day of {period.dump()}; nothing to change.",
+            periods=[s.validity.dump() for s in current],
+        )
+    return apply(current, period, changes)
+
+
+def terminate_timeline(current: Sequence[OrgUnitSlice], day: date) -> Timeline:
+    """Terminate: ``day`` is the first day the unit no longer exists."""
+    if current and day <= current[0].validity.from_:
+        raise rule(
+            "terminate-before-start",
+            f"The unit starts on {current[0].validity.from_}; "
+            "a termination date must be after that.",
+        )
+    return truncate(current, day)
+
+
+def parent_changes(old: Sequence[OrgUnitSlice], new: Sequence[OrgUnitSlice]) -> bool:
+    """Whether, on some day the unit exists before and after, its parent differs."""
+    days = {s.validity.from_ for s in (*old, *new)} | {
+        s.validity.to for s in (*old, *new) if s.validity.to
+    }
+    for d in days:
+        a, b = at(old, d), at(new, d)
+        if a is not None and b is not None and a.parent != b.parent:
+            return True
+    return False
+
+
+def same_timeline(a: Sequence[OrgUnitSlice], b: Sequence[OrgUnitSlice]) -> bool:
+    return [s.model_dump() for s in normalize(a)] == [s.model_dump() for s in normalize(b)]
+
+
+# --------------------------------------------------------------------------- units: tree rules
+
+
+def check_parents(
+    uuid: str, timeline: Sequence[OrgUnitSlice], units: Mapping[str, Sequence[OrgUnitSlice]]
+) -> None:
+    """Each slice's parent exists and is active over the slice's whole validity."""
+    for s in timeline:
+        if s.parent is None:
+            continue
+        if s.parent == uuid:
+            raise rule(
+                "cycle", "A unit cannot be its own parent.", day=s.validity.from_.isoformat()
+            )
+        parent = units.get(s.parent)
+        if parent is None:
+            raise rule(
+                "parent-not-found", f"Parent unit {s.parent} does not exist.", parent=s.parent
+            )
+        gaps = uncovered(parent, s.validity)
+        if gaps:
+            raise rule(
+                "parent-not-active",
+                f"Parent unit {s.parent} is not active over the whole of {s.validity.dump()}.",
+                parent=s.parent,
+                uncovered=[g.dump() for g in gaps],
+            )
+
+
+def find_cycle(
+    uuid: str, timeline: Sequence[OrgUnitSlice], units: Mapping[str, Sequence[OrgUnitSlice]]
+) -> date | None:
+    """The first day on which ``uuid`` would be its own ancestor, if any.
+
+    Walks up from each slice's parent over exactly the period that slice
+    covers, splitting by the ancestors' own slices, so a future move of any
+    ancestor is taken into account day by day.
+    """
+    limit = len(units) + 2
+
+    def timeline_of(u: str) -> Sequence[OrgUnitSlice]:
+        return timeline if u == uuid else units.get(u, ())
+
+    def walk(u: str, period: Validity, depth: int) -> date | None:
+        if depth > limit:
+            return None
+        for s in timeline_of(u):
+            inter = s.validity.intersect(period)
+            if inter is None or s.parent is None:
+                continue
+            if s.parent == uuid:
+                return inter.from_
+            found = walk(s.parent, inter, depth + 1)
+            if found is not None:
+                return found
+        return None
+
+    first: date | None = None
+    for s in timeline:
+        if s.parent is None:
+            continue
+        found = s.validity.from_ if s.parent == uuid else walk(s.parent, s.validity, 1)
+        if found is not None and (first is None or found < first):
+            first = found
+    return first
+
+
+def check_no_cycle(
+    uuid: str, timeline: Sequence[OrgUnitSlice], units: Mapping[str, Sequence[OrgUnitSlice]]
+) -> None:
+    day = find_cycle(uuid, timeline, units)
+    if day is not None:
+        raise rule(
+            "cycle", f"The unit would become its own ancestor from {day}.", day=day.isoformat()
+        )
+
+
+def uncovered_children(
+    uuid: str,
+    timeline: Sequence[OrgUnitSlice],
+    units: Mapping[str, Sequence[OrgUnitSlice]],
+    children: Iterable[str],
+) -> list[dict[str, Any]]:
+    """Child slices under ``uuid`` that the unit's (new) timeline no longer covers."""
+    out: list[dict[str, Any]] = []
+    for c in sorted(set(children) - {uuid}):
+        for s in units.get(c, ()):
+            if s.parent == uuid and uncovered(timeline, s.validity):
+                out.append(
+                    {
+                        "uuid": c,
+                        "user_key": s.user_key,
+                        "name": s.name,
+                        "validity": s.validity.dump(),
+                    }
+                )
+    return out
+
+
+def check_children(
+    uuid: str,
+    timeline: Sequence[OrgUnitSlice],
+    units: Mapping[str, Sequence[OrgUnitSlice]],
+    children: Iterable[str],
+) -> None:
+    """Child units must stay under an active parent: terminate or move them first."""
+    bad = uncovered_children(uuid, timeline, units, children)
+    if bad:
+        raise rule(
+            "active-children",
+            f"The unit still has {len({b['uuid'] for b in bad})} active child unit(s) "
+            "in the period it would "
+            "no longer exist; terminate or move them first.",
+            children=bad,
+        )
+
+
+def check_user_key(
+    uuid: str,
+    timeline: Sequence[OrgUnitSlice],
+    units: Mapping[str, Sequence[OrgUnitSlice]],
+    holders: Mapping[str, Iterable[str]],
+) -> None:
+    """No two units active on the same day share a user_key (compared case-insensitively)."""
+    for s in timeline:
+        for other in sorted(set(holders.get(s.user_key.casefold(), ())) - {uuid}):
+            for o in units.get(other, ()):
+                if o.user_key.casefold() == s.user_key.casefold() and o.validity.overlaps(
+                    s.validity
+                ):
+                    overlap = o.validity.intersect(s.validity)
+                    raise rule(
+                        "user-key-taken",
+                        f"user_key {s.user_key!r} is used by unit {other} "
+                        f"in {overlap.dump() if overlap else ''}.",
+                        status=409,
+                        holder=other,
+                    )
+
+
+def check_unit(
+    uuid: str,
+    timeline: Sequence[OrgUnitSlice],
+    units: Mapping[str, Sequence[OrgUnitSlice]],
+    children: Iterable[str],
+    holders: Mapping[str, Iterable[str]],
+) -> None:
+    """All tree rules for a unit's proposed timeline against the others' current ones."""
+    check_parents(uuid, timeline, units)
+    check_no_cycle(uuid, timeline, units)
+    check_children(uuid, timeline, units, children)
+    check_user_key(uuid, timeline, units, holders)
+
+
+def check_engagements(uuid: str, day: date, active: int) -> None:
+    if active:
+        raise rule(
+            "active-engagements",
+            f"{active} engagement(s) in unit {uuid} are active on or after {day}; "
+            "end or move them first.",
+            engagements=active,
+        )
+
+
+def engagement_periods(timeline: Iterable[Any]) -> list[dict[str, Any]]:
+    """Per slice of an engagement: its unit and validity, as the projection stores them."""
+    return [
+        {
+            "unit": s.unit,
+            "from": s.validity.from_.isoformat(),
+            "to": s.validity.to.isoformat() if s.validity.to else None,
+        }
+        for s in timeline
+    ]
+
+
+def count_active_engagements(docs: Iterable[Mapping[str, Any]], unit: str, day: date) -> int:
+    """Engagements with a period in ``unit`` that holds on or after ``day``."""
+    n = 0
+    iso = day.isoformat()
+    for d in docs:
+        if any(
+            p["unit"] == unit and (p["to"] is None or p["to"] > iso) for p in d.get("periods", [])
+        ):
+            n += 1
+    return n

@@ -1,0 +1,493 @@
+"""The orgunits application service: the write paths and the read model, in one place.
+
+Writes are serialised in this process by one lock: the tree rules (parent
+active, no cycles, user_key unique on every day, children covered) read the
+other units from the in-memory cache, so a write must see the one before it.
+Each write re-reads its own document by ``_id`` (authoritative version, cheap)
+and is guarded by that version in the database, so a concurrent write of
+another replica to the same unit is a 409/412, never a lost update. Rules
+that span units are only as fresh as the cache across replicas
+(``cache_refresh_seconds``): run one writing replica, or accept that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid as uuidlib
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from orgdir import problems
+from orgdir.contracts.orgunits import ClassSlice, ClassState, FacetSlice, OrgUnitSlice, OrgUnitState
+from orgdir.scheduler import EffectiveScheduler, next_transition_at
+from orgdir.service import Runtime
+from orgdir.store import Change, Doc, Repository
+from orgdir.validity import SliceBase, Validity, apply, normalize, put, truncate
+
+from orgunits import domain, vocabulary
+from orgunits.settings import OrgunitsSettings
+from orgunits.store import (
+    NO_HISTORY,
+    UnitCache,
+    Vocabulary,
+    class_state,
+    engagements_in,
+    facet_state,
+    unit_state,
+)
+
+log = logging.getLogger(__name__)
+
+Decide = Callable[[list[OrgUnitSlice]], tuple[list[OrgUnitSlice], str]]
+
+
+def _dump(timeline: list[Any]) -> list[dict[str, Any]]:
+    return [s.model_dump(mode="json", by_alias=True) for s in timeline]
+
+
+class OrgUnits:
+    def __init__(self, runtime: Runtime, settings: OrgunitsSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.clock = runtime.clock
+        self.units_repo = runtime.repository("orgunits")
+        self.facets_repo = runtime.repository("facets")
+        self.classes_repo = runtime.repository("classes")
+        self.engagements = runtime.projection("engagements")
+        self.cache = UnitCache(max_days=settings.tree_cache_days)
+        self.vocab = Vocabulary()
+        self.lock = asyncio.Lock()
+        self.dirty: set[tuple[str, str]] = set()
+        for repo in (self.units_repo, self.facets_repo, self.classes_repo):
+            self._track(repo)
+        self.scheduler = EffectiveScheduler(
+            self.units_repo,
+            "orgunit",
+            lambda state: list(
+                OrgUnitState.model_validate({"uuid": "-", "version": 1, **state}).timeline
+            ),
+            self.clock,
+            settings.timezone,
+        )
+        self.class_scheduler = EffectiveScheduler(
+            self.classes_repo,
+            "class",
+            lambda state: list(
+                ClassState.model_validate({"uuid": "-", "version": 1, **state}).timeline
+            ),
+            self.clock,
+            settings.timezone,
+        )
+
+    def _track(self, repo: Repository) -> None:
+        """Every write in this process (the schedulers' too) marks the document for re-reading."""
+        notify = repo.on_write
+
+        def on_write(collection: str, uuid: str, *rest: Any) -> None:
+            notify(collection, uuid, *rest)
+            self.dirty.add((collection, uuid))
+
+        repo.on_write = on_write
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the caches (one scan each) and seed the default vocabulary."""
+        for attempt in range(30):
+            try:
+                await self.vocab.load(self.facets_repo.col, self.classes_repo.col)
+                n = await self.cache.load(self.units_repo.col)
+                break
+            except Exception as exc:  # database still starting
+                if attempt == 29:
+                    raise
+                log.warning("loading units failed, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(1)
+        log.info("units loaded", extra={"units": n})
+        if self.settings.seed_vocabulary:
+            await self.seed()
+
+    async def seed(self) -> int:
+        """Create missing default facets and classes; idempotent, safe with several replicas."""
+        created = 0
+        async with self.lock:
+            for key, description in vocabulary.FACETS.items():
+                fid = vocabulary.facet_uuid(key)
+                if fid in self.vocab.facets:
+                    continue
+                state = {
+                    "timeline": _dump(
+                        [
+                            FacetSlice(
+                                validity=Validity(from_=vocabulary.SEED_FROM),
+                                user_key=key,
+                                description=description,
+                            )
+                        ]
+                    )
+                }
+                with contextlib.suppress(problems.Problem):  # another replica was first
+                    doc = await self.facets_repo.insert(
+                        fid, Change(state, "facet.created", note="seeded")
+                    )
+                    self.vocab.set_facet(facet_state(doc))
+                    created += 1
+            for facet, rows in vocabulary.CLASSES.items():
+                for key, name, scope in rows:
+                    cid = vocabulary.class_uuid(facet, key)
+                    if cid in self.vocab.classes:
+                        continue
+                    s = ClassSlice(
+                        validity=Validity(from_=vocabulary.SEED_FROM),
+                        user_key=key,
+                        name=name,
+                        scope=scope,
+                    )
+                    state = {
+                        "facet": facet,
+                        "facet_uuid": vocabulary.facet_uuid(facet),
+                        "timeline": _dump([s]),
+                    }
+                    with contextlib.suppress(problems.Problem):
+                        doc = await self.classes_repo.insert(
+                            cid, Change(state, "class.created", note="seeded")
+                        )
+                        self.vocab.set_class(class_state(doc))
+                        created += 1
+            self._clean(self.facets_repo.name, self.classes_repo.name)
+        return created
+
+    def _clean(self, *collections: str) -> None:
+        self.dirty = {d for d in self.dirty if d[0] not in collections}
+
+    async def fresh(self) -> None:
+        """Re-read documents written in this process outside the write paths (the schedulers)."""
+        while self.dirty:
+            collection, uid = self.dirty.pop()
+            doc = await self.runtime.db[collection].find_one({"_id": uid}, NO_HISTORY)
+            if doc is None:
+                continue
+            if collection == self.units_repo.name:
+                self.cache.set_doc(doc)
+            elif collection == self.classes_repo.name:
+                self.vocab.set_class(class_state(doc))
+            elif collection == self.facets_repo.name:
+                self.vocab.set_facet(facet_state(doc))
+
+    async def refresh(self) -> None:
+        """Timer: pick up other replicas' writes."""
+        await self.fresh()
+        await self.vocab.load(self.facets_repo.col, self.classes_repo.col)
+        n = await self.cache.refresh(self.units_repo.col)
+        if n:
+            log.info("cache refreshed", extra={"units": n})
+
+    async def tick(self) -> None:
+        """Timer: emit ``.effective`` for transitions that are due, then re-read what changed."""
+        await self.scheduler.run_due()
+        await self.class_scheduler.run_due()
+        await self.fresh()
+
+    def today(self) -> date:
+        return self.clock.today()
+
+    # ------------------------------------------------------------------ units: writes
+
+    async def write_unit(
+        self,
+        uid: str,
+        decide: Decide,
+        *,
+        if_match: int | None,
+        must_exist: bool,
+        note: str | None = None,
+        after_rules: Callable[[list[OrgUnitSlice]], Awaitable[None]] | None = None,
+    ) -> tuple[Doc, bool]:
+        """Decide a new timeline, check every rule, store it; ``(doc, created)``.
+
+        A result equal to the stored timeline stores nothing (idempotent PUT).
+        """
+        async with self.lock:
+            await self.fresh()
+            doc = await self.units_repo.get(uid)
+            if doc is None and must_exist:
+                raise problems.not_found("organisation unit", uid)
+            if if_match is not None and (doc is None or doc["version"] != if_match):
+                raise problems.precondition_failed(doc["version"] if doc else 0, if_match)
+            if doc is not None:
+                self.cache.set_doc(doc)
+            current = list(unit_state(doc).timeline) if doc else []
+            new, event_type = decide(current)
+            if doc is not None and domain.same_timeline(current, new):
+                return doc, False
+            domain.check_unit(
+                uid, new, self.cache.timelines, self.cache.children.get(uid, ()), self.cache.holders
+            )
+            if after_rules is not None:
+                await after_rules(new)
+            change = Change(
+                {"timeline": _dump(new)},
+                event_type,
+                next_transition_at(new, self.today(), self.settings.timezone),
+                note,
+            )
+            if doc is None:
+                stored = await self.units_repo.insert(uid, change)
+            else:
+                stored = await self.units_repo.update(uid, doc["version"], change)
+            stored.pop("outbox", None)
+            stored.pop("registrations", None)
+            self.cache.set_doc(stored)
+            self.dirty.discard((self.units_repo.name, uid))
+            return stored, doc is None
+
+    def _slice(self, body: domain.UnitFields, validity: Validity) -> OrgUnitSlice:
+        v = self.vocab
+        unit_type = (
+            domain.resolve_class(
+                body.unit_type, "unit_type", v.classes, v.class_by_key, "unit_type"
+            ).uuid
+            if body.unit_type
+            else None
+        )
+        unit_level = (
+            domain.resolve_class(
+                body.unit_level, "unit_level", v.classes, v.class_by_key, "unit_level"
+            ).uuid
+            if body.unit_level
+            else None
+        )
+        addresses = domain.build_addresses(body.addresses, v.classes, v.class_by_key)
+        return domain.unit_slice(body, validity, body.parent, unit_type, unit_level, addresses)
+
+    async def put_unit(
+        self, uid: str, body: domain.UnitWrite, if_match: int | None
+    ) -> tuple[Doc, bool]:
+        new_slice = self._slice(body, domain.make_validity(body.validity, self.today()))
+
+        def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
+            new = domain.put_timeline(current, new_slice)
+            if not current:
+                return new, "orgunit.created"
+            return new, "orgunit.moved" if domain.parent_changes(
+                current, new
+            ) else "orgunit.updated"
+
+        return await self.write_unit(uid, decide, if_match=if_match, must_exist=False)
+
+    async def create_unit(self, body: domain.UnitWrite) -> Doc:
+        doc, _ = await self.put_unit(str(uuidlib.uuid4()), body, None)
+        return doc
+
+    async def patch_unit(self, uid: str, body: domain.UnitPatch, if_match: int | None) -> Doc:
+        period = domain.make_validity(body.validity, self.today())
+        v = self.vocab
+        changes: dict[str, Any] = {}
+        given = body.model_fields_set - {"validity"}
+        if "user_key" in given and body.user_key is not None:
+            changes["user_key"] = body.user_key.strip()
+        if "name" in given and body.name is not None:
+            changes["name"] = " ".join(body.name.split())
+        for fld in ("unit_type", "unit_level"):
+            if fld in given:
+                ref = getattr(body, fld)
+                changes[fld] = (
+                    domain.resolve_class(ref, fld, v.classes, v.class_by_key, fld).uuid
+                    if ref
+                    else None
+                )
+        if "parent" in given:
+            changes["parent"] = body.parent
+        if "addresses" in given:
+            changes["addresses"] = [
+                a.model_dump()
+                for a in domain.build_addresses(body.addresses or [], v.classes, v.class_by_key)
+            ]
+        if not changes:
+            raise problems.rule("nothing-to-change", "The PATCH body names no field to change.")
+
+        def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
+            new = domain.patch_timeline(current, period, changes)
+            return new, "orgunit.moved" if domain.parent_changes(
+                current, new
+            ) else "orgunit.updated"
+
+        doc, _ = await self.write_unit(uid, decide, if_match=if_match, must_exist=True)
+        return doc
+
+    async def move_unit(self, uid: str, body: domain.MoveIn, if_match: int | None) -> Doc:
+        period = domain.make_validity(body.validity, self.today())
+
+        def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
+            return domain.patch_timeline(current, period, {"parent": body.parent}), "orgunit.moved"
+
+        doc, _ = await self.write_unit(
+            uid, decide, if_match=if_match, must_exist=True, note=f"moved from {period.from_}"
+        )
+        return doc
+
+    async def terminate_unit(self, uid: str, body: domain.TerminateIn, if_match: int | None) -> Doc:
+        day = domain.terminate_day(body, self.today())
+
+        def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
+            return domain.terminate_timeline(current, day), "orgunit.terminated"
+
+        async def engagements(_: list[OrgUnitSlice]) -> None:
+            docs = await engagements_in(self.engagements.col, uid)
+            domain.check_engagements(uid, day, domain.count_active_engagements(docs, uid, day))
+
+        doc, _ = await self.write_unit(
+            uid,
+            decide,
+            if_match=if_match,
+            must_exist=True,
+            note=f"terminated from {day}",
+            after_rules=engagements,
+        )
+        return doc
+
+    # ------------------------------------------------------------------ vocabulary: writes
+
+    async def write_facet(
+        self, fid: str, user_key: str, description: str, if_match: int | None, must_exist: bool
+    ) -> tuple[Doc, bool]:
+        async with self.lock:
+            await self.fresh()
+            doc = await self.facets_repo.get(fid)
+            if doc is None and must_exist:
+                raise problems.not_found("facet", fid)
+            if if_match is not None and (doc is None or doc["version"] != if_match):
+                raise problems.precondition_failed(doc["version"] if doc else 0, if_match)
+            holder = self.vocab.facet_by_key.get(user_key)
+            if holder is not None and holder != fid:
+                raise problems.rule(
+                    "user-key-taken",
+                    f"A facet {user_key!r} exists already.",
+                    status=409,
+                    holder=holder,
+                )
+            current = list(facet_state(doc).timeline) if doc else []
+            if current and current[0].user_key != user_key:
+                raise problems.rule(
+                    "facet-key-immutable", "A facet's user_key cannot change (classes refer to it)."
+                )
+            start = current[0].validity.from_ if current else vocabulary.SEED_FROM
+            new = [
+                FacetSlice(
+                    validity=Validity(from_=start), user_key=user_key, description=description
+                )
+            ]
+            if doc is not None and _same(current, new):
+                return doc, False
+            change = Change(
+                {"timeline": _dump(new)}, "facet.created" if doc is None else "facet.updated"
+            )
+            stored = (
+                await self.facets_repo.insert(fid, change)
+                if doc is None
+                else await self.facets_repo.update(fid, doc["version"], change)
+            )
+            self.vocab.set_facet(facet_state(stored))
+            self.dirty.discard((self.facets_repo.name, fid))
+            return stored, doc is None
+
+    async def write_class(
+        self,
+        cid: str,
+        facet_ref: str | None,
+        decide: Callable[[list[ClassSlice]], tuple[list[ClassSlice], str]],
+        *,
+        if_match: int | None,
+        must_exist: bool,
+    ) -> tuple[Doc, bool]:
+        async with self.lock:
+            await self.fresh()
+            doc = await self.classes_repo.get(cid)
+            if doc is None and must_exist:
+                raise problems.not_found("class", cid)
+            if if_match is not None and (doc is None or doc["version"] != if_match):
+                raise problems.precondition_failed(doc["version"] if doc else 0, if_match)
+            existing = class_state(doc) if doc else None
+            if existing is not None:
+                facet = self.vocab.facet(existing.facet)
+                if facet_ref is not None and self.vocab.facet(facet_ref).uuid != facet.uuid:
+                    raise problems.rule("facet-immutable", "A class cannot move to another facet.")
+            else:
+                if facet_ref is None:
+                    raise problems.rule("facet-required", "A new class needs a facet.")
+                try:
+                    facet = self.vocab.facet(facet_ref)
+                except problems.Problem as exc:
+                    raise problems.rule("unknown-facet", f"No facet {facet_ref!r}.") from exc
+            facet_key = facet.timeline[0].user_key
+            current = list(existing.timeline) if existing else []
+            new, event_type = decide(current)
+            if doc is not None and _same(current, new):
+                return doc, False
+            domain.check_class(cid, facet_key, new, self.vocab.in_facet(facet_key))
+            change = Change(
+                {"facet": facet_key, "facet_uuid": facet.uuid, "timeline": _dump(new)},
+                "class.created" if doc is None else event_type,
+                next_transition_at(new, self.today(), self.settings.timezone),
+            )
+            stored = (
+                await self.classes_repo.insert(cid, change)
+                if doc is None
+                else await self.classes_repo.update(cid, doc["version"], change)
+            )
+            self.vocab.set_class(class_state(stored))
+            self.dirty.discard((self.classes_repo.name, cid))
+            return stored, doc is None
+
+    async def put_class(
+        self, cid: str, body: domain.ClassWrite, if_match: int | None
+    ) -> tuple[Doc, bool]:
+        period = domain.make_validity(body.validity, self.today())
+        new_slice = ClassSlice(
+            validity=period,
+            user_key=body.user_key,
+            name=body.name,
+            scope=body.scope,
+            parent=body.parent,
+        )
+
+        def decide(current: list[ClassSlice]) -> tuple[list[ClassSlice], str]:
+            return put(current, new_slice), "class.updated"
+
+        return await self.write_class(cid, body.facet, decide, if_match=if_match, must_exist=False)
+
+    async def patch_class(self, cid: str, body: domain.ClassPatch, if_match: int | None) -> Doc:
+        period = domain.make_validity(body.validity, self.today())
+        changes = {k: getattr(body, k) for k in body.model_fields_set - {"validity"}}
+        if not changes:
+            raise problems.rule("nothing-to-change", "The PATCH body names no field to change.")
+
+        def decide(current: list[ClassSlice]) -> tuple[list[ClassSlice], str]:
+            return apply(current, period, changes), "class.updated"
+
+        doc, _ = await self.write_class(cid, None, decide, if_match=if_match, must_exist=True)
+        return doc
+
+    async def terminate_class(
+        self, cid: str, body: domain.TerminateIn, if_match: int | None
+    ) -> Doc:
+        day = domain.terminate_day(body, self.today())
+
+        def decide(current: list[ClassSlice]) -> tuple[list[ClassSlice], str]:
+            if current and day <= current[0].validity.from_:
+                raise problems.rule(
+                    "terminate-before-start", f"The class starts on {current[0].validity.from_}."
+                )
+            return truncate(current, day), "class.terminated"
+
+        doc, _ = await self.write_class(cid, None, decide, if_match=if_match, must_exist=True)
+        return doc
+
+
+def _same(a: list[Any], b: list[Any]) -> bool:
+    na: list[SliceBase] = normalize(a)
+    nb: list[SliceBase] = normalize(b)
+    return [s.model_dump() for s in na] == [s.model_dump() for s in nb]

@@ -1,0 +1,180 @@
+"""The rules as pure functions, without servers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from orgdir.contracts.orgunits import OrgUnitSlice
+from orgdir.problems import Problem
+from orgdir.validity import Validity
+from orgunits import domain
+
+
+def v(a: str, b: str | None = None) -> Validity:
+    return Validity(from_=date.fromisoformat(a), to=date.fromisoformat(b) if b else None)
+
+
+def sl(key: str, parent: str | None, a: str, b: str | None = None, name: str | None = None) -> OrgUnitSlice:
+    return OrgUnitSlice(validity=v(a, b), user_key=key, name=name or key, parent=parent)
+
+
+def kind(exc: pytest.ExceptionInfo[Problem]) -> str:
+    return exc.value.kind
+
+
+def test_ean_check_digit_gs1() -> None:
+    assert domain.ean_check_digit("579800000000") == 1
+    assert domain.valid_ean("5798000000001")
+    assert domain.valid_ean("4006381333931")  # a well-known valid EAN-13
+    assert not domain.valid_ean("4006381333932")
+    assert not domain.valid_ean("579800000001")
+
+
+@pytest.mark.parametrize(
+    ("scope", "value", "normalised"),
+    [
+        ("email", "post@kolding.dk", "post@kolding.dk"),
+        ("email", "børn@kolding.dk", "børn@kolding.dk"),
+        ("ean", "5798 0000 00001", "5798000000001"),
+        ("pnumber", "1003388714", "1003388714"),
+        ("phone", "+45 79 79 79 79", "+4579797979"),
+        ("phone", "79 79 79 79", "79797979"),
+        ("www", "www.kolding.dk", "https://www.kolding.dk"),
+        ("www", "https://kolding.dk/borger?x=1", "https://kolding.dk/borger?x=1"),
+        ("postal", "Akseltorv  1, 6000 Kolding", "Akseltorv 1, 6000 Kolding"),
+        ("text", "Rådhuset, 2. sal", "Rådhuset, 2. sal"),
+    ],
+)
+def test_valid_addresses(scope: str, value: str, normalised: str) -> None:
+    assert domain.validate_address(scope, value) == normalised
+
+
+@pytest.mark.parametrize(
+    ("scope", "value"),
+    [
+        ("email", "post@kolding"),
+        ("email", "no at sign"),
+        ("ean", "5798000000002"),
+        ("ean", "579800000000"),
+        ("pnumber", "123456789"),
+        ("pnumber", "12345678AB"),
+        ("phone", "1234"),
+        ("phone", "+45 abc"),
+        ("www", "ftp://kolding.dk"),
+        ("postal", "Akseltorv 1"),
+        ("text", "   "),
+    ],
+)
+def test_invalid_addresses(scope: str, value: str) -> None:
+    with pytest.raises(Problem) as exc:
+        domain.validate_address(scope, value)
+    assert kind(exc) == "invalid-address"
+
+
+def test_fold_handles_danish_letters() -> None:
+    assert domain.fold("Århus Å") == "aarhus aa"
+    assert domain.matches("aarhus", "Århus Kommune")
+    assert domain.matches("ÆRØ", "Ærø Kommune")
+    assert domain.matches("aeroe", "Ærø Kommune")
+    assert domain.matches("børn", "Børn og Uddannelse")
+    assert not domain.matches("skole", "Børn og Uddannelse")
+
+
+def test_to_before_from() -> None:
+    today = date(2026, 3, 2)
+    assert domain.make_validity(None, today) == Validity(from_=today)
+    with pytest.raises(Problem) as exc:
+        domain.make_validity(domain.ValidityIn(**{"from": date(2026, 5, 1), "to": date(2026, 4, 1)}), today)
+    assert kind(exc) == "to-before-from"
+    with pytest.raises(Problem):
+        domain.make_validity(domain.ValidityIn(**{"from": date(2026, 5, 1), "to": date(2026, 5, 1)}), today)
+
+
+def test_parent_must_exist_and_cover_the_slice() -> None:
+    units = {"p": [sl("P", None, "2026-01-01", "2026-06-01")]}
+    domain.check_parents("c", [sl("C", "p", "2026-02-01", "2026-06-01")], units)
+    with pytest.raises(Problem) as exc:
+        domain.check_parents("c", [sl("C", "p", "2026-02-01")], units)
+    assert kind(exc) == "parent-not-active"
+    assert exc.value.extra["uncovered"] == [{"from": "2026-06-01", "to": None}]
+    with pytest.raises(Problem) as exc:
+        domain.check_parents("c", [sl("C", "nope", "2026-02-01")], units)
+    assert kind(exc) == "parent-not-found"
+    with pytest.raises(Problem) as exc:
+        domain.check_parents("c", [sl("C", "c", "2026-02-01")], units)
+    assert kind(exc) == "cycle"
+
+
+def test_cycles_are_found_on_the_day_they_would_begin() -> None:
+    # a <- b <- c today; from 2026-05-01 c moves under a root x.
+    units = {
+        "a": [sl("A", None, "2026-01-01")],
+        "b": [sl("B", "a", "2026-01-01")],
+        "c": [sl("C", "b", "2026-01-01", "2026-05-01"), sl("C", "x", "2026-05-01")],
+        "x": [sl("X", None, "2026-01-01")],
+    }
+    # Moving a under c from 2026-03-01: a cycle at once.
+    new_a = [sl("A", None, "2026-01-01", "2026-03-01"), sl("A", "c", "2026-03-01")]
+    assert domain.find_cycle("a", new_a, units) == date(2026, 3, 1)
+    # Moving a under c from 2026-06-01 is fine: c is no longer below a by then.
+    later = [sl("A", None, "2026-01-01", "2026-06-01"), sl("A", "c", "2026-06-01")]
+    assert domain.find_cycle("a", later, units) is None
+    with pytest.raises(Problem) as exc:
+        domain.check_no_cycle("a", new_a, units)
+    assert kind(exc) == "cycle" and exc.value.extra["day"] == "2026-03-01"
+
+
+def test_children_must_stay_covered() -> None:
+    units = {
+        "p": [sl("P", None, "2026-01-01")],
+        "c": [sl("C", "p", "2026-01-01", "2026-04-01")],
+        "d": [sl("D", "p", "2026-01-01")],
+    }
+    ended = [sl("P", None, "2026-01-01", "2026-04-01")]
+    with pytest.raises(Problem) as exc:
+        domain.check_children("p", ended, units, {"c", "d"})
+    assert kind(exc) == "active-children"
+    assert [c["uuid"] for c in exc.value.extra["children"]] == ["d"]
+    domain.check_children("p", ended, units, {"c"})
+
+
+def test_user_key_unique_on_any_day() -> None:
+    units = {"a": [sl("SKOLE1", None, "2026-01-01", "2026-08-01")]}
+    holders = {"skole1": {"a"}}
+    domain.check_user_key("b", [sl("skole1", None, "2026-08-01")], units, holders)
+    with pytest.raises(Problem) as exc:
+        domain.check_user_key("b", [sl("Skole1", None, "2026-07-31")], units, holders)
+    assert kind(exc) == "user-key-taken" and exc.value.status == 409
+    domain.check_user_key("a", [sl("SKOLE1", None, "2026-01-01")], units, holders)  # itself
+
+
+def test_timelines_and_event_kinds() -> None:
+    current = [sl("A", "p", "2026-01-01")]
+    moved = domain.patch_timeline(current, v("2026-05-01"), {"parent": "q"})
+    assert [s.parent for s in moved] == ["p", "q"]
+    assert domain.parent_changes(current, moved)
+    renamed = domain.patch_timeline(current, v("2026-05-01"), {"name": "B"})
+    assert not domain.parent_changes(current, renamed)
+    with pytest.raises(Problem) as exc:
+        domain.patch_timeline(current, v("2025-01-01", "2025-06-01"), {"name": "B"})
+    assert kind(exc) == "unit-not-active"
+    assert domain.terminate_timeline(current, date(2026, 3, 1))[-1].validity.to == date(2026, 3, 1)
+    with pytest.raises(Problem) as exc:
+        domain.terminate_timeline(current, date(2026, 1, 1))
+    assert kind(exc) == "terminate-before-start"
+
+
+def test_engagement_counts() -> None:
+    docs = [
+        {"periods": [{"unit": "u", "from": "2025-01-01", "to": "2026-03-01"}]},
+        {"periods": [{"unit": "u", "from": "2025-01-01", "to": None}]},
+        {"periods": [{"unit": "w", "from": "2025-01-01", "to": None}]},
+        {"periods": [{"unit": "u", "from": "2026-06-01", "to": "2026-09-01"}]},
+    ]
+    assert domain.count_active_engagements(docs, "u", date(2026, 3, 1)) == 2
+    assert domain.count_active_engagements(docs, "u", date(2026, 10, 1)) == 1
+    with pytest.raises(Problem) as exc:
+        domain.check_engagements("u", date(2026, 3, 1), 2)
+    assert kind(exc) == "active-engagements" and exc.value.extra["engagements"] == 2

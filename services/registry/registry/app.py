@@ -1,0 +1,45 @@
+"""The registry app: ``uvicorn --factory registry.app:create_app``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from orgdir.clock import Clock
+from orgdir.http import create_app as create_base_app
+from orgdir.service import Runtime, configure_logging
+
+from registry.api import routers
+from registry.consumers import orgunits_router
+from registry.service import Registry
+from registry.settings import RegistrySettings
+
+
+def create_app(settings: RegistrySettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or RegistrySettings()
+    configure_logging(settings)
+    runtime = Runtime(settings, clock)
+    registry = Registry(runtime, settings)
+    runtime.consumer("orgunits", orgunits_router(registry.directory))
+    runtime.every(settings.scheduler_interval_seconds, registry.run_due)
+    runtime.every(settings.directory_refresh_seconds, registry.directory.load)
+    runtime.every(settings.search_reindex_seconds, registry.reindex_job)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.registry = registry
+        await registry.load()
+        async with runtime.lifespan(app):
+            yield
+
+    async def ready() -> dict[str, bool]:
+        return {**await runtime.ready(), "loaded": registry.loaded}
+
+    app = create_base_app(
+        settings.service_name, title="Orgdir registry", ready=ready, lifespan=lifespan
+    )
+    app.state.registry = registry
+    for router in routers():
+        app.include_router(router)
+    return app

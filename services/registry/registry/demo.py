@@ -1,0 +1,278 @@
+"""A small Danish demo: ~40 people with engagements, managers, an association and a leave.
+
+Loaded through the HTTP API with fixed UUIDs (uuid5 of names), so running it
+twice changes nothing. The units and classes are those of the orgunits demo:
+``load`` waits until this registry's projection has received them (orgunits
+events), up to a minute, before writing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import date, timedelta
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+NAMESPACE = uuid.UUID("5b0f3c52-4d7e-4b8e-9a53-1d6f6a0e2b11")
+FACETS = (
+    "job_function",
+    "engagement_type",
+    "manager_type",
+    "manager_level",
+    "responsibility",
+    "association_type",
+    "leave_type",
+)
+PREFERRED = {
+    "job_function": ("konsulent", "specialkonsulent", "sagsbehandler", "medarbejder"),
+    "engagement_type": ("ansat", "fastansat", "månedslønnet", "maanedsloennet"),
+    "manager_type": ("direktoer", "direktør", "chef", "leder"),
+    "manager_level": ("niveau1", "niveau_1", "n1"),
+    "responsibility": ("personale", "personaleansvar"),
+    "association_type": ("medlem", "tr", "tillidsrepraesentant"),
+    "leave_type": ("barsel", "barselsorlov", "orlov"),
+}
+PEOPLE = [
+    ("Anne", "Mølgaard"),
+    ("Søren", "Kjær"),
+    ("Mette", "Østergaard"),
+    ("Lars", "Bæk"),
+    ("Hanne", "Nørgaard"),
+    ("Jens", "Ågesen"),
+    ("Kirsten", "Holm"),
+    ("Peter", "Lund"),
+    ("Lone", "Dahl"),
+    ("Mads", "Friis"),
+    ("Ida", "Bach"),
+    ("Niels", "Jørgensen"),
+    ("Birgitte", "Sørensen"),
+    ("Ole", "Madsen"),
+    ("Karen", "Thomsen"),
+    ("Rasmus", "Poulsen"),
+    ("Freja", "Møller"),
+    ("Jørgen", "Mortensen"),
+    ("Åse", "Christiansen"),
+    ("Frederik", "Larsen"),
+    ("Sofie", "Rasmussen"),
+    ("Mikkel", "Hansen"),
+    ("Emma", "Pedersen"),
+    ("Thomas", "Andersen"),
+    ("Louise", "Nielsen"),
+    ("Henrik", "Jensen"),
+    ("Camilla", "Kristensen"),
+    ("Bjørn", "Olsen"),
+    ("Signe", "Johansen"),
+    ("Anders", "Vestergaard"),
+    ("Maja", "Skov"),
+    ("Kasper", "Brandt"),
+    ("Julie", "Winther"),
+    ("Christian", "Lauridsen"),
+    ("Line", "Svendsen"),
+    ("Morten", "Frandsen"),
+    ("Tove", "Ærenlund"),
+    ("Kim", "Bruun"),
+    ("Pia", "Kofoed"),
+    ("Erik", "Damgaard"),
+]
+START = date(2020, 1, 1)
+
+
+def demo_uuid(*parts: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
+
+
+def _uuids_in(module: ModuleType) -> list[str]:
+    """Unit UUIDs the orgunits demo exposes (a ``UNITS`` mapping or any module-level mapping of UUIDs)."""
+    found: list[str] = []
+    candidates = [getattr(module, n) for n in ("UNITS", "UNIT_UUIDS", "units")] + list(
+        vars(module).values()
+    )
+    for value in candidates:
+        if isinstance(value, dict):
+            for v in value.values():
+                try:
+                    found.append(str(uuid.UUID(str(v))))
+                except ValueError:
+                    continue
+        if found:
+            break
+    return found
+
+
+async def _all(http: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = await http.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        r.raise_for_status()
+        body = r.json()
+        items += body["items"]
+        cursor = body["next_cursor"]
+        if not cursor:
+            return items
+
+
+async def _wait_for_orgunits(
+    http: httpx.AsyncClient, wanted: list[str], within: float
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    deadline = time.monotonic() + within
+    while True:
+        units = await _all(http, "/api/v1/projection/orgunits")
+        classes = {f: await _all(http, "/api/v1/projection/classes", facet=f) for f in FACETS}
+        have = {u["uuid"] for u in units}
+        if units and all(classes.values()) and all(w in have for w in wanted):
+            return units, classes
+        if time.monotonic() > deadline:
+            missing = [f for f, c in classes.items() if not c]
+            raise RuntimeError(
+                f"the registry has not received the orgunits demo (units: {len(units)}, "
+                f"facets without classes: {missing}); is orgunits running and its demo loaded?"
+            )
+        await asyncio.sleep(1)
+
+
+def _pick(
+    facet: str, classes: list[dict[str, Any]], vocabulary: ModuleType | None
+) -> dict[str, Any]:
+    by_uuid = {c["uuid"]: c for c in classes}
+    for key in PREFERRED.get(facet, ()):
+        if vocabulary is not None and hasattr(vocabulary, "class_uuid"):
+            try:
+                u = str(vocabulary.class_uuid(facet, key))
+            except Exception:
+                u = ""
+            if u in by_uuid:
+                return by_uuid[u]
+        for c in classes:
+            if (c.get("user_key") or "").lower() == key:
+                return c
+    return sorted(classes, key=lambda c: c.get("user_key") or "")[0]
+
+
+async def _put(http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> None:
+    r = await http.put(path, json=body)
+    if r.status_code not in (200, 201):
+        raise RuntimeError(f"PUT {path}: {r.status_code} {r.text}")
+
+
+async def load(http: httpx.AsyncClient, within: float = 60.0) -> None:
+    """Load the demo through the registry API (idempotent)."""
+    demo_module: ModuleType | None
+    vocabulary: ModuleType | None
+    try:  # the orgunits demo's UUIDs; imported here only, so the registry never depends on it
+        import orgunits.demo as demo_module
+    except ImportError:
+        demo_module = None
+    try:
+        import orgunits.vocabulary as vocabulary
+    except ImportError:
+        vocabulary = None
+    wanted = _uuids_in(demo_module) if demo_module is not None else []
+    units, classes = await _wait_for_orgunits(http, wanted, within)
+    if wanted:
+        known = {u["uuid"]: u for u in units}
+        units = [known[w] for w in wanted if w in known]
+    units.sort(key=lambda u: (u["parent"] is not None, u["user_key"] or "", u["uuid"]))
+    cls = {f: _pick(f, classes[f], vocabulary) for f in FACETS}
+
+    def since(*items: dict[str, Any]) -> date:
+        days = [START] + [
+            date.fromisoformat(i["active_from"]) for i in items if i.get("active_from")
+        ]
+        return max(days)
+
+    persons: list[str] = []
+    for i, (given, surname) in enumerate(PEOPLE):
+        p = demo_uuid("person", given, surname)
+        persons.append(p)
+        mail = f"{given}.{surname}".lower()
+        for a, b in (("æ", "ae"), ("ø", "oe"), ("å", "aa")):
+            mail = mail.replace(a, b)
+        birth = date(1960 + i % 35, 1 + i % 12, 1 + (i * 7) % 28)
+        cpr = f"{birth:%d%m%y}{(1 if birth.year < 2000 else 4)}{i:03d}"
+        await _put(
+            http,
+            f"/api/v1/persons/{p}",
+            {
+                "given_name": given,
+                "surname": surname,
+                "user_key": f"demo-{i + 1:02d}",
+                "nickname": "Lasse" if i == 3 else None,
+                "cpr": cpr,
+                "validity": {"from": "2000-01-01"},
+                "addresses": [
+                    {"scope": "email", "value": f"{mail}@kommune.dk"},
+                    {"scope": "phone", "value": f"+45 8940 {2000 + i}"},
+                ],
+            },
+        )
+
+    engagements: list[tuple[str, str, date]] = []
+    for i, p in enumerate(persons):
+        unit = units[i % len(units)]
+        frm = since(unit, cls["job_function"], cls["engagement_type"])
+        e = demo_uuid("engagement", p)
+        await _put(
+            http,
+            f"/api/v1/engagements/{e}",
+            {
+                "person": p,
+                "unit": unit["uuid"],
+                "job_function": cls["job_function"]["uuid"],
+                "engagement_type": cls["engagement_type"]["uuid"],
+                "primary": True,
+                "fraction": 1.0,
+                "user_key": f"HR{i + 1:05d}",
+                "validity": {"from": frm.isoformat()},
+            },
+        )
+        engagements.append((e, p, frm))
+
+    # Managers: the first persons head the first units; the last of them is a vacant position.
+    heads = units[: min(5, len(units))]
+    for i, unit in enumerate(heads):
+        vacant = i == len(heads) - 1 and len(heads) > 1
+        frm = since(unit, cls["manager_type"], cls["manager_level"], cls["responsibility"])
+        await _put(
+            http,
+            f"/api/v1/managers/{demo_uuid('manager', unit['uuid'])}",
+            {
+                "person": None if vacant else persons[i],
+                "unit": unit["uuid"],
+                "manager_type": cls["manager_type"]["uuid"],
+                "manager_level": cls["manager_level"]["uuid"],
+                "responsibilities": [cls["responsibility"]["uuid"]],
+                "validity": {"from": frm.isoformat()},
+            },
+        )
+
+    other = units[-1]
+    await _put(
+        http,
+        f"/api/v1/associations/{demo_uuid('association', persons[7])}",
+        {
+            "person": persons[7],
+            "unit": other["uuid"],
+            "association_type": cls["association_type"]["uuid"],
+            "validity": {"from": since(other, cls["association_type"]).isoformat()},
+        },
+    )
+    e, p, frm = engagements[12]
+    leave_from = max(frm, since(cls["leave_type"])) + timedelta(days=30)
+    await _put(
+        http,
+        f"/api/v1/leaves/{demo_uuid('leave', e)}",
+        {
+            "person": p,
+            "engagement": e,
+            "leave_type": cls["leave_type"]["uuid"],
+            "validity": {
+                "from": leave_from.isoformat(),
+                "to": (leave_from + timedelta(days=120)).isoformat(),
+            },
+        },
+    )

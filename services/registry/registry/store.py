@@ -1,0 +1,382 @@
+"""Storage and in-memory read models of the registry.
+
+- ``Directory``: units and classes from orgunits events, kept in a projection
+  (Mongo, applied by ``sequence``) and mirrored in memory for validation and
+  tree walks; reloaded from the projection at startup.
+- ``Memory``: the registry's own aggregates with secondary indexes (by person,
+  by unit, by engagement). FerretDB answers every query not by ``_id`` with a
+  full scan, so reads and cross-aggregate rules use this copy; the documents
+  (by ``_id``) stay the source of truth and are reloaded at startup.
+- ``SearchIndex``: a folded token/prefix index for the address book.
+- ``AuditLog``: append-only record of CPR-capable reads.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState
+from orgdir.store import Doc, Projection, decode_cursor, encode_cursor, paginate
+from orgdir.validity import at
+from pymongo.asynchronous.database import AsyncDatabase
+
+from registry.domain import KINDS, Kind
+
+log = logging.getLogger(__name__)
+
+
+# --- units and classes ---------------------------------------------------------------------------
+
+
+class Directory:
+    """What orgunits told us: unit timelines and classes, by UUID."""
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.units_projection = Projection(db, "proj_orgunits")
+        self.classes_projection = Projection(db, "proj_classes")
+        self.facets_projection = Projection(db, "proj_facets")
+        self.units: dict[str, list[OrgUnitSlice]] = {}
+        self.classes: dict[str, ClassState] = {}
+        self.facets: dict[str, FacetState] = {}
+        self._seq: dict[str, int] = {}
+        self.generation = 0
+        self._children: tuple[date, int, dict[str | None, list[str]]] | None = None
+        self.on_unit_change: list[Callable[[str], None]] = []
+
+    def _newer(self, subject: str, sequence: int) -> bool:
+        return sequence > self._seq.get(subject, 0)
+
+    def set_unit(self, state: OrgUnitState, sequence: int) -> None:
+        if not self._newer(state.uuid, sequence):
+            return
+        self._seq[state.uuid] = sequence
+        self.units[state.uuid] = list(state.timeline)
+        self.generation += 1
+        for listener in self.on_unit_change:
+            listener(state.uuid)
+
+    def set_class(self, state: ClassState, sequence: int) -> None:
+        if self._newer(state.uuid, sequence):
+            self._seq[state.uuid] = sequence
+            self.classes[state.uuid] = state
+
+    def set_facet(self, state: FacetState, sequence: int) -> None:
+        if self._newer(state.uuid, sequence):
+            self._seq[state.uuid] = sequence
+            self.facets[state.uuid] = state
+
+    async def load(self) -> None:
+        """(Re)load the projection into memory; only newer entries replace what is held."""
+        async for doc in self.units_projection.col.find({}):
+            self.set_unit(OrgUnitState.model_validate(doc), int(doc["sequence"]))
+        async for doc in self.classes_projection.col.find({}):
+            self.set_class(ClassState.model_validate(doc), int(doc["sequence"]))
+        async for doc in self.facets_projection.col.find({}):
+            self.set_facet(FacetState.model_validate(doc), int(doc["sequence"]))
+
+    # tree walks at a day -----------------------------------------------------------------------
+
+    def unit_at(self, unit: str, day: date) -> OrgUnitSlice | None:
+        timeline = self.units.get(unit)
+        return at(timeline, day) if timeline else None
+
+    def unit_name(self, unit: str, day: date) -> str | None:
+        timeline = self.units.get(unit)
+        if not timeline:
+            return None
+        s = at(timeline, day) or next((x for x in timeline if x.validity.from_ > day), timeline[-1])
+        return s.name
+
+    def ancestors(self, unit: str, day: date) -> list[str]:
+        """``[unit, parent, …, root]`` on ``day`` (stops at a unit not active that day)."""
+        out: list[str] = []
+        current: str | None = unit
+        while current is not None and current not in out:
+            s = self.unit_at(current, day)
+            if s is None:
+                break
+            out.append(current)
+            current = s.parent
+        return out
+
+    def path(self, unit: str, day: date) -> list[dict[str, str]]:
+        """Root first: ``[{uuid, name}, …]``."""
+        out = []
+        for u in reversed(self.ancestors(unit, day)):
+            s = self.unit_at(u, day)
+            assert s is not None
+            out.append({"uuid": u, "name": s.name, "user_key": s.user_key})
+        return out
+
+    def children(self, day: date) -> dict[str | None, list[str]]:
+        cached = self._children
+        if cached and cached[0] == day and cached[1] == self.generation:
+            return cached[2]
+        index: dict[str | None, list[str]] = {}
+        for u, timeline in self.units.items():
+            s = at(timeline, day)
+            if s is not None:
+                index.setdefault(s.parent, []).append(u)
+        self._children = (day, self.generation, index)
+        return index
+
+    def subtree(self, unit: str, day: date) -> set[str]:
+        index = self.children(day)
+        out: set[str] = set()
+        stack = [unit]
+        while stack:
+            u = stack.pop()
+            if u in out:
+                continue
+            out.add(u)
+            stack.extend(index.get(u, ()))
+        return out
+
+    def class_ref(self, uuid: str | None) -> dict[str, Any] | None:
+        if uuid is None:
+            return None
+        cls = self.classes.get(uuid)
+        if cls is None:
+            return {"uuid": uuid, "user_key": None, "name": None}
+        s = cls.timeline[-1] if cls.timeline else None
+        return {"uuid": uuid, "user_key": s.user_key if s else None, "name": s.name if s else None}
+
+
+# --- the registry's own aggregates ------------------------------------------------------------
+
+
+@dataclass
+class Agg:
+    uuid: str
+    version: int
+    timeline: list[Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Memory:
+    """Every registry aggregate in memory, with the indexes the reads and rules need."""
+
+    def __init__(self) -> None:
+        self.aggs: dict[str, dict[str, Agg]] = {k: {} for k in KINDS}
+        self.by_person: dict[str, dict[str, set[str]]] = {k: {} for k in KINDS}
+        self.by_unit: dict[str, dict[str, set[str]]] = {k: {} for k in KINDS}
+        self.by_engagement: dict[str, set[str]] = {}
+        self.cpr_owner: dict[str, str] = {}
+        self._sorted: dict[str, list[str] | None] = {k: None for k in KINDS}
+
+    def get(self, kind: str, uuid: str) -> Agg | None:
+        return self.aggs[kind].get(uuid)
+
+    def timeline(self, kind: str, uuid: str) -> list[Any] | None:
+        agg = self.aggs[kind].get(uuid)
+        return agg.timeline if agg else None
+
+    def put(self, kind: Kind, doc: Doc) -> Agg:
+        state = doc["state"]
+        timeline = [kind.slice.model_validate(s) for s in state.get("timeline", [])]
+        extra = {k: v for k, v in state.items() if k != "timeline"}
+        agg = Agg(str(doc["_id"]), int(doc["version"]), timeline, extra)
+        old = self.aggs[kind.agg].get(agg.uuid)
+        if old is not None and old.version > agg.version:
+            return old
+        if old is not None:
+            self._unindex(kind, old)
+        else:
+            self._sorted[kind.agg] = None
+        self.aggs[kind.agg][agg.uuid] = agg
+        self._index(kind, agg)
+        return agg
+
+    def _keys(self, agg: Agg, name: str) -> set[str]:
+        return {v for s in agg.timeline if (v := getattr(s, name, None)) is not None}
+
+    def _index(self, kind: Kind, agg: Agg) -> None:
+        for p in self._keys(agg, "person"):
+            self.by_person[kind.agg].setdefault(p, set()).add(agg.uuid)
+        for u in self._keys(agg, "unit"):
+            self.by_unit[kind.agg].setdefault(u, set()).add(agg.uuid)
+        if kind.agg == "leave":
+            for e in self._keys(agg, "engagement"):
+                self.by_engagement.setdefault(e, set()).add(agg.uuid)
+        if kind.agg == "person" and agg.extra.get("cpr_hash"):
+            self.cpr_owner[agg.extra["cpr_hash"]] = agg.uuid
+
+    def _unindex(self, kind: Kind, agg: Agg) -> None:
+        for p in self._keys(agg, "person"):
+            self.by_person[kind.agg].get(p, set()).discard(agg.uuid)
+        for u in self._keys(agg, "unit"):
+            self.by_unit[kind.agg].get(u, set()).discard(agg.uuid)
+        if kind.agg == "leave":
+            for e in self._keys(agg, "engagement"):
+                self.by_engagement.get(e, set()).discard(agg.uuid)
+        if kind.agg == "person" and agg.extra.get("cpr_hash"):
+            if self.cpr_owner.get(agg.extra["cpr_hash"]) == agg.uuid:
+                del self.cpr_owner[agg.extra["cpr_hash"]]
+
+    def of_person(self, kind: str, person: str) -> list[Agg]:
+        return [self.aggs[kind][u] for u in sorted(self.by_person[kind].get(person, ()))]
+
+    def of_unit(self, kind: str, unit: str) -> list[Agg]:
+        return [self.aggs[kind][u] for u in sorted(self.by_unit[kind].get(unit, ()))]
+
+    def sorted_ids(self, kind: str) -> list[str]:
+        ids = self._sorted[kind]
+        if ids is None:
+            ids = sorted(self.aggs[kind])
+            self._sorted[kind] = ids
+        return ids
+
+
+def page_of(ids: Iterable[str], *, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
+    """Keyset pagination over a sorted sequence of ids held in memory."""
+    seq = ids if isinstance(ids, list) else sorted(ids)
+    start = bisect.bisect_right(seq, decode_cursor(cursor)) if cursor else 0
+    chunk = seq[start : start + limit]
+    more = start + limit < len(seq)
+    return chunk, (encode_cursor(chunk[-1]) if more and chunk else None)
+
+
+def page_filtered(
+    ids: list[str], keep: Callable[[str], bool], *, limit: int, cursor: str | None
+) -> tuple[list[str], str | None]:
+    start = bisect.bisect_right(ids, decode_cursor(cursor)) if cursor else 0
+    out: list[str] = []
+    for i in range(start, len(ids)):
+        if keep(ids[i]):
+            if len(out) == limit:
+                return out, encode_cursor(out[-1])
+            out.append(ids[i])
+    return out, None
+
+
+# --- address book -----------------------------------------------------------------------------
+
+
+class SearchIndex:
+    """Folded terms → persons, with a sorted term list for prefix lookups (bisect)."""
+
+    def __init__(self) -> None:
+        self.terms_of: dict[str, frozenset[str]] = {}
+        self.postings: dict[str, set[str]] = {}
+        self.sorted_terms: list[str] = []
+        self.sort_name: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.terms_of)
+
+    def assign(self, person: str, terms: set[str], sort_name: str) -> None:
+        new = frozenset(terms)
+        old = self.terms_of.get(person, frozenset())
+        for t in old - new:
+            bucket = self.postings.get(t)
+            if bucket is not None:
+                bucket.discard(person)
+                if not bucket:
+                    del self.postings[t]
+                    i = bisect.bisect_left(self.sorted_terms, t)
+                    if i < len(self.sorted_terms) and self.sorted_terms[i] == t:
+                        del self.sorted_terms[i]
+        for t in new - old:
+            bucket = self.postings.get(t)
+            if bucket is None:
+                self.postings[t] = {person}
+                bisect.insort(self.sorted_terms, t)
+            else:
+                bucket.add(person)
+        if new:
+            self.terms_of[person] = new
+            self.sort_name[person] = sort_name
+        else:
+            self.terms_of.pop(person, None)
+            self.sort_name.pop(person, None)
+
+    def remove(self, person: str) -> None:
+        self.assign(person, set(), "")
+
+    def _prefixed(self, prefix: str) -> Iterator[str]:
+        terms = self.sorted_terms
+        i = bisect.bisect_left(terms, prefix)
+        while i < len(terms) and terms[i].startswith(prefix):
+            yield terms[i]
+            i += 1
+
+    def _matches(self, person: str, alts: set[str]) -> int:
+        """2 for an exact term, 1 for a prefix, 0 for no match."""
+        terms = self.terms_of.get(person, frozenset())
+        if alts & terms:
+            return 2
+        return 1 if any(t.startswith(a) for t in terms for a in alts) else 0
+
+    def search(self, words: list[set[str]], limit: int, cap: int = 5000) -> list[str]:
+        """Persons matching every word (exact or prefix); exact matches rank first, then by name."""
+        if not words:
+            return []
+        ordered = sorted(words, key=lambda alts: -max(len(a) for a in alts))
+        first, rest = ordered[0], ordered[1:]
+        candidates: set[str] = set()
+        for a in first:
+            candidates |= self.postings.get(a, set())
+        # Prefix candidates; a single short word stops after ``cap`` since exact ones rank first.
+        for a in first:
+            for term in self._prefixed(a):
+                candidates |= self.postings[term]
+                if len(candidates) >= cap and not rest:
+                    break
+        scored: list[tuple[int, str, str]] = []
+        for person in candidates:
+            score = 2 if first & self.terms_of.get(person, frozenset()) else 1
+            ok = True
+            for alts in rest:
+                m = self._matches(person, alts)
+                if not m:
+                    ok = False
+                    break
+                score += m
+            if ok:
+                scored.append((-score, self.sort_name.get(person, ""), person))
+        scored.sort()
+        return [p for _, _, p in scored[:limit]]
+
+
+# --- audit log --------------------------------------------------------------------------------
+
+
+class AuditLog:
+    """Append-only: inserts only, no update or delete path exists in the service."""
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.col = db["audit"]
+
+    async def record(
+        self, *, actor: str, persons: list[str], endpoint: str, when: datetime
+    ) -> None:
+        if not persons:
+            return
+        stamp = f"{time.time_ns():020d}"
+        await self.col.insert_many(
+            [
+                {
+                    "_id": f"{stamp}-{uuidlib.uuid4().hex[:12]}",
+                    "at": when,
+                    "actor": actor,
+                    "person": p,
+                    "endpoint": endpoint,
+                    "action": "read-person",
+                }
+                for p in persons
+            ],
+            ordered=False,
+        )
+
+    async def page(
+        self, *, person: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Doc], str | None]:
+        query: Mapping[str, Any] = {"person": person} if person else {}
+        return await paginate(self.col, query, limit=limit, cursor=cursor)

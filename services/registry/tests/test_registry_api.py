@@ -1,0 +1,225 @@
+"""Registry CRUD, rules and reads against the real RabbitMQ and FerretDB."""
+
+from __future__ import annotations
+
+from orgdir.testkit import READER
+from registry.testsupport import World, problem_type, uid
+
+
+async def test_person_put_is_idempotent_patch_from_date_and_history(world: World) -> None:
+    http = world.http
+    p = uid("person:Søren Kierkegaard")
+    body = world.person_body(
+        "Søren", "Kierkegaard", addresses=[{"scope": "email", "value": "sk@aarhus.dk"}]
+    )
+    r1 = await http.put(f"/api/v1/persons/{p}", json=body)
+    assert r1.status_code == 201, r1.text
+    r2 = await http.put(f"/api/v1/persons/{p}", json=body)
+    assert r2.status_code == 200 and r2.json()["version"] == 1 and r2.headers["etag"] == '"1"'
+
+    r = await http.patch(
+        f"/api/v1/persons/{p}", json={"nickname": "SK", "validity": {"from": "2026-04-01"}}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 2
+    today = (await http.get(f"/api/v1/persons/{p}")).json()
+    later = (await http.get(f"/api/v1/persons/{p}", params={"at": "2026-04-01"})).json()
+    assert today["nickname"] is None and later["nickname"] == "SK"
+
+    stale = await http.patch(
+        f"/api/v1/persons/{p}", json={"nickname": "X"}, headers={"If-Match": '"1"'}
+    )
+    assert stale.status_code == 412 and problem_type(stale) == "version-mismatch"
+
+    hist = (await http.get(f"/api/v1/persons/{p}/history")).json()
+    assert [r["event_type"] for r in hist["registrations"]] == ["person.created", "person.updated"]
+    assert hist["registrations"][0]["registered_by"] == "static:dev-admin"
+    assert len(hist["timeline"]) == 2
+
+    r = await http.post(f"/api/v1/persons/{p}/terminate", json={"from": "2027-01-01"})
+    assert r.status_code == 200 and r.json()["timeline"][-1]["validity"]["to"] == "2027-01-01"
+    gone = await http.get(f"/api/v1/persons/{p}", params={"at": "2027-01-01"})
+    assert gone.status_code == 404 and problem_type(gone) == "not-in-force"
+
+
+async def test_lists_filter_and_paginate(world: World) -> None:
+    http = world.http
+    persons = [await world.person(f"Person Nr{i}") for i in range(5)]
+    for p in persons:
+        await world.engagement(p, world.u["team"] if p != persons[0] else world.u["afd"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get("/api/v1/persons", params=params)).json()
+        seen += [i["uuid"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(persons) and len(seen) == 5
+    team = (await http.get("/api/v1/engagements", params={"unit": world.u["team"]})).json()
+    assert len(team["items"]) == 4
+    mine = (await http.get("/api/v1/engagements", params={"person": persons[0]})).json()
+    assert [i["unit"] for i in mine["items"]] == [world.u["afd"]]
+    bad = await http.get("/api/v1/persons", params={"unit": world.u["team"]})
+    assert bad.status_code == 400 and problem_type(bad) == "invalid-filter"
+
+    people = (
+        await http.get(f"/api/v1/orgunits/{world.u['forv']}/people", params={"subtree": "true"})
+    ).json()
+    assert len(people["items"]) == 5
+    assert {i["job_function"]["name"] for i in people["items"]} == {"Konsulent"}
+    only = (await http.get(f"/api/v1/orgunits/{world.u['afd']}/people")).json()
+    assert [i["person"]["uuid"] for i in only["items"]] == [persons[0]]
+
+
+async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: World) -> None:
+    http = world.http
+    p = await world.person("Anna Jensen")
+
+    async def refused(method: str, url: str, body: dict, kind: str, status: int = 422) -> None:
+        r = await http.request(method, url, json=body)
+        assert r.status_code == status, r.text
+        assert problem_type(r) == kind, r.text
+        assert r.json()["detail"]
+
+    pb = world.person_body
+    await refused("POST", "/api/v1/persons", pb("A", "B", cpr="12345"), "invalid-cpr")
+    await refused(
+        "POST", "/api/v1/persons", pb("A", "B", cpr="310290-1234"), "invalid-cpr"
+    )  # 31 Feb
+    await refused(
+        "POST", "/api/v1/persons", pb("A", "B", cpr="290200-1234"), "invalid-cpr"
+    )  # 1900 no leap
+    ok = await http.post(
+        "/api/v1/persons", json=pb("Leap", "Baby", cpr="290200-4234")
+    )  # 2000 leap year
+    assert ok.status_code == 201, ok.text
+    await refused("POST", "/api/v1/persons", pb("Same", "Cpr", cpr="2902004234"), "cpr-in-use", 409)
+    await refused(
+        "POST",
+        "/api/v1/persons",
+        pb("A", "B", addresses=[{"scope": "email", "value": "nope"}]),
+        "invalid-email",
+    )
+    await refused(
+        "POST",
+        "/api/v1/persons",
+        pb("A", "B", validity={"from": "2020-01-01", "to": "2019-01-01"}),
+        "invalid-validity",
+    )
+
+    eb = world.engagement_body
+    await refused("POST", "/api/v1/engagements", eb(p, uid("nowhere")), "unknown-unit")
+    await refused("POST", "/api/v1/engagements", eb(p, world.u["closing"]), "unit-not-active")
+    await refused(
+        "POST",
+        "/api/v1/engagements",
+        eb(p, world.u["team"], validity={"from": "1999-01-01"}),
+        "unit-not-active",
+    )
+    await refused(
+        "POST",
+        "/api/v1/engagements",
+        eb(p, world.u["team"], job_function=world.c["afdeling"]),
+        "class-wrong-facet",
+    )
+    await refused(
+        "POST",
+        "/api/v1/engagements",
+        eb(p, world.u["team"], engagement_type=uid("x")),
+        "unknown-class",
+    )
+    await refused(
+        "POST", "/api/v1/engagements", eb(uid("ghost"), world.u["team"]), "unknown-person"
+    )
+    await refused(
+        "POST",
+        "/api/v1/engagements",
+        eb(p, world.u["team"], validity={"from": "2019-01-01"}),
+        "person-not-active",
+    )
+    ok = await http.post(
+        "/api/v1/engagements",
+        json=eb(p, world.u["closing"], validity={"from": "2021-01-01", "to": "2026-06-01"}),
+    )
+    assert ok.status_code == 201, ok.text
+
+    e1 = await world.engagement(p, world.u["team"], primary=True)
+    await refused(
+        "POST",
+        "/api/v1/engagements",
+        eb(p, world.u["afd"], primary=True, validity={"from": "2025-01-01"}),
+        "single-primary-engagement",
+    )
+    await world.engagement(
+        p, world.u["afd"], primary=False
+    )  # a second, non-primary engagement is fine
+    await refused(
+        "PATCH",
+        f"/api/v1/engagements/{e1}",
+        {"person": uid("person:other"), "validity": {"from": "2026-01-01"}},
+        "person-immutable",
+    )
+
+    await refused(
+        "POST",
+        "/api/v1/managers",
+        {
+            "unit": world.u["team"],
+            "manager_type": world.c["niveau1"],
+            "manager_level": world.c["niveau1"],
+        },
+        "class-wrong-facet",
+    )
+    await refused(
+        "POST",
+        "/api/v1/associations",
+        {"person": p, "unit": world.u["team"], "association_type": world.c["barsel"]},
+        "class-wrong-facet",
+    )
+
+    lb = {"person": p, "engagement": e1, "leave_type": world.c["barsel"]}
+    await refused(
+        "POST",
+        "/api/v1/leaves",
+        {**lb, "validity": {"from": "2020-06-01", "to": "2021-06-01"}},
+        "leave-outside-engagement",
+    )
+    await refused("POST", "/api/v1/leaves", {**lb, "engagement": uid("none")}, "unknown-engagement")
+    other = await world.person("Bo Olsen")
+    await refused("POST", "/api/v1/leaves", {**lb, "person": other}, "leave-person-mismatch")
+    leave = await http.post(
+        "/api/v1/leaves", json={**lb, "validity": {"from": "2026-05-01", "to": "2026-08-01"}}
+    )
+    assert leave.status_code == 201, leave.text
+
+    await refused(
+        "POST",
+        f"/api/v1/engagements/{e1}/terminate",
+        {"from": "2026-06-01"},
+        "engagement-has-leaves",
+        409,
+    )
+    await refused(
+        "POST",
+        f"/api/v1/persons/{p}/terminate",
+        {"from": "2026-06-01"},
+        "person-has-active-relations",
+        409,
+    )
+    await refused(
+        "POST", f"/api/v1/persons/{p}/terminate", {"from": "2010-01-01"}, "terminate-before-start"
+    )
+    await refused(
+        "PATCH",
+        f"/api/v1/persons/{p}",
+        {"nickname": "x", "validity": {"from": "2001-01-01", "to": "2002-01-01"}},
+        "not-active-in-period",
+    )
+
+    engagements = (await http.get("/api/v1/engagements", params={"person": p})).json()["items"]
+    assert len(engagements) == 3  # the refused ones left nothing behind
+    assert (await http.get("/api/v1/persons", headers=READER)).status_code == 200
+    w = await http.post("/api/v1/persons", json=pb("No", "Write"), headers=READER)
+    assert w.status_code == 403 and problem_type(w) == "forbidden"
