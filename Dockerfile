@@ -45,7 +45,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package "${SERVICE}"
 RUN module="$(printf '%s' "${SERVICE}" | tr '-' '_')" \
  && test -f "services/${SERVICE}/${module}/app.py" \
- && printf '#!/bin/sh\nexec uvicorn %s.app:app --host 0.0.0.0 --port "${PORT:-8000}" "$@"\n' "${module}" > /app/serve \
+ && printf '#!/bin/sh\nexec uvicorn --factory %s.app:create_app --host 0.0.0.0 --port "${PORT:-8000}" "$@"\n' "${module}" > /app/serve \
  && chmod 0555 /app/serve \
  && /app/.venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)" "${module}"
 

@@ -716,8 +716,9 @@ def test_pods_are_locked_down(helm: str, value_set: str) -> None:
         port = container["ports"][0]["containerPort"]
         module = name.removeprefix(f"{RELEASE}-").replace("-", "_")
         assert container["command"] == ["uvicorn"], name
-        assert container["args"][:5] == [
-            f"{module}.app:app",
+        assert container["args"][:6] == [
+            "--factory",
+            f"{module}.app:create_app",
             "--host",
             "0.0.0.0",
             "--port",

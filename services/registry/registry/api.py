@@ -39,9 +39,7 @@ async def audited(request: Request, principal: auth.Principal, persons: list[str
     if not principal.has(READ_CPR):
         return False
     reg = registry_of(request)
-    await reg.audit.record(
-        actor=principal.subject, persons=persons, endpoint=_route(request), when=reg.clock.now()
-    )
+    await reg.audit.record(actor=principal.subject, persons=persons, endpoint=_route(request), when=reg.clock.now())
     return True
 
 
@@ -65,11 +63,7 @@ def crud_router(kind: Kind) -> APIRouter:
         set_etag(response, agg.version)
         if status:
             response.status_code = status
-        out = (
-            reg.render(kind, agg, s, reveal_cpr=reveal)
-            if s
-            else {"uuid": agg.uuid, "version": agg.version}
-        )
+        out = reg.render(kind, agg, s, reveal_cpr=reveal) if s else {"uuid": agg.uuid, "version": agg.version}
         out["timeline"] = [x.model_dump(mode="json", by_alias=True) for x in agg.timeline]
         return out
 
@@ -108,9 +102,7 @@ def crud_router(kind: Kind) -> APIRouter:
 
         def keep(u: str) -> bool:
             s = at(aggs[u].timeline, day)
-            return s is not None and all(
-                v is None or getattr(s, k) == v for k, v in filters.items()
-            )
+            return s is not None and all(v is None or getattr(s, k) == v for k, v in filters.items())
 
         chunk, nxt = page_filtered(ids, keep, limit=limit, cursor=cursor)
         reveal = await audited(request, principal, chunk) if kind is PERSON else False
@@ -207,10 +199,7 @@ def crud_router(kind: Kind) -> APIRouter:
             "version": doc["version"],
             "timeline": doc["state"].get("timeline", []),
             "registrations": [
-                {
-                    k: r.get(k)
-                    for k in ("version", "registered_at", "registered_by", "event_type", "note")
-                }
+                {k: r.get(k) for k in ("version", "registered_at", "registered_by", "event_type", "note")}
                 for r in doc.get("registrations", [])
             ],
         }
@@ -229,17 +218,13 @@ def _check_uuid(value: str) -> None:
     try:
         uuidlib.UUID(value)
     except ValueError as exc:
-        raise problems.Problem(
-            400, "invalid-uuid", "Invalid UUID", f"{value!r} is not a UUID."
-        ) from exc
+        raise problems.Problem(400, "invalid-uuid", "Invalid UUID", f"{value!r} is not a UUID.") from exc
 
 
 def reads_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1")
 
-    @router.get(
-        "/persons/{uuid}/overview", tags=["persons"], summary="Everything about a person on a day"
-    )
+    @router.get("/persons/{uuid}/overview", tags=["persons"], summary="Everything about a person on a day")
     async def overview(
         request: Request,
         uuid: str,
@@ -288,13 +273,9 @@ def reads_router() -> APIRouter:
         reg = registry_of(request)
         day = parse_day(at_, reg.clock.today())
         if uuid not in reg.directory.units:
-            raise problems.rule(
-                "unknown-unit", f"No organisation unit {uuid} is known.", status=404, unit=uuid
-            )
+            raise problems.rule("unknown-unit", f"No organisation unit {uuid} is known.", status=404, unit=uuid)
         if reg.directory.unit_at(uuid, day) is None:
-            raise problems.rule(
-                "unit-not-active", f"Unit {uuid} is not active on {day}.", status=404, unit=uuid
-            )
+            raise problems.rule("unit-not-active", f"Unit {uuid} is not active on {day}.", status=404, unit=uuid)
         found = reg.manager_of(uuid, day)
         if found is None:
             raise problems.rule(
@@ -318,9 +299,7 @@ def reads_router() -> APIRouter:
         items = registry_of(request).search(q, limit)
         return {"items": items, "next_cursor": None}
 
-    @router.get(
-        "/audit", tags=["audit"], summary="Reads of person records by CPR-privileged tokens"
-    )
+    @router.get("/audit", tags=["audit"], summary="Reads of person records by CPR-privileged tokens")
     async def audit(
         request: Request,
         person: str | None = Query(None),
@@ -375,9 +354,7 @@ def reads_router() -> APIRouter:
             )
         return {"items": items, "next_cursor": nxt}
 
-    @router.get(
-        "/projection/classes", tags=["projection"], summary="Classes this service knows, by facet"
-    )
+    @router.get("/projection/classes", tags=["projection"], summary="Classes this service knows, by facet")
     async def known_classes(
         request: Request,
         facet: str | None = Query(None),
@@ -393,9 +370,7 @@ def reads_router() -> APIRouter:
                 {
                     "facet": d.classes[u].facet,
                     **(d.class_ref(u) or {}),
-                    "active_from": min(
-                        (x.validity.from_.isoformat() for x in d.classes[u].timeline), default=None
-                    ),
+                    "active_from": min((x.validity.from_.isoformat() for x in d.classes[u].timeline), default=None),
                 }
                 for u in chunk
             ],

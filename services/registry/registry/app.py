@@ -36,9 +36,7 @@ def create_app(settings: RegistrySettings | None = None, clock: Clock | None = N
     async def ready() -> dict[str, bool]:
         return {**await runtime.ready(), "loaded": registry.loaded}
 
-    app = create_base_app(
-        settings.service_name, title="Orgdir registry", ready=ready, lifespan=lifespan
-    )
+    app = create_base_app(settings.service_name, title="Orgdir registry", ready=ready, lifespan=lifespan)
     app.state.registry = registry
     for router in routers():
         app.include_router(router)

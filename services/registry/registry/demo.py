@@ -33,7 +33,7 @@ PREFERRED = {
     "manager_type": ("direktoer", "direktør", "chef", "leder"),
     "manager_level": ("niveau1", "niveau_1", "n1"),
     "responsibility": ("personale", "personaleansvar"),
-    "association_type": ("medlem", "tr", "tillidsrepraesentant"),
+    "association_type": ("tillidsrepraesentant", "med_medlem", "medlem"),
     "leave_type": ("barsel", "barselsorlov", "orlov"),
 }
 PEOPLE = [
@@ -88,9 +88,7 @@ def demo_uuid(*parts: str) -> str:
 def _uuids_in(module: ModuleType) -> list[str]:
     """Unit UUIDs the orgunits demo exposes (a ``UNITS`` mapping or any module-level mapping of UUIDs)."""
     found: list[str] = []
-    candidates = [getattr(module, n) for n in ("UNITS", "UNIT_UUIDS", "units")] + list(
-        vars(module).values()
-    )
+    candidates = [getattr(module, n, None) for n in ("UNITS", "UNIT_UUIDS", "units")] + list(vars(module).values())
     for value in candidates:
         if isinstance(value, dict):
             for v in value.values():
@@ -135,9 +133,7 @@ async def _wait_for_orgunits(
         await asyncio.sleep(1)
 
 
-def _pick(
-    facet: str, classes: list[dict[str, Any]], vocabulary: ModuleType | None
-) -> dict[str, Any]:
+def _pick(facet: str, classes: list[dict[str, Any]], vocabulary: ModuleType | None) -> dict[str, Any]:
     by_uuid = {c["uuid"]: c for c in classes}
     for key in PREFERRED.get(facet, ()):
         if vocabulary is not None and hasattr(vocabulary, "class_uuid"):
@@ -180,9 +176,7 @@ async def load(http: httpx.AsyncClient, within: float = 60.0) -> None:
     cls = {f: _pick(f, classes[f], vocabulary) for f in FACETS}
 
     def since(*items: dict[str, Any]) -> date:
-        days = [START] + [
-            date.fromisoformat(i["active_from"]) for i in items if i.get("active_from")
-        ]
+        days = [START] + [date.fromisoformat(i["active_from"]) for i in items if i.get("active_from")]
         return max(days)
 
     persons: list[str] = []

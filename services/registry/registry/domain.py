@@ -56,9 +56,7 @@ def normalize_cpr(value: str) -> str:
     """``DDMMYYXXXX`` from ``DDMMYYXXXX`` or ``DDMMYY-XXXX``; raises ``invalid-cpr``."""
     m = _CPR_RE.match(value.strip())
     if not m:
-        raise rule(
-            "invalid-cpr", "A CPR number is 10 digits (DDMMYY-XXXX).", status=422, field="cpr"
-        )
+        raise rule("invalid-cpr", "A CPR number is 10 digits (DDMMYY-XXXX).", status=422, field="cpr")
     digits = m.group(1) + m.group(2)
     if cpr_birth_date(digits) is None:
         raise rule(
@@ -359,9 +357,7 @@ def check_immutable(kind: Kind, timeline: Sequence[SliceBase]) -> None:
             )
 
 
-def check_unit(
-    units: Mapping[str, Sequence[OrgUnitSlice]], unit: str, period: Validity, field_: str = "unit"
-) -> None:
+def check_unit(units: Mapping[str, Sequence[OrgUnitSlice]], unit: str, period: Validity, field_: str = "unit") -> None:
     """A unit must exist and be active over the whole period."""
     timeline = units.get(unit)
     if timeline is None:
@@ -384,15 +380,11 @@ def check_unit(
         )
 
 
-def check_class(
-    classes: Mapping[str, ClassState], uuid: str, facet: str, period: Validity, field_: str
-) -> None:
+def check_class(classes: Mapping[str, ClassState], uuid: str, facet: str, period: Validity, field_: str) -> None:
     """A class must exist, belong to ``facet`` and be in force over the period."""
     cls = classes.get(uuid)
     if cls is None:
-        raise rule(
-            "unknown-class", f"No class {uuid} is known (for {field_}).", field=field_, value=uuid
-        )
+        raise rule("unknown-class", f"No class {uuid} is known (for {field_}).", field=field_, value=uuid)
     if cls.facet != facet:
         raise rule(
             "class-wrong-facet",
@@ -425,9 +417,7 @@ def check_person(persons: Mapping[str, Sequence[SliceBase]], person: str, period
         )
 
 
-def check_classes(
-    kind: Kind, classes: Mapping[str, ClassState], s: SliceBase, period: Validity
-) -> None:
+def check_classes(kind: Kind, classes: Mapping[str, ClassState], s: SliceBase, period: Validity) -> None:
     for name, facet in kind.classes.items():
         value = getattr(s, name)
         if value is not None:
@@ -498,9 +488,7 @@ def check_nothing_after(
     kind_what: str, day: date, dependants: Mapping[str, Sequence[SliceBase]], rule_kind: str
 ) -> None:
     """Termination from ``day`` is refused while dependants hold on or after it."""
-    live = sorted(
-        u for u, tl in dependants.items() if any(s.validity.end_ord() > day.toordinal() for s in tl)
-    )
+    live = sorted(u for u, tl in dependants.items() if any(s.validity.end_ord() > day.toordinal() for s in tl))
     if live:
         raise rule(
             rule_kind,
@@ -515,7 +503,6 @@ def check_in_life(timeline: Sequence[SliceBase], period: Validity, what: str) ->
     if not overlapping(timeline, period):
         raise rule(
             "not-active-in-period",
-            f"The {what} does not exist in [{period.from_}, {period.to or '∞'}); "
-            "nothing to change.",
+            f"The {what} does not exist in [{period.from_}, {period.to or '∞'}); nothing to change.",
             field="validity",
         )

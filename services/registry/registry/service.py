@@ -89,9 +89,7 @@ class Registry:
         self.search_index = SearchIndex()
         self.audit = AuditLog(runtime.db)
         self.repos: dict[str, Repository] = {
-            k.agg: runtime.repository(
-                k.plural, **({"event_data": _person_event_data} if k is PERSON else {})
-            )
+            k.agg: runtime.repository(k.plural, **({"event_data": _person_event_data} if k is PERSON else {}))
             for k in KINDS.values()
         }
         self.schedulers = [Effective(self, k) for k in KINDS.values()]
@@ -114,8 +112,7 @@ class Registry:
         self.loaded = True
         log.info(
             "registry loaded",
-            extra={k: len(v) for k, v in self.memory.aggs.items()}
-            | {"units": len(self.directory.units)},
+            extra={k: len(v) for k, v in self.memory.aggs.items()} | {"units": len(self.directory.units)},
         )
 
     def reindex_all(self) -> None:
@@ -162,9 +159,7 @@ class Registry:
     def _keys(self, kind: Kind, uuid: str, persons: set[str]) -> list[str]:
         return [f"{kind.agg}:{uuid}", *(f"person:{p}" for p in persons)]
 
-    async def _read(
-        self, kind: Kind, uuid: str, if_match: int | None, *, required: bool
-    ) -> Doc | None:
+    async def _read(self, kind: Kind, uuid: str, if_match: int | None, *, required: bool) -> Doc | None:
         doc = await self.repos[kind.agg].get(uuid)
         if doc is None:
             if required:
@@ -203,19 +198,13 @@ class Registry:
                 else:
                     extra = {k: doc["state"].get(k) for k in ("has_cpr", "cpr_hash", "cpr")}
             if doc is None:
-                agg = await self._commit(
-                    kind, uuid, None, [new_slice], period, extra, f"{kind.agg}.created"
-                )
+                agg = await self._commit(kind, uuid, None, [new_slice], period, extra, f"{kind.agg}.created")
                 return agg, True
             timeline = put(self._timeline(kind, doc), new_slice)
-            agg = await self._commit(
-                kind, uuid, doc, timeline, period, extra, f"{kind.agg}.updated"
-            )
+            agg = await self._commit(kind, uuid, doc, timeline, period, extra, f"{kind.agg}.updated")
             return agg, False
 
-    async def patch(
-        self, kind: Kind, uuid: str, body: domain.WriteBase, *, if_match: int | None = None
-    ) -> Agg:
+    async def patch(self, kind: Kind, uuid: str, body: domain.WriteBase, *, if_match: int | None = None) -> Agg:
         """Change the given fields from ``validity.from`` (to ``validity.to``)."""
         today = self.clock.today()
         period = body.validity.resolve(today)
@@ -237,13 +226,9 @@ class Registry:
                 new_timeline = apply_change(timeline, period, changes) if changes else timeline
             except ValueError as exc:
                 raise rule("invalid-change", str(exc).splitlines()[0]) from exc
-            return await self._commit(
-                kind, uuid, doc, new_timeline, period, extra, f"{kind.agg}.updated"
-            )
+            return await self._commit(kind, uuid, doc, new_timeline, period, extra, f"{kind.agg}.updated")
 
-    async def terminate(
-        self, kind: Kind, uuid: str, day: date, *, if_match: int | None = None
-    ) -> Agg:
+    async def terminate(self, kind: Kind, uuid: str, day: date, *, if_match: int | None = None) -> Agg:
         """End the aggregate from ``day`` (the first day it no longer holds)."""
         existing_agg = self.memory.get(kind.agg, uuid)
         persons = self._persons_of(kind, uuid, *([existing_agg] if existing_agg else []))
@@ -266,8 +251,7 @@ class Registry:
                     for k in ("engagement", "association", "manager", "leave")
                     for a in self.memory.of_person(k, uuid)
                     if any(
-                        getattr(s, "person", None) == uuid
-                        and s.validity.end_ord() > day.toordinal()
+                        getattr(s, "person", None) == uuid and s.validity.end_ord() > day.toordinal()
                         for s in a.timeline
                     )
                 }
@@ -278,16 +262,9 @@ class Registry:
                     "person-has-active-relations",
                 )
             if kind is ENGAGEMENT:
-                leaves = {
-                    u: self.memory.aggs["leave"][u].timeline
-                    for u in self.memory.by_engagement.get(uuid, ())
-                }
+                leaves = {u: self.memory.aggs["leave"][u].timeline for u in self.memory.by_engagement.get(uuid, ())}
                 domain.check_nothing_after("leave", day, leaves, "engagement-has-leaves")
-            extra = (
-                {k: doc["state"].get(k) for k in ("has_cpr", "cpr_hash", "cpr")}
-                if kind is PERSON
-                else {}
-            )
+            extra = {k: doc["state"].get(k) for k in ("has_cpr", "cpr_hash", "cpr")} if kind is PERSON else {}
             new_timeline = truncate(timeline, day)
             return await self._commit(
                 kind, uuid, doc, new_timeline, Validity(from_=day), extra, f"{kind.agg}.terminated"
@@ -315,14 +292,10 @@ class Registry:
                 engagement = self.memory.timeline("engagement", s.engagement)
                 domain.check_leave_in_engagement(s, engagement, p)
         if kind is ENGAGEMENT and timeline:
-            others = {
-                a.uuid: a.timeline for a in self.memory.of_person("engagement", timeline[0].person)
-            }
+            others = {a.uuid: a.timeline for a in self.memory.of_person("engagement", timeline[0].person)}
             domain.check_single_primary(uuid, timeline, others, period)
 
-    def build_state(
-        self, kind: Kind, timeline: list[SliceBase], extra: dict[str, Any]
-    ) -> dict[str, Any]:
+    def build_state(self, kind: Kind, timeline: list[SliceBase], extra: dict[str, Any]) -> dict[str, Any]:
         return {
             "timeline": [s.model_dump(mode="json", by_alias=True) for s in timeline],
             **domain.derived(kind, timeline, self.clock.today()),
@@ -344,11 +317,7 @@ class Registry:
         repo = self.repos[kind.agg]
         if doc is not None and state == doc["state"]:
             agg = self.memory.get(kind.agg, uuid)
-            return (
-                agg
-                if agg is not None and agg.version == doc["version"]
-                else self.after_write(kind, doc)
-            )
+            return agg if agg is not None and agg.version == doc["version"] else self.after_write(kind, doc)
         change = Change(
             state,
             event_type,
@@ -399,9 +368,7 @@ class Registry:
             es = current_or_next(e.timeline, today)
             if es is not None:
                 texts.append(self.directory.unit_name(es.unit, today) or "")
-        self.search_index.assign(
-            person, domain.search_terms(texts), f"{s.surname} {s.given_name}".casefold()
-        )
+        self.search_index.assign(person, domain.search_terms(texts), f"{s.surname} {s.given_name}".casefold())
 
     def _unit_changed(self, unit: str) -> None:
         persons = {a.extra.get("person") for a in self.memory.of_unit("engagement", unit)}
@@ -421,9 +388,7 @@ class Registry:
             for e in self.memory.of_person("engagement", person):
                 es = current_or_next(e.timeline, today)
                 if es is not None:
-                    units.append(
-                        {"uuid": es.unit, "name": self.directory.unit_name(es.unit, today)}
-                    )
+                    units.append({"uuid": es.unit, "name": self.directory.unit_name(es.unit, today)})
             out.append(
                 {
                     "uuid": person,
@@ -440,9 +405,7 @@ class Registry:
 
     # --- reads ------------------------------------------------------------------------------------
 
-    def render(
-        self, kind: Kind, agg: Agg, s: SliceBase, *, reveal_cpr: bool = False
-    ) -> dict[str, Any]:
+    def render(self, kind: Kind, agg: Agg, s: SliceBase, *, reveal_cpr: bool = False) -> dict[str, Any]:
         out = {"uuid": agg.uuid, "version": agg.version, **s.model_dump(mode="json", by_alias=True)}
         if kind is PERSON:
             cpr = agg.extra.get("cpr")
@@ -476,9 +439,7 @@ class Registry:
             out["path"] = self.directory.path(unit, day)
         return out
 
-    def manager_of(
-        self, unit: str, day: date, *, for_person: str | None = None
-    ) -> dict[str, Any] | None:
+    def manager_of(self, unit: str, day: date, *, for_person: str | None = None) -> dict[str, Any] | None:
         """The nearest filled manager position from ``unit`` up to the root on ``day``.
 
         For a person's own manager, units the person manages are skipped: a
@@ -594,9 +555,7 @@ class Registry:
     def people(self, unit: str, day: date, *, subtree: bool) -> list[tuple[str, dict[str, Any]]]:
         """Engagements in force in the unit (or its subtree) on ``day``, by engagement uuid."""
         if unit not in self.directory.units:
-            raise rule(
-                "unknown-unit", f"No organisation unit {unit} is known.", status=404, unit=unit
-            )
+            raise rule("unknown-unit", f"No organisation unit {unit} is known.", status=404, unit=unit)
         units = self.directory.subtree(unit, day) if subtree else {unit}
         d = self.directory
         out = []

@@ -17,6 +17,4 @@ class RegistrySettings(Settings):
         gt=0,
         description="Reload the unit/class projection into memory (other replicas' consumers).",
     )
-    search_reindex_seconds: float = Field(
-        3600.0, gt=0, description="Rebuild the address book index (today moves on)."
-    )
+    search_reindex_seconds: float = Field(3600.0, gt=0, description="Rebuild the address book index (today moves on).")

@@ -354,9 +354,7 @@ class AuditLog:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.col = db["audit"]
 
-    async def record(
-        self, *, actor: str, persons: list[str], endpoint: str, when: datetime
-    ) -> None:
+    async def record(self, *, actor: str, persons: list[str], endpoint: str, when: datetime) -> None:
         if not persons:
             return
         stamp = f"{time.time_ns():020d}"
@@ -375,8 +373,6 @@ class AuditLog:
             ordered=False,
         )
 
-    async def page(
-        self, *, person: str | None, limit: int, cursor: str | None
-    ) -> tuple[list[Doc], str | None]:
+    async def page(self, *, person: str | None, limit: int, cursor: str | None) -> tuple[list[Doc], str | None]:
         query: Mapping[str, Any] = {"person": person} if person else {}
         return await paginate(self.col, query, limit=limit, cursor=cursor)

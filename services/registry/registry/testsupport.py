@@ -77,9 +77,7 @@ class OrgFeed:
             }
         ]
         data = {"uuid": u, "version": n, "timeline": slices}
-        await self.bus.publish(
-            new_event(service="orgunits", type=f"orgunit.{verb}", subject=u, sequence=n, data=data)
-        )
+        await self.bus.publish(new_event(service="orgunits", type=f"orgunit.{verb}", subject=u, sequence=n, data=data))
         self.last[u] = n
         return u
 
@@ -99,9 +97,7 @@ class OrgFeed:
                 }
             ],
         }
-        await self.bus.publish(
-            new_event(service="orgunits", type="class.created", subject=u, sequence=n, data=data)
-        )
+        await self.bus.publish(new_event(service="orgunits", type="class.created", subject=u, sequence=n, data=data))
         self.last[u] = n
         return u
 
@@ -121,9 +117,7 @@ class OrgFeed:
 class World:
     """A running registry, its clock, the feed, and the base vocabulary and tree."""
 
-    def __init__(
-        self, app: RunningApp, clock: ManualClock, feed: OrgFeed, settings: RegistrySettings
-    ) -> None:
+    def __init__(self, app: RunningApp, clock: ManualClock, feed: OrgFeed, settings: RegistrySettings) -> None:
         self.app = app
         self.clock = clock
         self.feed = feed
@@ -183,9 +177,7 @@ class World:
         return p
 
     async def engagement(self, person: str, unit: str, **kw: Any) -> str:
-        r = await self.http.post(
-            "/api/v1/engagements", json=self.engagement_body(person, unit, **kw)
-        )
+        r = await self.http.post("/api/v1/engagements", json=self.engagement_body(person, unit, **kw))
         assert r.status_code == 201, r.text
         return str(r.json()["uuid"])
 

@@ -17,9 +17,7 @@ async def world(ns: str, amqp_url: str, mongodb_url: str) -> AsyncIterator[World
     settings = registry_settings(ns, amqp_url, mongodb_url)
     clock = ManualClock()
     clock.set_day(TODAY)
-    feed_settings = settings_for(
-        Settings, ns=ns, service="orgunits", amqp_url=amqp_url, mongodb_url=mongodb_url
-    )
+    feed_settings = settings_for(Settings, ns=ns, service="orgunits", amqp_url=amqp_url, mongodb_url=mongodb_url)
     async with RunningApp(create_app(settings, clock)) as app, OrgFeed(feed_settings) as feed:
         w = World(app, clock, feed, settings)
         await w.seed()

@@ -9,26 +9,20 @@ from registry.testsupport import World, problem_type, uid
 async def test_person_put_is_idempotent_patch_from_date_and_history(world: World) -> None:
     http = world.http
     p = uid("person:Søren Kierkegaard")
-    body = world.person_body(
-        "Søren", "Kierkegaard", addresses=[{"scope": "email", "value": "sk@aarhus.dk"}]
-    )
+    body = world.person_body("Søren", "Kierkegaard", addresses=[{"scope": "email", "value": "sk@aarhus.dk"}])
     r1 = await http.put(f"/api/v1/persons/{p}", json=body)
     assert r1.status_code == 201, r1.text
     r2 = await http.put(f"/api/v1/persons/{p}", json=body)
     assert r2.status_code == 200 and r2.json()["version"] == 1 and r2.headers["etag"] == '"1"'
 
-    r = await http.patch(
-        f"/api/v1/persons/{p}", json={"nickname": "SK", "validity": {"from": "2026-04-01"}}
-    )
+    r = await http.patch(f"/api/v1/persons/{p}", json={"nickname": "SK", "validity": {"from": "2026-04-01"}})
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2
     today = (await http.get(f"/api/v1/persons/{p}")).json()
     later = (await http.get(f"/api/v1/persons/{p}", params={"at": "2026-04-01"})).json()
     assert today["nickname"] is None and later["nickname"] == "SK"
 
-    stale = await http.patch(
-        f"/api/v1/persons/{p}", json={"nickname": "X"}, headers={"If-Match": '"1"'}
-    )
+    stale = await http.patch(f"/api/v1/persons/{p}", json={"nickname": "X"}, headers={"If-Match": '"1"'})
     assert stale.status_code == 412 and problem_type(stale) == "version-mismatch"
 
     hist = (await http.get(f"/api/v1/persons/{p}/history")).json()
@@ -64,9 +58,7 @@ async def test_lists_filter_and_paginate(world: World) -> None:
     bad = await http.get("/api/v1/persons", params={"unit": world.u["team"]})
     assert bad.status_code == 400 and problem_type(bad) == "invalid-filter"
 
-    people = (
-        await http.get(f"/api/v1/orgunits/{world.u['forv']}/people", params={"subtree": "true"})
-    ).json()
+    people = (await http.get(f"/api/v1/orgunits/{world.u['forv']}/people", params={"subtree": "true"})).json()
     assert len(people["items"]) == 5
     assert {i["job_function"]["name"] for i in people["items"]} == {"Konsulent"}
     only = (await http.get(f"/api/v1/orgunits/{world.u['afd']}/people")).json()
@@ -85,15 +77,9 @@ async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: 
 
     pb = world.person_body
     await refused("POST", "/api/v1/persons", pb("A", "B", cpr="12345"), "invalid-cpr")
-    await refused(
-        "POST", "/api/v1/persons", pb("A", "B", cpr="310290-1234"), "invalid-cpr"
-    )  # 31 Feb
-    await refused(
-        "POST", "/api/v1/persons", pb("A", "B", cpr="290200-1234"), "invalid-cpr"
-    )  # 1900 no leap
-    ok = await http.post(
-        "/api/v1/persons", json=pb("Leap", "Baby", cpr="290200-4234")
-    )  # 2000 leap year
+    await refused("POST", "/api/v1/persons", pb("A", "B", cpr="310290-1234"), "invalid-cpr")  # 31 Feb
+    await refused("POST", "/api/v1/persons", pb("A", "B", cpr="290200-1234"), "invalid-cpr")  # 1900 no leap
+    ok = await http.post("/api/v1/persons", json=pb("Leap", "Baby", cpr="290200-4234"))  # 2000 leap year
     assert ok.status_code == 201, ok.text
     await refused("POST", "/api/v1/persons", pb("Same", "Cpr", cpr="2902004234"), "cpr-in-use", 409)
     await refused(
@@ -130,9 +116,7 @@ async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: 
         eb(p, world.u["team"], engagement_type=uid("x")),
         "unknown-class",
     )
-    await refused(
-        "POST", "/api/v1/engagements", eb(uid("ghost"), world.u["team"]), "unknown-person"
-    )
+    await refused("POST", "/api/v1/engagements", eb(uid("ghost"), world.u["team"]), "unknown-person")
     await refused(
         "POST",
         "/api/v1/engagements",
@@ -152,9 +136,7 @@ async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: 
         eb(p, world.u["afd"], primary=True, validity={"from": "2025-01-01"}),
         "single-primary-engagement",
     )
-    await world.engagement(
-        p, world.u["afd"], primary=False
-    )  # a second, non-primary engagement is fine
+    await world.engagement(p, world.u["afd"], primary=False)  # a second, non-primary engagement is fine
     await refused(
         "PATCH",
         f"/api/v1/engagements/{e1}",
@@ -189,9 +171,7 @@ async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: 
     await refused("POST", "/api/v1/leaves", {**lb, "engagement": uid("none")}, "unknown-engagement")
     other = await world.person("Bo Olsen")
     await refused("POST", "/api/v1/leaves", {**lb, "person": other}, "leave-person-mismatch")
-    leave = await http.post(
-        "/api/v1/leaves", json={**lb, "validity": {"from": "2026-05-01", "to": "2026-08-01"}}
-    )
+    leave = await http.post("/api/v1/leaves", json={**lb, "validity": {"from": "2026-05-01", "to": "2026-08-01"}})
     assert leave.status_code == 201, leave.text
 
     await refused(
@@ -208,9 +188,7 @@ async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: 
         "person-has-active-relations",
         409,
     )
-    await refused(
-        "POST", f"/api/v1/persons/{p}/terminate", {"from": "2010-01-01"}, "terminate-before-start"
-    )
+    await refused("POST", f"/api/v1/persons/{p}/terminate", {"from": "2010-01-01"}, "terminate-before-start")
     await refused(
         "PATCH",
         f"/api/v1/persons/{p}",

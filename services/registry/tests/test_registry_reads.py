@@ -16,9 +16,7 @@ async def test_future_engagement_in_overview_and_effective_on_the_day(world: Wor
     s = world.settings
     async with EventCollector(s.amqp_url, s.exchange, "engagement.*") as events:
         p = await world.person("Mette Frederiksen")
-        e = await world.engagement(
-            p, world.u["team"], primary=True, validity={"from": NEXT_MONTH.isoformat()}
-        )
+        e = await world.engagement(p, world.u["team"], primary=True, validity={"from": NEXT_MONTH.isoformat()})
         created = await events.wait_type("engagement.created", subject=e)
         assert created[0].data["timeline"][0]["validity"] == {"from": "2026-04-01", "to": None}
         assert created[0].data["person"] == p and created[0].data["unit"] == world.u["team"]
@@ -84,23 +82,16 @@ async def test_manager_resolved_through_two_vacant_levels(world: World) -> None:
     # Fill afd from a future date: before it, root's manager; from then, afd's.
     mid = await world.person("Mads Mellemleder")
     await world.engagement(mid, world.u["afd"])
-    afd_mgr = (await http.get("/api/v1/managers", params={"unit": world.u["afd"]})).json()["items"][
-        0
-    ]
+    afd_mgr = (await http.get("/api/v1/managers", params={"unit": world.u["afd"]})).json()["items"][0]
     r = await http.patch(
         f"/api/v1/managers/{afd_mgr['uuid']}",
         json={"person": mid, "validity": {"from": "2026-05-01"}},
     )
     assert r.status_code == 200, r.text
     now = (await http.get(f"/api/v1/orgunits/{world.u['team']}/manager")).json()
-    later = (
-        await http.get(f"/api/v1/orgunits/{world.u['team']}/manager", params={"at": "2026-05-01"})
-    ).json()
+    later = (await http.get(f"/api/v1/orgunits/{world.u['team']}/manager", params={"at": "2026-05-01"})).json()
     assert now["manager"]["person"]["uuid"] == boss
-    assert (
-        later["manager"]["person"]["uuid"] == mid
-        and later["manager_unit"]["uuid"] == world.u["afd"]
-    )
+    assert later["manager"]["person"]["uuid"] == mid and later["manager_unit"]["uuid"] == world.u["afd"]
     # A manager's own manager is the one above their unit.
     mid_ov = (await http.get(f"/api/v1/persons/{mid}/overview", params={"at": "2026-05-01"})).json()
     assert mid_ov["managers"][0]["manager"]["person"]["uuid"] == boss
@@ -139,9 +130,7 @@ async def test_cpr_masked_never_in_events_and_reads_audited(world: World) -> Non
         "GET /api/v1/persons/{uuid}",
         "GET /api/v1/persons/{uuid}/overview",
     ]
-    assert {a["actor"] for a in audit} == {"static:dev-admin"} and all(
-        a["person"] == p for a in audit
-    )
+    assert {a["actor"] for a in audit} == {"static:dev-admin"} and all(a["person"] == p for a in audit)
     all_entries = (await http.get("/api/v1/audit", params={"limit": 1})).json()
     assert all_entries["next_cursor"] and len(all_entries["items"]) == 1
     assert any(a["person"] == other for a in (await http.get("/api/v1/audit")).json()["items"])
@@ -248,9 +237,7 @@ async def test_demo_loads_idempotently_into_the_projected_units(world: World) ->
     await demo.load(world.http, within=20)
     again = (await world.http.get("/api/v1/persons", params={"limit": 100})).json()["items"]
     assert {p["uuid"]: p["version"] for p in again} == versions
-    engagements = (await world.http.get("/api/v1/engagements", params={"limit": 100})).json()[
-        "items"
-    ]
+    engagements = (await world.http.get("/api/v1/engagements", params={"limit": 100})).json()["items"]
     assert len(engagements) == 40
     assert (await world.http.get("/api/v1/leaves", params={"at": "2026-12-01"})).status_code == 200
     assert len((await world.http.get("/api/v1/managers")).json()["items"]) == 5
