@@ -95,7 +95,7 @@ async def run(amqp_url: str, mongodb_url: str, people: int, units: int) -> None:
             "database": f"{ns}_access",
             "exchange": f"{ns}.events",
             "queue_prefix": f"{ns}.",
-            "relay_sweep_seconds": 1.0,
+            "relay_sweep_seconds": 30.0,
             "mass_revoke_threshold": people * 2,
             "log_level": "WARNING",
         }

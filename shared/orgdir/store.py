@@ -274,17 +274,22 @@ async def paginate(
 
 
 class MongoSeenStore:
-    """Newest applied sequence per (consumer, subject), for stale-event skipping."""
+    """Newest applied sequence per (consumer, aggregate, subject), for stale-event skipping."""
 
     def __init__(self, db: AsyncDatabase[Doc], collection: str = "_seen") -> None:
         self.col: AsyncCollection[Doc] = db[collection]
 
+    @staticmethod
+    def key(consumer: str, event: CloudEvent) -> str:
+        """Sequences count per aggregate stream: ``access.*`` and ``person.*`` share a subject."""
+        return f"{consumer}:{event.type.split('.', 1)[0]}:{event.subject}"
+
     async def is_stale(self, consumer: str, event: CloudEvent) -> bool:
-        doc = await self.col.find_one({"_id": f"{consumer}:{event.subject}"})
+        doc = await self.col.find_one({"_id": self.key(consumer, event)})
         return doc is not None and int(doc["sequence"]) >= event.sequence
 
     async def mark(self, consumer: str, event: CloudEvent) -> None:
-        key = f"{consumer}:{event.subject}"
+        key = self.key(consumer, event)
         async with doc_lock(self.col, key):
             await self.col.update_one({"_id": key}, {"$max": {"sequence": event.sequence}}, upsert=True)
 

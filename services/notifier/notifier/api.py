@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from orgdir import auth
-from orgdir.http import Page, if_match, set_etag
-from orgdir.problems import Problem, not_found, precondition_failed, rule
-from orgdir.store import paginate
 from pydantic import BaseModel
 
 from notifier import domain
 from notifier.consumers import Core
 from notifier.store import Doc
+from orgdir import auth
+from orgdir.http import Page, if_match, set_etag
+from orgdir.problems import Problem, not_found, precondition_failed, rule
+from orgdir.store import paginate
 
 router = APIRouter(prefix="/api/v1")
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import orgdir.contracts  # noqa: F401 - registers the whole event catalogue
 from fastapi import FastAPI
+
+import orgdir.contracts  # noqa: F401 - registers the whole event catalogue
+from notifier.api import router
+from notifier.consumers import CONSUMER, Core, build_router
+from notifier.settings import NotifierSettings
 from orgdir.bus import Consumer
 from orgdir.clock import Clock
 from orgdir.http import create_app as base_app
 from orgdir.service import Runtime, configure_logging
-
-from notifier.api import router
-from notifier.consumers import CONSUMER, Core, build_router
-from notifier.settings import NotifierSettings
 
 
 def create_app(settings: NotifierSettings | None = None, clock: Clock | None = None) -> FastAPI:

@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from orgdir import metrics
-from orgdir.bus import Router
-from orgdir.clock import Clock
-from orgdir.events import CloudEvent
-from orgdir.service import Runtime
-
 from notifier import domain
 from notifier.delivery import Dispatcher, SenderFactory, WebhookSender
 from notifier.scim import ScimSender
 from notifier.settings import NotifierSettings
 from notifier.store import Deliveries, Doc, Projections, ScimIds, StreamSeen, Subscriptions
+from orgdir import metrics
+from orgdir.bus import Router
+from orgdir.clock import Clock
+from orgdir.events import CloudEvent
+from orgdir.service import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
-from orgdir import metrics
 
 from notifier import domain
 from notifier.settings import NotifierSettings
 from notifier.store import Deliveries, Doc
+from orgdir import metrics
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,11 @@ from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from orgdir.bus import amqp_matches
 from orgdir.events import CATALOGUE
 from orgdir.problems import rule
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Kind = Literal["webhook", "scim"]
 Status = Literal["pending", "delivered", "failed", "superseded"]

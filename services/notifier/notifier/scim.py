@@ -17,7 +17,6 @@ from datetime import date
 from typing import Any, cast
 
 import httpx
-from orgdir.clock import Clock
 from scim2_client import BaseAsyncSCIMClient, RequestNetworkException, SCIMClientException
 from scim2_client.errors import UnexpectedStatusCodeException
 from scim2_models import (
@@ -37,6 +36,7 @@ from notifier import domain
 from notifier.delivery import Pending
 from notifier.settings import NotifierSettings
 from notifier.store import Doc, Projections, ScimIds
+from orgdir.clock import Clock
 
 ScimUser = User[EnterpriseUser]
 

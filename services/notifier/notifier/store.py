@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
 from orgdir import problems
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.store import Doc, doc_lock, paginate
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 
 class Subscriptions:
@@ -257,7 +258,7 @@ class Projections:
         cache = self.caches.get(aggregate)
         if cache is None:
             return
-        body = {"data": event.data, "type": event.type}
+        body: dict[str, Any] = {"data": event.data, "type": event.type}
         if aggregate == "engagement":
             body["person"] = event.data.get("person")
             self.engagements_of.setdefault(str(event.data.get("person")), set()).add(event.subject)

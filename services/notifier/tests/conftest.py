@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
+
 from notifier.settings import NotifierSettings
 from orgdir.bus import Bus
 from orgdir.events import CloudEvent, new_event
 from orgdir.localservers import free_port
 from orgdir.testkit import settings_for
-from standardwebhooks import Webhook
 
 
 def new_secret() -> str:

@@ -12,10 +12,10 @@ import uuid as uuidlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+
 from orgdir import auth, problems
 from orgdir.http import if_match, parse_day, set_etag
 from orgdir.validity import at, periods
-
 from registry import domain
 from registry.domain import KINDS, PERSON, Kind
 from registry.service import Registry, not_in_force

@@ -10,7 +10,6 @@ from __future__ import annotations
 from orgdir.bus import Router
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitState
 from orgdir.events import CloudEvent
-
 from registry.store import Directory
 
 

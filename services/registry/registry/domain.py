@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from orgdir.contracts.orgunits import ClassState, OrgUnitSlice
 from orgdir.contracts.registry import (
     AssociationSlice,
@@ -26,7 +28,6 @@ from orgdir.contracts.registry import (
 )
 from orgdir.problems import rule
 from orgdir.validity import SliceBase, Validity, at, covered, overlapping, uncovered
-from pydantic import BaseModel, ConfigDict, Field
 
 # --- CPR ---------------------------------------------------------------------------------------
 
@@ -326,7 +327,7 @@ def slice_fields(body: BaseModel, *, exclude_unset: bool = False) -> dict[str, A
     return body.model_dump(exclude={"validity", "cpr"}, exclude_unset=exclude_unset)
 
 
-def derived(kind: Kind, timeline: Sequence[SliceBase], today: date) -> dict[str, Any]:
+def derived(kind: Kind, timeline: Sequence[Any], today: date) -> dict[str, Any]:
     """Aggregate-level fields of the contract: the person, and the unit in force (or the last)."""
     if not timeline:
         return {}

@@ -14,7 +14,10 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from datetime import date
-from typing import Any
+from typing import Any, cast
+
+from pydantic import BaseModel
+from pymongo.errors import OperationFailure
 
 from orgdir import problems
 from orgdir.clock import Clock
@@ -24,9 +27,6 @@ from orgdir.service import Runtime
 from orgdir.store import Change, Doc, Repository, StaleVersion
 from orgdir.validity import SliceBase, Validity, at, overlapping, put, truncate
 from orgdir.validity import apply as apply_change
-from pydantic import BaseModel
-from pymongo.errors import OperationFailure
-
 from registry import domain
 from registry.domain import ENGAGEMENT, KINDS, LEAVE, PERSON, Kind
 from registry.settings import RegistrySettings
@@ -51,7 +51,7 @@ class Effective(EffectiveScheduler):
         super().__init__(
             registry.repos[kind.agg],
             kind.agg,
-            lambda state: [kind.slice.model_validate(s) for s in state["timeline"]],
+            lambda state: [kind.slice.model_validate(s) for s in cast(list[Any], state["timeline"])],
             registry.clock,
             registry.settings.timezone,
         )

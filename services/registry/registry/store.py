@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from pymongo.asynchronous.database import AsyncDatabase
+
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState
 from orgdir.store import Doc, Projection, decode_cursor, encode_cursor, paginate
 from orgdir.validity import at
-from pymongo.asynchronous.database import AsyncDatabase
-
 from registry.domain import KINDS, Kind
 
 log = logging.getLogger(__name__)

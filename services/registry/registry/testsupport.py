@@ -18,7 +18,6 @@ from orgdir.clock import ManualClock
 from orgdir.events import new_event
 from orgdir.settings import Settings
 from orgdir.testkit import RunningApp, settings_for
-
 from registry.service import Registry
 from registry.settings import RegistrySettings
 
@@ -65,8 +64,9 @@ class OrgFeed:
         to: date | None = None,
         seq: int | None = None,
         verb: str = "created",
+        uuid_: str | None = None,
     ) -> str:
-        u = uid(name)
+        u = uuid_ or uid(name)
         n = self._next(u, seq)
         slices = timeline or [
             {

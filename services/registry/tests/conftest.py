@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+
 from orgdir.clock import ManualClock
 from orgdir.settings import Settings
 from orgdir.testkit import RunningApp, settings_for

@@ -230,6 +230,18 @@ async def test_projection_is_stale_safe_and_reloaded_at_startup(world: World) ->
 async def test_demo_loads_idempotently_into_the_projected_units(world: World) -> None:
     from registry import demo
 
+    # When the orgunits demo module exists, demo.load waits for its units: publish them
+    # (as orgunits would) under the same UUIDs.
+    try:
+        import orgunits.demo as ou_demo
+    except ImportError:
+        ou_demo = None
+    if ou_demo is not None:
+        names = list(ou_demo.UNITS)
+        root = await world.feed.unit(names[0], uuid_=ou_demo.UNITS[names[0]], frm=date(2020, 1, 1))
+        for n in names[1:]:
+            await world.feed.unit(n, root, uuid_=ou_demo.UNITS[n], frm=date(2020, 1, 1))
+        await world.feed.wait(world.registry)
     await demo.load(world.http, within=20)
     persons = (await world.http.get("/api/v1/persons", params={"limit": 100})).json()["items"]
     assert len(persons) == 40
