@@ -26,6 +26,7 @@ from typing import Any
 import aio_pika
 import httpx
 import uvicorn
+
 from access_rights.app import create_app
 from access_rights.settings import AccessRightsSettings
 from orgdir import metrics
@@ -104,7 +105,7 @@ async def run(amqp_url: str, mongodb_url: str, people: int, units: int) -> None:
     app = create_app(settings, SystemClock(settings.timezone))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110
+    while not server.started:
         await asyncio.sleep(0.05)
     await app.state.runtime.consumers_ready(60)  # queues bound before the first event
     rec = Recorder(amqp_url, settings.exchange)
@@ -194,7 +195,7 @@ async def run(amqp_url: str, mongodb_url: str, people: int, units: int) -> None:
                 },
             )
         service = app.state.access
-        while len(service.org.engagements) < len(everyone) or len(service.org.units) < units + 4:  # noqa: ASYNC110
+        while len(service.org.engagements) < len(everyone) or len(service.org.units) < units + 4:
             await asyncio.sleep(0.1)
         for body in (
             (

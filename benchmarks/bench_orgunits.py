@@ -50,7 +50,11 @@ def level_sizes(units: int, depth: int) -> list[int]:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def report(what: str, ms: list[float]) -> None:
+    print(f"{what:<45} p50 {pct(ms, 50):7.1f} ms   p99 {pct(ms, 99):7.1f} ms   (n={len(ms)})", flush=True)
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -109,6 +113,7 @@ async def build_tree(base: str, sizes: list[int], clients: int) -> tuple[int, fl
                 }))
             await queue.join()  # parents exist before their children are written
             ids.append(level)
+            print(f"  level {depth + 1}: {size} units, {n} in {time.perf_counter() - started:.1f} s", flush=True)
         elapsed = time.perf_counter() - started
         for w in workers:
             w.cancel()
@@ -138,7 +143,7 @@ async def bench(base: str, units: int, depth: int, clients: int) -> None:
         print(f"GET /api/v1/tree: {body['count']} units, {len(r.content) / 1e6:.2f} MB")
         await time_gets(http, "/api/v1/tree", [{}] * 5)
         warm = await time_gets(http, "/api/v1/tree", [{}] * 200)
-        print(f"GET /api/v1/tree (whole tree, cached view)   p50 {pct(warm, 50):6.1f} ms   p99 {pct(warm, 99):6.1f} ms")
+        report("GET /api/v1/tree (whole tree)", warm)
         rebuilt: list[float] = []
         leaf = body["roots"][0]
         while leaf.get("children"):
@@ -147,12 +152,12 @@ async def bench(base: str, units: int, depth: int, clients: int) -> None:
             r = await http.patch(f"/api/v1/orgunits/{leaf['uuid']}", json={"name": f"Omdøbt {i}"})
             r.raise_for_status()
             rebuilt += await time_gets(http, "/api/v1/tree", [{}])
-        print(f"GET /api/v1/tree (right after a write)       p50 {pct(rebuilt, 50):6.1f} ms   p99 {pct(rebuilt, 99):6.1f} ms")
+        report("GET /api/v1/tree (right after a write)", rebuilt)
         days = [{"at": (date.today() + timedelta(days=i + 1)).isoformat()} for i in range(40)]
         cold = await time_gets(http, "/api/v1/tree", days)
-        print(f"GET /api/v1/tree?at=<new date each time>     p50 {pct(cold, 50):6.1f} ms   p99 {pct(cold, 99):6.1f} ms")
+        report("GET /api/v1/tree?at=<new date each time>", cold)
         search = await time_gets(http, "/api/v1/orgunits", [{"q": f"enhed {i}"} for i in range(1, 101)])
-        print(f"GET /api/v1/orgunits?q=…                     p50 {pct(search, 50):6.1f} ms   p99 {pct(search, 99):6.1f} ms")
+        report("GET /api/v1/orgunits?q=…", search)
         print(f"(mean of cached tree reads: {statistics.mean(warm):.1f} ms)")
 
 

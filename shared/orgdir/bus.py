@@ -85,6 +85,10 @@ class Bus:
         )
         self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         self._exchange, self._dead_exchange = await declare_exchanges(self._channel, self.exchange_name)
+        if self.settings.declare_topology:
+            from orgdir.topology import declare_all
+
+            await declare_all(self.connection, self.settings)
         self.connected.set()
 
     def is_ready(self) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, Generic, TypeVar
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from orgdir import context, metrics
+from orgdir.auth import admin
 from orgdir.problems import PROBLEM_MEDIA_TYPE, Problem, precondition_failed, unavailable
 from orgdir.store import StaleVersion
 
@@ -87,6 +88,14 @@ def create_app(
             status_code=503,
             media_type=PROBLEM_MEDIA_TYPE,
         )
+
+    @app.post("/api/v1/republish", tags=["operations"], dependencies=[Depends(admin)])
+    async def republish(request: Request) -> dict[str, int]:
+        """Publish the current state of every aggregate again (consumers skip what they hold)."""
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is None:
+            raise Problem(404, "not-found", "Nothing to republish")
+        return {"published": await runtime.republish()}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

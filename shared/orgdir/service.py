@@ -109,7 +109,26 @@ class Runtime:
             db_ok = True
         except Exception:
             db_ok = False
-        return {"database": db_ok, "broker": self.bus.is_ready()}
+        consumers = bool(self._tasks) and self._tasks[0].done()
+        return {"database": db_ok, "broker": self.bus.is_ready(), "consumers": consumers}
+
+    async def republish(self) -> int:
+        """Publish every aggregate's current state again, for a consumer that joined late.
+
+        Consumers that already hold a version skip the repeat by ``sequence``;
+        a new one (a vendor's, or a queue declared after the fact) catches up.
+        """
+        count = 0
+        for name, repo in self.repositories.items():
+            async for doc in repo.col.find({}, {"outbox": 0}):
+                history = doc.get("registrations") or []
+                kind = history[-1]["event_type"] if history else f"{name}.updated"
+                await self.bus.publish(repo.event_for(doc["_id"], doc["version"], kind, doc["state"]))
+                count += 1
+                if count % 1000 == 0:
+                    log.info("republishing", extra={"published": count})
+        log.info("republished", extra={"published": count})
+        return count
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     )
     exchange: str = Field("orgdir.events", description="The topic exchange all events go to.")
     queue_prefix: str = Field("", description="Prefix of every queue name (test isolation).")
+    declare_topology: bool = Field(True, description="Declare every known consumer queue at start.")
     prefetch: int = Field(32, ge=1, le=1000, description="Unacked messages per consumer.")
     delivery_limit: int = Field(5, ge=1, description="Attempts before a message is dead.")
     retry_delay_seconds: float = Field(0.5, ge=0, description="First retry delay; doubles.")

@@ -106,7 +106,7 @@ class Repository:
         self.event_data = event_data or (lambda uuid, version, state: {"uuid": uuid, "version": version, **state})
         self.on_write: Callable[[str, str, list[dict[str, Any]]], None] = lambda c, u, o: None
 
-    def _event(self, uuid: str, version: int, event_type: str, state: dict[str, Any]) -> CloudEvent:
+    def event_for(self, uuid: str, version: int, event_type: str, state: dict[str, Any]) -> CloudEvent:
         return new_event(
             service=self.service,
             type=event_type,
@@ -142,7 +142,7 @@ class Repository:
 
     async def insert(self, uuid: str, change: Change) -> Doc:
         now = self.clock.now()
-        event = self._event(uuid, 1, change.event_type, change.state)
+        event = self.event_for(uuid, 1, change.event_type, change.state)
         doc: Doc = {
             "_id": uuid,
             "version": 1,
@@ -163,7 +163,7 @@ class Repository:
 
     async def update(self, uuid: str, expected_version: int, change: Change) -> Doc:
         version = expected_version + 1
-        event = self._event(uuid, version, change.event_type, change.state)
+        event = self.event_for(uuid, version, change.event_type, change.state)
         async with doc_lock(self.col, uuid):
             doc = await self._guarded_update(uuid, expected_version, version, event, change)
         if doc is None:

@@ -45,6 +45,7 @@ def settings_for(
         "relay_sweep_seconds": 0.5,
         "retry_delay_seconds": 0.05,
         "scheduler_interval_seconds": 3600,
+        "declare_topology": False,  # each test declares only what it consumes
     }
     values.update(overrides)
     return cls.model_validate(values)

@@ -163,8 +163,12 @@ async def test_writes_succeed_while_broker_is_down_and_all_events_arrive_after(
             await running.runtime.relay.sweep(min_age=None)  # refresh gauges without waiting for the timer
             scrape = (await running.http.get("/metrics")).text
             assert metric(scrape, "orgdir_outbox_backlog", service="toy") == 20
-            ready = await running.http.get("/readyz")
-            assert ready.status_code == 503 and ready.json()["checks"]["broker"] is False
+
+            async def broker_not_ready() -> bool:
+                ready = await running.http.get("/readyz")
+                return ready.status_code == 503 and ready.json()["checks"]["broker"] is False
+
+            await eventually(broker_not_ready, timeout=10)
 
             await asyncio.to_thread(node.restart)
 
@@ -326,3 +330,30 @@ async def test_write_conflicts_and_change_model(ns: str, amqp_url: str, mongodb_
             await repo.update("w1", 2, Change({"name": "d"}, "widget.updated"))
             got = await events.wait_type("widget.updated")
             assert got[0].sequence == 3 and got[0].data["name"] == "d"
+
+
+async def test_topology_declared_up_front_and_republish_catches_up_a_late_consumer(
+    ns: str, amqp_url: str, mongodb_url: str
+) -> None:
+    settings = toy_settings(ns, amqp_url, mongodb_url, declare_topology=True)
+    async with RunningApp(toy.create(settings)) as running:
+        # The queues of every Orgdir consumer exist before any of those services ran.
+        conn = await aio_pika.connect(amqp_url)
+        channel = await conn.channel()
+        for name in ("registry.orgunits", "orgunits.registry", "access-rights.org", "notifier.all"):
+            q = await channel.declare_queue(f"{ns}.{name}", passive=True)
+            assert q.name == f"{ns}.{name}"
+        await conn.close()
+        uids = [(await running.http.post("/api/v1/widgets", json={"name": f"w{i}"})).json()["uuid"] for i in range(3)]
+        await running.http.patch(f"/api/v1/widgets/{uids[0]}", json={"name": "renamed"})
+        await running.settle()
+        async with EventCollector(amqp_url, settings.exchange, "widget.*") as late:
+            r = await running.http.post("/api/v1/republish")
+            assert r.status_code == 200 and r.json() == {"published": 3}
+            got = await late.wait_for(lambda evs: len(evs) >= 3)
+            by_subject = {e.subject: e for e in got}
+            assert by_subject[uids[0]].sequence == 2 and by_subject[uids[0]].type == "widget.updated"
+            assert by_subject[uids[0]].data["name"] == "renamed"
+            assert by_subject[uids[1]].type == "widget.created"
+        r = await running.http.post("/api/v1/republish", headers={"Authorization": "Bearer dev-writer"})
+        assert r.status_code == 403

@@ -10,6 +10,11 @@ from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from access_rights import domain
+from access_rights.engine import AccessService
+from access_rights.store import dump
 from orgdir import auth, problems
 from orgdir.contracts.access import (
     AssignmentSlice,
@@ -25,11 +30,6 @@ from orgdir.http import if_match, parse_day, set_etag
 from orgdir.scheduler import next_transition_at
 from orgdir.store import Change, Doc, Repository, decode_cursor, encode_cursor, paginate
 from orgdir.validity import SliceBase, Validity, apply, at, put, truncate
-from pydantic import BaseModel, ValidationError
-
-from access_rights import domain
-from access_rights.engine import AccessService
-from access_rights.store import dump
 
 LIMIT = Query(50, ge=1, le=500)
 
@@ -48,9 +48,7 @@ def parse(model: type[Any], body: Any) -> Any:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        raise problems.Problem(
-            422, "validation-error", "Invalid request", detail, errors=errors
-        ) from exc
+        raise problems.Problem(422, "validation-error", "Invalid request", detail, errors=errors) from exc
 
 
 @dataclass
@@ -68,9 +66,7 @@ class Kind:
     patchable: frozenset[str] | None = None
 
 
-def _state(
-    kind: Kind, uid: str, version: int, timeline: list[Any], extra: dict[str, Any]
-) -> BaseModel:
+def _state(kind: Kind, uid: str, version: int, timeline: list[Any], extra: dict[str, Any]) -> BaseModel:
     return parse(
         kind.state_model,
         {"uuid": uid, "version": version, "timeline": [dump(s) for s in timeline], **extra},
@@ -102,9 +98,7 @@ def build_router(service: AccessService) -> APIRouter:
     def check_role(state: BaseModel) -> None:
         assert isinstance(state, RoleState)
         if len({s.it_system for s in state.timeline}) > 1:
-            raise problems.rule(
-                "it-system-fixed", "A role belongs to one IT system for its whole life."
-            )
+            raise problems.rule("it-system-fixed", "A role belongs to one IT system for its whole life.")
         domain.check_role(state.timeline, cat)
 
     def check_group(state: BaseModel) -> None:
@@ -120,9 +114,7 @@ def build_router(service: AccessService) -> APIRouter:
 
     def assignment_extra(timeline: list[Any], prev: dict[str, Any]) -> dict[str, Any]:
         return {
-            "target": domain.assignment_target(timeline[0])
-            if timeline
-            else prev.get("target", "person"),
+            "target": domain.assignment_target(timeline[0]) if timeline else prev.get("target", "person"),
             "requested_by": prev.get("requested_by"),
             "approved_by": prev.get("approved_by"),
             "exclusions": prev.get("exclusions", []),
@@ -167,9 +159,7 @@ def build_router(service: AccessService) -> APIRouter:
         """Person assignments of sensitive roles wait for approval; the status spans all slices."""
         if kind.name != "assignments":
             return timeline
-        sensitive = extra.get("target") == "person" and any(
-            domain.is_sensitive(s, cat) for s in timeline
-        )
+        sensitive = extra.get("target") == "person" and any(domain.is_sensitive(s, cat) for s in timeline)
         status = "active"
         if sensitive:
             status = "approved" if extra.get("approved_by") else "pending"
@@ -205,9 +195,7 @@ def build_router(service: AccessService) -> APIRouter:
             expected = if_match(request)
             if expected is not None and expected != doc["version"]:
                 raise problems.precondition_failed(doc["version"], expected)
-            doc = await repo.update(
-                uid, doc["version"], Change(stored, f"{kind.aggregate}.{verb}", nta)
-            )
+            doc = await repo.update(uid, doc["version"], Change(stored, f"{kind.aggregate}.{verb}", nta))
         await service.catalogue_written(kind.name, doc)
         set_etag(response, doc["version"])
         return _out(doc, today(), kind)
@@ -243,9 +231,7 @@ def build_router(service: AccessService) -> APIRouter:
                 "The requester cannot approve their own assignment.",
             )
         if not state["timeline"] or state["timeline"][0].get("status") != "pending":
-            raise problems.rule(
-                "not-pending", "Only a pending assignment can be approved.", status=409
-            )
+            raise problems.rule("not-pending", "Only a pending assignment can be approved.", status=409)
         timeline = [{**s, "status": "approved"} for s in state["timeline"]]
         new = {**state, "timeline": timeline, "approved_by": principal.subject}
         doc = await repo_a.update(
@@ -266,9 +252,7 @@ def build_router(service: AccessService) -> APIRouter:
         ex = parse(ExclusionIn, body)
         doc = await repo_a.require(uid, "assignment")
         if doc["state"]["target"] == "person":
-            raise problems.rule(
-                "not-inherited", "Only unit and job-function assignments have exclusions."
-            )
+            raise problems.rule("not-inherited", "Only unit and job-function assignments have exclusions.")
         if not org.person_known(ex.person):
             raise domain.unknown("person", ex.person)
         others = [x for x in doc["state"].get("exclusions", []) if x.get("person") != ex.person]
@@ -423,9 +407,7 @@ def build_router(service: AccessService) -> APIRouter:
         }
 
     @router.get("/accounts/{uid}", tags=["accounts"])
-    async def account(
-        uid: str, response: Response, _: auth.Principal = Depends(auth.read)
-    ) -> dict[str, Any]:
+    async def account(uid: str, response: Response, _: auth.Principal = Depends(auth.read)) -> dict[str, Any]:
         d = await service.accounts.require(uid, "account")
         set_etag(response, d["version"])
         return {"uuid": d["_id"], "version": d["version"], **d["state"]}
@@ -483,9 +465,7 @@ class TerminateIn(BaseModel):
     to: date | None = None
 
 
-def register(
-    router: APIRouter, service: AccessService, kind: Kind, write: Any, slice_body: Any
-) -> None:
+def register(router: APIRouter, service: AccessService, kind: Kind, write: Any, slice_body: Any) -> None:
     """CRUD with validity and history for one catalogue resource."""
     repo = service.repos[kind.name]
     clock = service.clock
@@ -518,9 +498,7 @@ def register(
     ) -> dict[str, Any]:
         new = slice_body(kind, body, principal)
         extra = {"requested_by": principal.subject} if kind.name == "assignments" else {}
-        return await write(
-            kind, repo, str(uuidlib.uuid4()), None, [new], extra, "created", request, response
-        )
+        return await write(kind, repo, str(uuidlib.uuid4()), None, [new], extra, "created", request, response)
 
     @router.put(f"{path}/{{uid}}", tags=tags, name=f"put {kind.path}")
     async def put_(
@@ -539,9 +517,7 @@ def register(
         timeline = _timeline(kind, doc)
         if kind.name == "assignments":
             new = new.model_copy(update={"status": timeline[0].status if timeline else "active"})
-        return await write(
-            kind, repo, uid, doc, put(timeline, new), doc["state"], "updated", request, response
-        )
+        return await write(kind, repo, uid, doc, put(timeline, new), doc["state"], "updated", request, response)
 
     @router.get(f"{path}/{{uid}}", tags=tags, name=f"get {kind.path}")
     async def get(
@@ -585,29 +561,21 @@ def register(
         """Change fields from ``validity.from`` (default today) to ``validity.to`` (or open)."""
         doc = await repo.require(uid, kind.what)
         raw = dict(body.get("validity") or {})
-        period = parse(
-            Validity, {"from": raw.get("from") or clock.today().isoformat(), "to": raw.get("to")}
-        )
+        period = parse(Validity, {"from": raw.get("from") or clock.today().isoformat(), "to": raw.get("to")})
         changes = {k: v for k, v in body.items() if k != "validity"}
         allowed = kind.patchable or frozenset(kind.slice_model.model_fields) - {"validity"}
         bad = sorted(set(changes) - allowed)
         if bad:
-            raise problems.rule(
-                "not-patchable", f"These fields cannot be changed here: {bad}.", fields=bad
-            )
+            raise problems.rule("not-patchable", f"These fields cannot be changed here: {bad}.", fields=bad)
         timeline = _timeline(kind, doc)
         if not any(s.validity.overlaps(period) for s in timeline):
             raise problems.rule("not-active", f"The {kind.what} does not exist in that period.")
         try:
             new_timeline = apply(timeline, period, changes)
         except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
-            )
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
             raise problems.Problem(422, "validation-error", "Invalid request", detail) from exc
-        return await write(
-            kind, repo, uid, doc, new_timeline, doc["state"], "updated", request, response
-        )
+        return await write(kind, repo, uid, doc, new_timeline, doc["state"], "updated", request, response)
 
     @router.post(f"{path}/{{uid}}/terminate", tags=tags, name=f"terminate {kind.path}")
     async def terminate(
@@ -624,12 +592,8 @@ def register(
         timeline = _timeline(kind, doc)
         new_timeline = truncate(timeline, day)
         if not new_timeline:
-            raise problems.rule(
-                "terminate-before-start", f"{day} is not after the {kind.what}'s first day."
-            )
-        return await write(
-            kind, repo, uid, doc, new_timeline, doc["state"], "terminated", request, response
-        )
+            raise problems.rule("terminate-before-start", f"{day} is not after the {kind.what}'s first day.")
+        return await write(kind, repo, uid, doc, new_timeline, doc["state"], "terminated", request, response)
 
 
 def _timeline(kind: Kind, doc: Doc) -> list[Any]:

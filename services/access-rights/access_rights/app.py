@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from fastapi import FastAPI
+
+from access_rights import api, consumers
+from access_rights.engine import AccessService
+from access_rights.settings import AccessRightsSettings
 from orgdir import metrics
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.http import create_app as create_base_app
 from orgdir.service import Runtime, configure_logging
-
-from access_rights import api, consumers
-from access_rights.engine import AccessService
-from access_rights.settings import AccessRightsSettings
 
 
 def observe_revocations(runtime: Runtime) -> None:
@@ -26,11 +26,9 @@ def observe_revocations(runtime: Runtime) -> None:
         await publish(event)
         if event.type == "access.revoked" and event.data.get("effective_at"):
             since = datetime.fromisoformat(event.data["effective_at"])
-            metrics.REVOCATION_LATENCY.observe(
-                max(0.0, (runtime.clock.now() - since).total_seconds())
-            )
+            metrics.REVOCATION_LATENCY.observe(max(0.0, (runtime.clock.now() - since).total_seconds()))
 
-    runtime.bus.publish = publishing
+    runtime.bus.publish = publishing  # type: ignore[method-assign]
 
 
 def create_app(settings: AccessRightsSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -49,8 +47,6 @@ def create_app(settings: AccessRightsSettings | None = None, clock: Clock | None
         async with runtime.lifespan(app):
             yield
 
-    app = create_base_app(
-        settings.service_name, title="Orgdir access rights", ready=runtime.ready, lifespan=lifespan
-    )
+    app = create_base_app(settings.service_name, title="Orgdir access rights", ready=runtime.ready, lifespan=lifespan)
     app.include_router(api.build_router(service))
     return app

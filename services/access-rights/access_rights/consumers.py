@@ -7,12 +7,11 @@ recomputation runs even for a redelivered event: it is a diff, so it is idempote
 
 from __future__ import annotations
 
+from access_rights.engine import AccessService
 from orgdir.bus import Router
 from orgdir.contracts.orgunits import ClassState, OrgUnitState
 from orgdir.contracts.registry import EngagementState, PersonState
 from orgdir.events import CloudEvent
-
-from access_rights.engine import AccessService
 
 CONSUMER = "org"
 

@@ -163,9 +163,7 @@ class CatalogueView:
         return out
 
     def assignments_with_role(self, role: str) -> set[str]:
-        groups = {
-            g.uuid for g in self.role_groups.values() if any(role in s.roles for s in g.timeline)
-        }
+        groups = {g.uuid for g in self.role_groups.values() if any(role in s.roles for s in g.timeline)}
         return {
             a.uuid
             for a in self.assignments.values()
@@ -173,20 +171,14 @@ class CatalogueView:
         }
 
     def assignments_with_group(self, group: str) -> set[str]:
-        return {
-            a.uuid
-            for a in self.assignments.values()
-            if any(s.role_group == group for s in a.timeline)
-        }
+        return {a.uuid for a in self.assignments.values() if any(s.role_group == group for s in a.timeline)}
 
 
 # --------------------------------------------------------------------------- catalogue rules
 
 
 def unknown(what: str, uuid: str) -> problems.Problem:
-    return problems.rule(
-        f"unknown-{what.replace('_', '-')}", f"No {what.replace('_', ' ')} with id {uuid}."
-    )
+    return problems.rule(f"unknown-{what.replace('_', '-')}", f"No {what.replace('_', ' ')} with id {uuid}.")
 
 
 def require_covering(what: str, uuid: str, timeline: Sequence[SliceBase], period: Validity) -> None:
@@ -205,12 +197,7 @@ USERNAME_TOKEN = re.compile(r"\{(given|surname|user_key|initials)(?::(\d+))?\}")
 
 def check_username_rule(rule: str) -> None:
     rest = USERNAME_TOKEN.sub("", rule)
-    if (
-        not USERNAME_TOKEN.search(rule)
-        or "{" in rest
-        or "}" in rest
-        or not re.fullmatch(r"[a-z0-9._-]*", rest)
-    ):
+    if not USERNAME_TOKEN.search(rule) or "{" in rest or "}" in rest or not re.fullmatch(r"[a-z0-9._-]*", rest):
         raise problems.rule(
             "invalid-username-rule",
             f"{rule!r}: use {{given:N}}, {{surname:N}}, {{initials}} or {{user_key}} "
@@ -230,9 +217,7 @@ def check_role_group(slices: Sequence[Any], cat: CatalogueView) -> None:
     for s in slices:
         dupes = sorted({r for r in s.roles if s.roles.count(r) > 1})
         if dupes:
-            raise problems.rule(
-                "duplicate-role", f"A role group lists each role once; twice: {dupes}.", roles=dupes
-            )
+            raise problems.rule("duplicate-role", f"A role group lists each role once; twice: {dupes}.", roles=dupes)
         if not s.roles:
             raise problems.rule("empty-role-group", "A role group needs at least one role.")
         for r in s.roles:
@@ -262,13 +247,9 @@ def check_assignment(state: AssignmentState, org: OrgView, cat: CatalogueView) -
                 "Assign to a person, a unit, or a job function (optionally within a unit subtree).",
             )
         if assignment_target(s) != state.target:
-            raise problems.rule(
-                "target-changed", "An assignment keeps its kind of target; create a new one."
-            )
+            raise problems.rule("target-changed", "An assignment keeps its kind of target; create a new one.")
         if s.inherit and state.target != "unit":
-            raise problems.rule(
-                "inherit-needs-unit", "Only unit assignments can be inherited by the subtree."
-            )
+            raise problems.rule("inherit-needs-unit", "Only unit assignments can be inherited by the subtree.")
         if s.role:
             role = cat.roles.get(s.role)
             if role is None:
@@ -309,9 +290,7 @@ def is_sensitive(s: AssignmentSlice, cat: CatalogueView) -> bool:
 
 
 def _window_contains(eng_periods: Sequence[Validity], grace: int, day: date) -> bool:
-    return any(
-        p.from_ <= day and (p.to is None or day < p.to + timedelta(days=grace)) for p in eng_periods
-    )
+    return any(p.from_ <= day and (p.to is None or day < p.to + timedelta(days=grace)) for p in eng_periods)
 
 
 def window_open(org: OrgView, cat: CatalogueView, person: str, it_system: str, day: date) -> bool:
@@ -319,14 +298,10 @@ def window_open(org: OrgView, cat: CatalogueView, person: str, it_system: str, d
     return _window_contains(org.engagement_periods(person), _grace(cat, it_system), day)
 
 
-def window_end_after(
-    org: OrgView, cat: CatalogueView, person: str, it_system: str, day: date
-) -> date | None:
+def window_end_after(org: OrgView, cat: CatalogueView, person: str, it_system: str, day: date) -> date | None:
     """The next day after ``day`` on which the account window closes (for the scheduler)."""
     grace = _grace(cat, it_system)
-    ends = [
-        p.to + timedelta(days=grace) for p in org.engagement_periods(person) if p.to is not None
-    ]
+    ends = [p.to + timedelta(days=grace) for p in org.engagement_periods(person) if p.to is not None]
     later = [d for d in ends if d > day]
     return min(later) if later else None
 
@@ -435,8 +410,8 @@ def compute_rights(person: str, org: OrgView, cat: CatalogueView) -> list[Right]
         for role, reasons in holding.items():
             if role not in open_:
                 open_[role] = (day, {})
-            for r in reasons:
-                open_[role][1].setdefault(_reason_key(r), r)
+            for reason in reasons:
+                open_[role][1].setdefault(_reason_key(reason), reason)
     for role in list(open_):
         close(role, None)
     return sorted(out, key=lambda r: (r.role, r.validity.from_))
@@ -467,14 +442,10 @@ def holding_on(
         elif not excluded and a.target == "unit":
             for s in active:
                 if sl.unit == s.unit or (sl.inherit and sl.unit in chains[s.unit]):
-                    reasons.append(
-                        Reason(kind="unit", assignment=a.uuid, unit=sl.unit, via_unit=s.unit)
-                    )
+                    reasons.append(Reason(kind="unit", assignment=a.uuid, unit=sl.unit, via_unit=s.unit))
         elif not excluded:
             for s in active:
-                if s.job_function == sl.job_function and (
-                    sl.unit is None or sl.unit in chains[s.unit]
-                ):
+                if s.job_function == sl.job_function and (sl.unit is None or sl.unit in chains[s.unit]):
                     reasons.append(
                         Reason(
                             kind="job_function",
@@ -489,11 +460,7 @@ def holding_on(
         if sl.role:
             roles = [sl.role]
         else:
-            g = (
-                at(cat.role_groups[sl.role_group].timeline, day)
-                if sl.role_group in cat.role_groups
-                else None
-            )
+            g = at(cat.role_groups[sl.role_group].timeline, day) if sl.role_group in cat.role_groups else None
             roles = list(g.roles) if g else []
             reasons = [r.model_copy(update={"role_group": sl.role_group}) for r in reasons]
         for role in roles:
@@ -503,9 +470,7 @@ def holding_on(
             system = cat.it_systems.get(state.it_system)
             if system is None or at(system.timeline, day) is None:
                 continue
-            if a.target == "person" and not _window_contains(
-                eng_periods, _grace(cat, state.it_system), day
-            ):
+            if a.target == "person" and not _window_contains(eng_periods, _grace(cat, state.it_system), day):
                 continue
             out.setdefault(role, []).extend(reasons)
     return out
@@ -555,18 +520,14 @@ def plan_rights(
             held[role] = old
             continue
         revoked.append(Revocation(old, stop_day(old, [r for r in rights if r.role == role], today)))
-    later = [
-        d for r in rights for d in (r.validity.from_, r.validity.to) if d is not None and d > today
-    ]
+    later = [d for r in rights for d in (r.validity.from_, r.validity.to) if d is not None and d > today]
     return RightsPlan(granted, revoked, dict(sorted(held.items())), min(later) if later else None)
 
 
 def stop_day(old: Right, new_periods: Sequence[Right], today: date) -> date:
     """The first day the right no longer held, as now known (never after today)."""
     ends = [
-        r.validity.to
-        for r in new_periods
-        if r.validity.to is not None and old.validity.from_ < r.validity.to <= today
+        r.validity.to for r in new_periods if r.validity.to is not None and old.validity.from_ < r.validity.to <= today
     ]
     return max(ends) if ends else old.validity.from_
 
@@ -644,14 +605,8 @@ def unit_rights(unit: str, day: date, org: OrgView, cat: CatalogueView) -> list[
         sl = at(state.timeline, day)
         if sl is None or sl.status == "pending":
             continue
-        if (
-            state.target == "unit"
-            and sl.unit is not None
-            and (sl.unit == unit or (sl.inherit and sl.unit in chain))
-        ):
-            reason = Reason(
-                kind="unit", assignment=a, unit=sl.unit, via_unit=unit, role_group=sl.role_group
-            )
+        if state.target == "unit" and sl.unit is not None and (sl.unit == unit or (sl.inherit and sl.unit in chain)):
+            reason = Reason(kind="unit", assignment=a, unit=sl.unit, via_unit=unit, role_group=sl.role_group)
             applies: dict[str, Any] = {"members": True}
         elif state.target == "job_function" and (sl.unit is None or sl.unit in chain):
             reason = Reason(
@@ -668,11 +623,7 @@ def unit_rights(unit: str, day: date, org: OrgView, cat: CatalogueView) -> list[
         if sl.role:
             roles = [sl.role]
         else:
-            g = (
-                at(cat.role_groups[sl.role_group].timeline, day)
-                if sl.role_group in cat.role_groups
-                else None
-            )
+            g = at(cat.role_groups[sl.role_group].timeline, day) if sl.role_group in cat.role_groups else None
             roles = list(g.roles) if g else []
         for role in roles:
             r = cat.roles.get(role)

@@ -17,6 +17,19 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import BaseModel
+
+from access_rights import domain
+from access_rights.settings import AccessRightsSettings
+from access_rights.store import (
+    PersonRightsRepository,
+    account_id,
+    dump,
+    from_projection,
+    from_repository,
+    load_all,
+    reserve_username,
+)
 from orgdir import metrics, problems
 from orgdir.clock import Clock, start_of_day
 from orgdir.contracts.access import (
@@ -34,19 +47,6 @@ from orgdir.scheduler import EffectiveScheduler
 from orgdir.service import Runtime
 from orgdir.store import Change, Doc, StaleVersion
 from orgdir.validity import Validity
-from pydantic import BaseModel
-
-from access_rights import domain
-from access_rights.settings import AccessRightsSettings
-from access_rights.store import (
-    PersonRightsRepository,
-    account_id,
-    dump,
-    from_projection,
-    from_repository,
-    load_all,
-    reserve_username,
-)
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +82,16 @@ class AccessService:
         self.org = domain.OrgView()
         self.cat = domain.CatalogueView()
         self.repos = {name: runtime.repository(name) for name in CATALOGUE_MODELS}
-        self.rights = PersonRightsRepository(
-            runtime.db, "person_rights", service=settings.service_name, clock=clock
-        )
+        self.rights = PersonRightsRepository(runtime.db, "person_rights", service=settings.service_name, clock=clock)
         self.rights.on_write = runtime.relay.notify
         runtime.relay.collections.append("person_rights")
         runtime.repositories["person_rights"] = self.rights
         self.accounts = runtime.repository("accounts")
-        self.projections = {
-            name: runtime.projection(name)
-            for name in ("units", "engagements", "persons", "classes")
-        }
+        self.projections = {name: runtime.projection(name) for name in ("units", "engagements", "persons", "classes")}
         self.assignment_scheduler = EffectiveScheduler(
             self.repos["assignments"],
             "assignment",
-            lambda state: list(
-                AssignmentState.model_validate({"uuid": "x", "version": 1, **state}).timeline
-            ),
+            lambda state: list(AssignmentState.model_validate({"uuid": "x", "version": 1, **state}).timeline),
             clock,
             settings.timezone,
         )
@@ -112,14 +105,12 @@ class AccessService:
 
     async def load(self) -> None:
         """Rebuild the in-memory views from the projections and repositories."""
-        for name, model, put in (
-            ("units", OrgUnitState, self.org.put_unit),
-            ("engagements", EngagementState, self.org.put_engagement),
-        ):
-            for doc in await load_all(self.db, name):
-                state: Any = from_projection(model, doc)
-                put(state)
-                self.org.seq[doc["_id"]] = int(doc["sequence"])
+        for doc in await load_all(self.db, "units"):
+            self.org.put_unit(from_projection(OrgUnitState, doc))
+            self.org.seq[doc["_id"]] = int(doc["sequence"])
+        for doc in await load_all(self.db, "engagements"):
+            self.org.put_engagement(from_projection(EngagementState, doc))
+            self.org.seq[doc["_id"]] = int(doc["sequence"])
         for doc in await load_all(self.db, "persons"):
             self.org.persons[doc["_id"]] = from_projection(PersonState, doc)
             self.org.seq[doc["_id"]] = int(doc["sequence"])
@@ -131,13 +122,9 @@ class AccessService:
                 self.put_catalogue(name, from_repository(model, doc))
         for doc in await load_all(self.db, "person_rights"):
             held = {r["role"]: Right.model_validate(r) for r in doc["state"]["rights"]}
-            self.published[doc["_id"]] = Published(
-                int(doc["version"]), held, doc.get("next_transition_at")
-            )
+            self.published[doc["_id"]] = Published(int(doc["version"]), held, doc.get("next_transition_at"))
         for doc in await load_all(self.db, "accounts"):
-            self.account_docs.setdefault(doc["state"]["person"], {})[doc["state"]["it_system"]] = (
-                doc
-            )
+            self.account_docs.setdefault(doc["state"]["person"], {})[doc["state"]["it_system"]] = doc
         async for batch in self.db["held_batches"].find({"status": "held"}):
             for entry in batch["revocations"]:
                 self.pins.setdefault(entry["person"], {})[entry["role"]] = batch["_id"]
@@ -239,9 +226,7 @@ class AccessService:
                 old = self.published.get(p)
                 plans[p] = (
                     rights,
-                    domain.plan_rights(
-                        old.held if old else {}, rights, today, self.pins.get(p, {})
-                    ),
+                    domain.plan_rights(old.held if old else {}, rights, today, self.pins.get(p, {})),
                 )
             revoking = [p for p in wanted if plans[p][1].revoked]
             if guard and len(revoking) > self.settings.mass_revoke_threshold:
@@ -307,9 +292,7 @@ class AccessService:
         nothing = old is None and not events and not held and nta is None
         if not unchanged and not nothing:
             try:
-                version = await self.rights.write(
-                    person, old.version if old else None, state, events, nta
-                )
+                version = await self.rights.write(person, old.version if old else None, state, events, nta)
             except StaleVersion:
                 await self._reload_person(person)
                 raise
@@ -323,9 +306,7 @@ class AccessService:
             self.published.pop(person, None)
         else:
             held = {r["role"]: Right.model_validate(r) for r in doc["state"]["rights"]}
-            self.published[person] = Published(
-                int(doc["version"]), held, doc.get("next_transition_at")
-            )
+            self.published[person] = Published(int(doc["version"]), held, doc.get("next_transition_at"))
 
     # ------------------------------------------------------------------ accounts
 
@@ -393,9 +374,7 @@ class AccessService:
 
     # ------------------------------------------------------------------ mass-change guard
 
-    async def _hold(
-        self, persons: list[str], plans: dict[str, domain.RightsPlan], cause: Cause
-    ) -> None:
+    async def _hold(self, persons: list[str], plans: dict[str, domain.RightsPlan], cause: Cause) -> None:
         batch = str(uuidlib.uuid4())
         entries: list[dict[str, Any]] = []
         counts: dict[tuple[str, str], int] = {}
@@ -411,9 +390,7 @@ class AccessService:
                         "validity": rv.right.validity.dump(),
                     }
                 )
-                counts[(rv.right.role, rv.right.it_system)] = (
-                    counts.get((rv.right.role, rv.right.it_system), 0) + 1
-                )
+                counts[(rv.right.role, rv.right.it_system)] = counts.get((rv.right.role, rv.right.it_system), 0) + 1
                 plan.held[rv.right.role] = rv.right
                 self.pins.setdefault(p, {})[rv.right.role] = batch
             plan.held = dict(sorted(plan.held.items()))
@@ -427,8 +404,7 @@ class AccessService:
                 "persons": len(persons),
                 "revocation_count": len(entries),
                 "counts": [
-                    {"role": role, "it_system": system, "count": n}
-                    for (role, system), n in sorted(counts.items())
+                    {"role": role, "it_system": system, "count": n} for (role, system), n in sorted(counts.items())
                 ],
                 "revocations": entries,
             }
@@ -444,9 +420,7 @@ class AccessService:
         if doc is None:
             raise problems.not_found("held batch", batch_id)
         if doc["status"] != "held":
-            raise problems.rule(
-                "batch-decided", f"The batch is already {doc['status']}.", status=409
-            )
+            raise problems.rule("batch-decided", f"The batch is already {doc['status']}.", status=409)
         persons = sorted({e["person"] for e in doc["revocations"]})
         for e in doc["revocations"]:
             pins = self.pins.get(e["person"], {})
@@ -460,9 +434,7 @@ class AccessService:
         self._gauge()
         if release:
             cause = doc.get("cause") or {}
-            await self.recompute(
-                persons, Cause(cause.get("time"), f"release {batch_id}"), guard=False
-            )
+            await self.recompute(persons, Cause(cause.get("time"), f"release {batch_id}"), guard=False)
         updated = await self.db["held_batches"].find_one({"_id": batch_id})
         assert updated is not None
         return updated

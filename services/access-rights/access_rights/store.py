@@ -11,13 +11,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from orgdir import context
-from orgdir.events import new_event
-from orgdir.store import Doc, Repository, StaleVersion, doc_lock
 from pydantic import BaseModel
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from orgdir import context
+from orgdir.events import new_event
+from orgdir.store import Doc, Repository, StaleVersion, doc_lock
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,10 +68,8 @@ class PersonRightsRepository(Repository):
             for i, (kind, build) in enumerate(events)
         ]
         version = base + len(events)
-        registrations = [
-            self._registration(base + i + 1, kind, state, None)
-            for i, (kind, _) in enumerate(events)
-        ]
+        registrations = [self._registration(base + i + 1, kind, state, None) for i, (kind, _) in enumerate(events)]
+        left: list[dict[str, Any]] = outbox
         async with doc_lock(self.col, person):
             if expected is None:
                 try:
@@ -110,8 +109,9 @@ class PersonRightsRepository(Repository):
                 if doc is None:
                     current = await self.col.find_one({"_id": person}, {"version": 1})
                     raise StaleVersion(int(current["version"]) if current else -1, expected)
+                left = list(doc.get("outbox", []))
         if outbox:
-            self.on_write(self.name, person)
+            self.on_write(self.name, person, left)
         return version
 
 
@@ -143,9 +143,7 @@ async def reserve_username(
         name = base if n == 1 else f"{base}{n}"
         key = f"{it_system}:{name}"
         try:
-            await col.insert_one(
-                {"_id": key, "it_system": it_system, "username": name, "person": person}
-            )
+            await col.insert_one({"_id": key, "it_system": it_system, "username": name, "person": person})
             hints[hint_key] = n + 1
             return name
         except DuplicateKeyError:

@@ -13,6 +13,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+
 from access_rights.app import create_app
 from access_rights.settings import AccessRightsSettings
 from orgdir.bus import Bus
@@ -35,16 +36,14 @@ class OrgFeed:
         self.bus = bus
         self.states: dict[str, dict[str, Any]] = {}
         self.published: list[CloudEvent] = []
+        self.kinds: dict[str, str] = {}
 
-    async def _emit(
-        self, service: str, kind: str, verb: str, uid: str, state: dict[str, Any]
-    ) -> None:
+    async def _emit(self, service: str, kind: str, verb: str, uid: str, state: dict[str, Any]) -> None:
         version = self.states.get(uid, {}).get("version", 0) + 1
         body = {**state, "uuid": uid, "version": version}
         self.states[uid] = body
-        event = new_event(
-            service=service, type=f"{kind}.{verb}", subject=uid, sequence=version, data=body
-        )
+        self.kinds[uid] = kind
+        event = new_event(service=service, type=f"{kind}.{verb}", subject=uid, sequence=version, data=body)
         self.published.append(event)
         await self.bus.publish(event)
 
@@ -61,19 +60,13 @@ class OrgFeed:
             },
         )
 
-    async def unit(
-        self, uid: str, name: str, parent: str | None, start: str = "2000-01-01"
-    ) -> None:
+    async def unit(self, uid: str, name: str, parent: str | None, start: str = "2000-01-01") -> None:
         await self._emit(
             "orgunits",
             "orgunit",
             "created",
             uid,
-            {
-                "timeline": [
-                    {"validity": v(start), "user_key": name, "name": name, "parent": parent}
-                ]
-            },
+            {"timeline": [{"validity": v(start), "user_key": name, "name": name, "parent": parent}]},
         )
 
     async def move(self, uid: str, parent: str, start: date) -> None:
@@ -85,9 +78,7 @@ class OrgFeed:
             "validity": {"from": str(start), "to": last["validity"]["to"]},
             "parent": parent,
         }
-        await self._emit(
-            "orgunits", "orgunit", "moved", uid, {"timeline": [*timeline[:-1], before, after]}
-        )
+        await self._emit("orgunits", "orgunit", "moved", uid, {"timeline": [*timeline[:-1], before, after]})
 
     async def person(self, uid: str, given: str, surname: str) -> None:
         await self._emit(
@@ -148,7 +139,7 @@ async def settled(running: RunningApp, feed: OrgFeed, wait_s: float = 20) -> Non
     while True:
         ok = True
         for uid, state in feed.states.items():
-            doc = await seen.find_one({"_id": f"org:{uid}"})
+            doc = await seen.find_one({"_id": f"org:{feed.kinds[uid]}:{uid}"})
             if doc is None or doc["sequence"] < state["version"]:
                 ok = False
                 break
@@ -195,9 +186,7 @@ class Env:
 
 
 @pytest.fixture
-async def env(
-    ns: str, amqp_url: str, mongodb_url: str, request: pytest.FixtureRequest
-) -> AsyncIterator[Env]:
+async def env(ns: str, amqp_url: str, mongodb_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
     overrides = getattr(request, "param", {}) or {}
     settings = settings_for(
         AccessRightsSettings,

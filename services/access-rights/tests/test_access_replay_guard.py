@@ -9,6 +9,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+
 from access_rights.app import create_app
 from access_rights.settings import AccessRightsSettings
 from orgdir.bus import Bus
@@ -60,7 +61,7 @@ async def wait_seen(running: RunningApp, sequences: dict[str, int], wait_s: floa
     deadline = time.monotonic() + wait_s
     while True:
         docs = {d["_id"]: d["sequence"] async for d in seen.find({})}
-        if all(docs.get(f"org:{s}", 0) >= q for s, q in sequences.items()):
+        if all(docs.get(key, 0) >= q for key, q in sequences.items()):
             break
         assert time.monotonic() < deadline, "replay not consumed"
         await asyncio.sleep(0.05)
@@ -131,7 +132,10 @@ async def test_replay_into_empty_database_rebuilds_the_same_rights(
             async with RunningApp(create_app(settings, clock)) as replica:
                 for e in events:
                     await bus.publish(e)
-                await wait_seen(replica, {s: st["version"] for s, st in f.states.items()})
+                await wait_seen(
+                    replica,
+                    {f"org:{f.kinds[s]}:{s}": st["version"] for s, st in f.states.items()},
+                )
                 await put_catalogue(replica.http)
                 await replica.settle()
                 rebuilt = await snapshot(replica)
@@ -185,7 +189,5 @@ async def test_mass_revocation_is_held_until_an_admin_releases_it(env: Any) -> N
     await env.app.settle()
     revoked = await ev.wait_type("access.revoked", count=4)
     assert {e.data["role"] for e in revoked} == {"r-a"}
-    assert (
-        await env.http.post(f"/api/v1/held-batches/{batches[0]['id']}/cancel")
-    ).status_code == 409
+    assert (await env.http.post(f"/api/v1/held-batches/{batches[0]['id']}/cancel")).status_code == 409
     assert "orgdir_access_held_revocations 0.0" in (await env.http.get("/metrics")).text

@@ -14,11 +14,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+
 from orgdir import auth, problems
 from orgdir.contracts.orgunits import ClassState, FacetState
 from orgdir.http import if_match, parse_day, set_etag
 from orgdir.validity import at as slice_at
-
 from orgunits import domain
 from orgunits.service import OrgUnits
 from orgunits.store import dump_state, page, slice_view, unit_state
@@ -131,7 +131,7 @@ async def list_classes(
     _: auth.Principal = Depends(auth.read),
 ) -> dict[str, Any]:
     day = parse_day(at, s.today())
-    classes = s.vocab.classes.values()
+    classes: list[ClassState] = list(s.vocab.classes.values())
     if facet is not None:
         key = s.vocab.facet(facet).timeline[0].user_key
         classes = [c for c in classes if c.facet == key]

@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+
 from orgdir.clock import Clock
 from orgdir.http import create_app as create_base_app
 from orgdir.service import Runtime, configure_logging
-
 from orgunits import api
 from orgunits.consumers import registry_router
 from orgunits.service import OrgUnits

@@ -11,7 +11,6 @@ from orgdir.bus import Router
 from orgdir.contracts.registry import EngagementState
 from orgdir.events import CloudEvent
 from orgdir.store import Projection
-
 from orgunits.domain import engagement_periods
 from orgunits.store import engagement_body
 

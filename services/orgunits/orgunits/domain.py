@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from orgdir.contracts.orgunits import (
     AddressScope,
     ClassSlice,
@@ -25,7 +27,6 @@ from orgdir.contracts.orgunits import (
 )
 from orgdir.problems import Problem, rule
 from orgdir.validity import Validity, apply, at, normalize, put, truncate, uncovered
-from pydantic import BaseModel, ConfigDict, Field
 
 Timeline = list[OrgUnitSlice]
 

@@ -24,9 +24,8 @@ from orgdir import problems
 from orgdir.contracts.orgunits import ClassSlice, ClassState, FacetSlice, OrgUnitSlice, OrgUnitState
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
 from orgdir.service import Runtime
-from orgdir.store import Change, Doc, Repository
+from orgdir.store import Change, Doc, Repository, StaleVersion
 from orgdir.validity import SliceBase, Validity, apply, normalize, put, truncate
-
 from orgunits import domain, vocabulary
 from orgunits.settings import OrgunitsSettings
 from orgunits.store import (
@@ -36,7 +35,6 @@ from orgunits.store import (
     class_state,
     engagements_in,
     facet_state,
-    unit_state,
 )
 
 log = logging.getLogger(__name__)
@@ -118,7 +116,7 @@ class OrgUnits:
                 fid = vocabulary.facet_uuid(key)
                 if fid in self.vocab.facets:
                     continue
-                state = {
+                state: dict[str, Any] = {
                     "timeline": _dump(
                         [
                             FacetSlice(
@@ -212,37 +210,47 @@ class OrgUnits:
         """
         async with self.lock:
             await self.fresh()
-            doc = await self.units_repo.get(uid)
-            if doc is None and must_exist:
-                raise problems.not_found("organisation unit", uid)
-            if if_match is not None and (doc is None or doc["version"] != if_match):
-                raise problems.precondition_failed(doc["version"] if doc else 0, if_match)
-            if doc is not None:
-                self.cache.set_doc(doc)
-            current = list(unit_state(doc).timeline) if doc else []
-            new, event_type = decide(current)
-            if doc is not None and domain.same_timeline(current, new):
-                return doc, False
-            domain.check_unit(
-                uid, new, self.cache.timelines, self.cache.children.get(uid, ()), self.cache.holders
-            )
-            if after_rules is not None:
-                await after_rules(new)
-            change = Change(
-                {"timeline": _dump(new)},
-                event_type,
-                next_transition_at(new, self.today(), self.settings.timezone),
-                note,
-            )
-            if doc is None:
-                stored = await self.units_repo.insert(uid, change)
-            else:
-                stored = await self.units_repo.update(uid, doc["version"], change)
-            stored.pop("outbox", None)
-            stored.pop("registrations", None)
-            self.cache.set_doc(stored)
-            self.dirty.discard((self.units_repo.name, uid))
-            return stored, doc is None
+            for _ in range(3):
+                state = self.cache.get(uid)
+                if state is None and must_exist:
+                    raise problems.not_found("organisation unit", uid)
+                if if_match is not None and (state is None or state.version != if_match):
+                    raise problems.precondition_failed(state.version if state else 0, if_match)
+                current = list(state.timeline) if state else []
+                new, event_type = decide(current)
+                if state is not None and domain.same_timeline(current, new):
+                    return _as_doc(state), False
+                domain.check_unit(
+                    uid, new, self.cache.timelines, self.cache.children.get(uid, ()), self.cache.holders
+                )
+                if after_rules is not None:
+                    await after_rules(new)
+                change = Change(
+                    {"timeline": _dump(new)},
+                    event_type,
+                    next_transition_at(new, self.today(), self.settings.timezone),
+                    note,
+                )
+                try:
+                    if state is None:
+                        stored = await self.units_repo.insert(uid, change)
+                    else:
+                        stored = await self.units_repo.update(uid, state.version, change)
+                except (StaleVersion, problems.Problem) as exc:
+                    # Another replica wrote this unit since our cache saw it: re-read, decide again.
+                    if isinstance(exc, problems.Problem) and exc.kind != "conflict":
+                        raise
+                    if if_match is not None:
+                        raise problems.precondition_failed(getattr(exc, "current", 0), if_match) from exc
+                    doc = await self.units_repo.get(uid)
+                    if doc is not None:
+                        self.cache.set_doc(doc, force=True)
+                    continue
+                stored = {k: v for k, v in stored.items() if k not in ("outbox", "registrations")}
+                self.cache.set_doc(stored)
+                self.dirty.discard((self.units_repo.name, uid))
+                return stored, state is None
+            raise problems.conflict(f"organisation unit {uid} is being changed concurrently; try again")
 
     def _slice(self, body: domain.UnitFields, validity: Validity) -> OrgUnitSlice:
         v = self.vocab
@@ -485,6 +493,11 @@ class OrgUnits:
 
         doc, _ = await self.write_class(cid, None, decide, if_match=if_match, must_exist=True)
         return doc
+
+
+def _as_doc(state: OrgUnitState) -> Doc:
+    """The stored shape of a cached unit (for answers that wrote nothing)."""
+    return {"_id": state.uuid, "version": state.version, "state": {"timeline": _dump(state.timeline)}}
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:

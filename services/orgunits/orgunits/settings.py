@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from orgdir.settings import Settings
 from pydantic import Field
+
+from orgdir.settings import Settings
 
 
 class OrgunitsSettings(Settings):

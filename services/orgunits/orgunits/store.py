@@ -21,16 +21,18 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic_core
+from pymongo.asynchronous.collection import AsyncCollection
+
 from orgdir import problems
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState
 from orgdir.store import Doc, decode_cursor, encode_cursor
 from orgdir.validity import at
-from pymongo.asynchronous.collection import AsyncCollection
-
 from orgunits.domain import fold
+
+T = TypeVar("T")
 
 NO_HISTORY = {"outbox": 0, "registrations": 0}
 
@@ -252,8 +254,7 @@ class Vocabulary:
 
 
 def page(
-    rows: Iterable[tuple[tuple[str, ...], dict[str, Any]]]
-    | list[tuple[tuple[str, ...], dict[str, Any]]],
+    rows: Iterable[tuple[tuple[str, ...], T]],
     *,
     limit: int,
     cursor: str | None,

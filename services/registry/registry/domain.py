@@ -119,8 +119,6 @@ def search_terms(texts: Iterable[str]) -> set[str]:
             out.add(digits)
             if digits.startswith("45") and len(digits) == 10:
                 out.add(digits[2:])
-        if "@" in text:
-            out |= fold(text.strip())
     return {t for t in out if t}
 
 
@@ -130,8 +128,6 @@ def query_terms(q: str) -> list[set[str]]:
     compact = re.sub(r"[\s\-+()]", "", q)
     if compact.isdigit() and len(compact) >= 4:
         return [{compact.removeprefix("45") if len(compact) == 10 else compact}]
-    if "@" in q and " " not in q.strip():
-        return [fold(q.strip())]
     for tok in tokens(q):
         out.append(fold(tok))
     return out

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
 import time
 import uuid as uuidlib
@@ -307,42 +308,43 @@ class SearchIndex:
             yield terms[i]
             i += 1
 
-    def _matches(self, person: str, alts: set[str]) -> int:
-        """2 for an exact term, 1 for a prefix, 0 for no match."""
-        terms = self.terms_of.get(person, frozenset())
-        if alts & terms:
-            return 2
-        return 1 if any(t.startswith(a) for t in terms for a in alts) else 0
+    def _exact(self, alts: set[str]) -> set[str]:
+        out: set[str] = set()
+        for a in alts:
+            out |= self.postings.get(a, set())
+        return out
+
+    def _candidates(self, alts: set[str], cap: int | None) -> set[str]:
+        out = self._exact(alts)
+        for a in alts:
+            for term in self._prefixed(a):
+                out |= self.postings[term]
+                if cap is not None and len(out) >= cap:
+                    return out
+        return out
 
     def search(self, words: list[set[str]], limit: int, cap: int = 5000) -> list[str]:
-        """Persons matching every word (exact or prefix); exact matches rank first, then by name."""
+        """Persons matching every word (exact or prefix); exact matches rank first, then by name.
+
+        Each word's candidates come from the postings of the terms it prefixes
+        (bisect on the sorted term list); words are intersected, most selective
+        (longest) first. A single short word stops after ``cap`` candidates,
+        since exact matches rank first anyway.
+        """
         if not words:
             return []
         ordered = sorted(words, key=lambda alts: -max(len(a) for a in alts))
-        first, rest = ordered[0], ordered[1:]
-        candidates: set[str] = set()
-        for a in first:
-            candidates |= self.postings.get(a, set())
-        # Prefix candidates; a single short word stops after ``cap`` since exact ones rank first.
-        for a in first:
-            for term in self._prefixed(a):
-                candidates |= self.postings[term]
-                if len(candidates) >= cap and not rest:
-                    break
-        scored: list[tuple[int, str, str]] = []
-        for person in candidates:
-            score = 2 if first & self.terms_of.get(person, frozenset()) else 1
-            ok = True
-            for alts in rest:
-                m = self._matches(person, alts)
-                if not m:
-                    ok = False
-                    break
-                score += m
-            if ok:
-                scored.append((-score, self.sort_name.get(person, ""), person))
-        scored.sort()
-        return [p for _, _, p in scored[:limit]]
+        candidates: set[str] | None = None
+        for alts in ordered:
+            found = self._candidates(alts, cap if len(ordered) == 1 else None)
+            candidates = found if candidates is None else candidates & found
+            if not candidates:
+                return []
+        assert candidates is not None
+        exact = [self._exact(alts) for alts in ordered]
+        names = self.sort_name
+        scored = ((-sum(2 if p in e else 1 for e in exact), names.get(p, ""), p) for p in candidates)
+        return [p for _, _, p in heapq.nsmallest(limit, scored)]
 
 
 # --- audit log --------------------------------------------------------------------------------
