@@ -51,7 +51,7 @@ def stack_dir() -> Path:
 
 
 def _servers() -> ServerSet:
-    return ServerSet.for_dir(stack_dir(), rabbit_name="orgdir")
+    return ServerSet.for_dir(stack_dir(), rabbit_name=os.environ.get("ORGDIR_STACK_NODE", "orgdir"))
 
 
 def install() -> int:
