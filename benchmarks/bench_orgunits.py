@@ -120,6 +120,23 @@ async def build_tree(base: str, sizes: list[int], clients: int) -> tuple[int, fl
     return n, elapsed, errors
 
 
+async def wait_published(http: httpx.AsyncClient, build_seconds: float, limit: float = 300) -> None:
+    """Let the outbox relay catch up, so reads are measured without its load (the gauge is the sweep's)."""
+    started = time.perf_counter()
+    backlog = -1.0
+    while time.perf_counter() - started < limit:
+        text = (await http.get("/metrics")).text
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("orgdir_outbox_backlog{")]
+        backlog = sum(values) if values else -1.0
+        if values and backlog == 0:
+            break
+        await asyncio.sleep(1)
+    waited = time.perf_counter() - started
+    print(f"outbox drained {waited:.0f} s after the last write (backlog now {backlog:.0f}); "
+          f"all events published within {build_seconds + waited:.0f} s of the first write", flush=True)
+
+
 async def time_gets(http: httpx.AsyncClient, path: str, params: list[dict[str, str]]) -> list[float]:
     out: list[float] = []
     for p in params:
@@ -138,6 +155,7 @@ async def bench(base: str, units: int, depth: int, clients: int) -> None:
     for e in errors[:5]:
         print("  error:", e)
     async with httpx.AsyncClient(base_url=base, headers=HEADERS, timeout=60) as http:
+        await wait_published(http, elapsed)
         r = await http.get("/api/v1/tree")
         body = r.json()
         print(f"GET /api/v1/tree: {body['count']} units, {len(r.content) / 1e6:.2f} MB")

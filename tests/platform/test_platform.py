@@ -326,6 +326,7 @@ async def test_write_conflicts_and_change_model(ns: str, amqp_url: str, mongodb_
         history = await repo.history("w1")
         assert [h["version"] for h in history] == [1, 2]
         assert history[1]["state"] == {"name": "b"}
+        await running.settle()  # versions 1 and 2 are out before the collector listens
         async with EventCollector(amqp_url, settings.exchange) as events:
             await repo.update("w1", 2, Change({"name": "d"}, "widget.updated"))
             got = await events.wait_type("widget.updated")

@@ -110,6 +110,22 @@ async def put_facet(
     return _written(doc, created, response)
 
 
+@router.patch("/facets/{uid}", tags=["vocabulary"])
+async def patch_facet(
+    uid: UUID,
+    body: domain.FacetPatch,
+    request: Request,
+    response: Response,
+    s: OrgUnits = Depends(svc),
+    _: auth.Principal = Depends(auth.admin),
+) -> dict[str, Any]:
+    """Only the description can change: classes refer to a facet by its user_key."""
+    current = s.vocab.facet(str(uid))
+    key = current.timeline[-1].user_key
+    doc, _created = await s.write_facet(str(uid), key, body.description, if_match(request), True)
+    return _written(doc, False, response)
+
+
 # ---------------------------------------------------------------------------- classes
 
 

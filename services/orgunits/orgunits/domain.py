@@ -94,6 +94,10 @@ class FacetWrite(BaseModel):
     description: str = ""
 
 
+class FacetPatch(BaseModel):
+    description: str
+
+
 class ClassWrite(BaseModel):
     """PUT/POST body of a class: its state from ``validity.from``."""
 

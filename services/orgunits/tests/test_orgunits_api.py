@@ -113,6 +113,12 @@ async def test_vocabulary_is_seeded_once_with_deterministic_uuids(
         )
         r = await app.http.post("/api/v1/facets", json={"user_key": "skoleform", "description": "Skoleform"})
         assert r.status_code == 201, r.text
+        fid = r.json()["uuid"]
+        r = await app.http.patch(f"/api/v1/facets/{fid}", json={"description": "Skoleform (folkeskole, privat)"})
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        problem(await app.http.patch(f"/api/v1/facets/{fid}", json={"description": "x"}, headers=WRITER),
+                403, "forbidden")
+        await events.wait_type("facet.updated", 1, subject=fid)
         await events.wait_type("facet.created", len(FACETS) + 1)
         await events.wait_type("class.updated", 1, subject=cid)
     assert len(events.of_type("class.created")) == total + 1
@@ -369,3 +375,22 @@ async def test_termination_needs_children_and_engagements_gone(
     await events.wait_type("orgunit.terminated", 1, subject=unit)
     term = events.of_type("orgunit.terminated", subject=unit)[0]
     assert term.data["timeline"][-1]["validity"]["to"] == d(30)
+
+
+async def test_demo_municipality_loads_idempotently(svc: RunningApp, events: EventCollector) -> None:
+    from orgunits import demo
+
+    await demo.load(svc.http)
+    await demo.load(svc.http)  # the second load stores nothing
+    root = demo.UNITS["Kolding Kommune"]
+    r = await svc.http.get(f"/api/v1/orgunits/{root}")
+    assert r.status_code == 200 and r.json()["version"] == 1
+    assert {a["scope"] for a in r.json()["addresses"]} >= {"email", "postal", "ean", "pnumber", "www", "phone"}
+    tree = (await svc.http.get("/api/v1/tree")).json()
+    assert tree["count"] == len(demo.UNITS) and [u["uuid"] for u in tree["roots"]] == [root]
+    anc = (await svc.http.get(f"/api/v1/orgunits/{demo.UNITS['Munkevængets Skole']}/ancestors")).json()
+    assert [a["name"] for a in anc["items"]] == ["Skoleområdet", "Børn og Uddannelse", "Kolding Kommune"]
+    await svc.settle()
+    await events.wait_type("orgunit.created", len(demo.UNITS))
+    assert len(events.of_type("orgunit.created")) == len(demo.UNITS)
+    assert events.of_type("orgunit.updated", "orgunit.moved") == []
