@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     prefetch: int = Field(32, ge=1, le=1000, description="Unacked messages per consumer.")
     delivery_limit: int = Field(5, ge=1, description="Attempts before a message is dead.")
     retry_delay_seconds: float = Field(0.5, ge=0, description="First retry delay; doubles.")
-    relay_sweep_seconds: float = Field(5.0, gt=0, description="Outbox crash-recovery sweep.")
+    relay_sweep_seconds: float = Field(
+        30.0, gt=0, description="Outbox crash-recovery sweep (a full scan of each collection)."
+    )
     relay_lease_seconds: float = Field(30.0, gt=0, description="How long a relay owns a doc.")
     scheduler_interval_seconds: float = Field(30.0, gt=0)
     timezone: str = Field("Europe/Copenhagen", description="Where 'today' is.")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,23 +45,65 @@ def connect(url: str, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
 
 
 _LOCKS: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+_GATES: dict[int, asyncio.Semaphore] = {}
+FERRETDB_WRITERS = 1
 
 
-def doc_lock(col: AsyncCollection[Doc], key: str) -> asyncio.Lock:
-    """Serialises this process's writes to one document.
+@contextlib.asynccontextmanager
+async def doc_lock(col: AsyncCollection[Doc], key: str) -> AsyncIterator[None]:
+    """Serialises this process's writes to one document (and, on FerretDB, all writes).
 
     FerretDB 1.x applies an update by reading the document, changing it in Go
     and writing it back by ``_id`` with no compare-and-swap, so two concurrent
-    updates of one document can lose one of them (and a version-guarded
-    ``find_one_and_update`` can succeed twice). Every write path in this
-    package takes this lock; across replicas only MongoDB gives the guarantee.
+    updates of one document can lose one of them. Its SQLite backend also
+    answers concurrent writers with immediate SQLITE_BUSY errors (a read lock
+    cannot be upgraded), so there writes go through one gate per client.
+    Every write path in the platform takes this; across replicas only MongoDB
+    gives the guarantee. Do not nest it.
     """
     ident = (col.database.name, col.name, key)
     lock = _LOCKS.get(ident)
     if lock is None:
         lock = asyncio.Lock()
         _LOCKS[ident] = lock
-    return lock
+    async with lock:
+        if await compares_in_server(col):
+            yield
+            return
+        gate = _GATES.setdefault(id(col.database.client), asyncio.Semaphore(FERRETDB_WRITERS))
+        async with gate:
+            yield
+
+
+_COMPARES_IN_SERVER: dict[int, bool] = {}
+
+
+async def compares_in_server(col: AsyncCollection[Doc]) -> bool:
+    """Whether a filter beside ``_id`` is a real compare-and-swap (MongoDB) or not (FerretDB).
+
+    FerretDB 1.24 on SQLite pushes a filter down to SQL only when it is ``_id``
+    alone; any other key makes every update a full scan, and still no CAS. There
+    the version is checked under ``doc_lock`` and the write filters by ``_id``.
+    """
+    client = col.database.client
+    known = _COMPARES_IN_SERVER.get(id(client))
+    if known is None:
+        info = await client.admin.command("buildInfo")
+        known = _COMPARES_IN_SERVER[id(client)] = "ferretdbVersion" not in info
+    return known
+
+
+async def guard(col: AsyncCollection[Doc], key: str, field: str, expected: Any) -> dict[str, Any] | None:
+    """A filter matching ``key`` only while ``field == expected``; the caller holds ``doc_lock``.
+
+    None when the document is gone or has moved on.
+    """
+    if await compares_in_server(col):
+        return {"_id": key, field: expected}
+    current = await col.find_one({"_id": key}, {field: 1})
+    if current is None or current.get(field) != expected:
+        return None
+    return {"_id": key}
 
 
 class StaleVersion(Exception):
@@ -177,8 +220,11 @@ class Repository:
     async def _guarded_update(
         self, uuid: str, expected_version: int, version: int, event: CloudEvent, change: Change
     ) -> Doc | None:
+        query = await guard(self.col, uuid, "version", expected_version)
+        if query is None:
+            return None
         return await self.col.find_one_and_update(
-            {"_id": uuid, "version": expected_version},
+            query,
             {
                 "$set": {
                     "state": change.state,
@@ -317,7 +363,10 @@ class Projection:
                     continue
             if int(current["sequence"]) >= sequence:
                 return False
-            res = await self.col.replace_one({"_id": subject, "sequence": current["sequence"]}, doc)
+            query = await guard(self.col, subject, "sequence", current["sequence"])
+            if query is None:
+                continue
+            res = await self.col.replace_one(query, doc)
             if res.matched_count:
                 return True
             await asyncio.sleep(0)
