@@ -278,8 +278,9 @@ def scraped_metric_names() -> tuple[str, frozenset[str]]:
     if str(REPO / "shared") not in sys.path:  # a venv without the workspace installed
         sys.path.insert(0, str(REPO / "shared"))
     if importlib.util.find_spec("orgdir.http") is None:
-        import orgdir.metrics  # noqa: F401  (registers every metric)
         import prometheus_client
+
+        import orgdir.metrics  # noqa: F401  (registers every metric)
 
         text = prometheus_client.generate_latest().decode()
         return "prometheus_client.generate_latest() after import orgdir.metrics", frozenset(
@@ -287,6 +288,7 @@ def scraped_metric_names() -> tuple[str, frozenset[str]]:
         )
 
     import httpx
+
     from orgdir.http import create_app
     from orgdir.settings import Settings
 
