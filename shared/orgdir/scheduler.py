@@ -49,11 +49,16 @@ class EffectiveScheduler:
         today = self.clock.today()
         for doc in await self.repo.due(now):
             try:
-                await self.repo.update(doc["_id"], doc["version"], self._change(doc, today))
-                fired += 1
+                new = await self.repo.update(doc["_id"], doc["version"], self._change(doc, today))
             except StaleVersion:
                 log.info("transition taken by another writer", extra={"doc": doc["_id"]})
+                continue
+            self.fired(new)
+            fired += 1
         return fired
+
+    def fired(self, doc: Doc) -> None:
+        """Called with the written document; a service refreshes its in-memory views here."""
 
     def _change(self, doc: Doc, today: date) -> Change:
         timeline = self.timeline_of(doc["state"])

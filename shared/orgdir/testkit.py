@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -49,6 +50,20 @@ def settings_for(
     }
     values.update(overrides)
     return cls.model_validate(values)
+
+
+async def eventually(check: Callable[[], Any], within: float = 20, interval: float = 0.1) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {within}s (last: {last!r})")
 
 
 class RunningApp:

@@ -8,12 +8,10 @@ becomes inactive. Only HTTP APIs and events connect the services.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -25,7 +23,7 @@ from access_rights.settings import AccessRightsSettings
 from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
 from orgdir.settings import Settings
-from orgdir.testkit import RunningApp, settings_for
+from orgdir.testkit import RunningApp, eventually, settings_for
 from orgdir.testpeers import Receiver, ScimServer, new_secret
 from orgunits.app import create_app as orgunits_app
 from orgunits.settings import OrgunitsSettings
@@ -38,17 +36,6 @@ def uid() -> str:
     return str(uuid.uuid4())
 
 
-async def eventually(check: Callable[[], Any], within: float = 30, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {within}s (last: {last!r})")
 
 
 async def ok(r: Any) -> dict[str, Any]:

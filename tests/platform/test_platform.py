@@ -21,7 +21,7 @@ from orgdir.events import CloudEvent, new_event
 from orgdir.localservers import free_port
 from orgdir.settings import Settings
 from orgdir.store import Change, connect
-from orgdir.testkit import EventCollector, RunningApp, settings_for
+from orgdir.testkit import EventCollector, RunningApp, eventually, settings_for
 from tests.platform import toy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,15 +41,6 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-async def eventually(check: Any, timeout: float = 20, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 class ConsumerProcess:
@@ -168,14 +159,14 @@ async def test_writes_succeed_while_broker_is_down_and_all_events_arrive_after(
                 ready = await running.http.get("/readyz")
                 return ready.status_code == 503 and ready.json()["checks"]["broker"] is False
 
-            await eventually(broker_not_ready, timeout=10)
+            await eventually(broker_not_ready, within=10)
 
             await asyncio.to_thread(node.restart)
 
             async def all_applied() -> bool:
                 return await consumer_db.names.count_documents({}) == 20
 
-            await eventually(all_applied, timeout=60)
+            await eventually(all_applied, within=60)
             await running.settle(20)
             counts = [d["count"] async for d in consumer_db.applied.find({})]
             assert len(counts) == 20 and set(counts) == {1}
@@ -204,7 +195,7 @@ async def test_database_outage_gives_503_problem_and_recovers(ns: str, amqp_url:
         async def works() -> bool:
             return (await running.http.post("/api/v1/widgets", json={"name": "y"})).status_code == 201
 
-        await eventually(works, timeout=30, interval=0.5)
+        await eventually(works, within=30, interval=0.5)
         assert (await running.http.get("/readyz")).status_code == 200
 
 

@@ -27,6 +27,7 @@ from orgdir.contracts.access import (
 )
 from orgdir.contracts.orgunits import ClassState, OrgUnitSlice, OrgUnitState
 from orgdir.contracts.registry import EngagementState, PersonState
+from orgdir.tree import reachable
 from orgdir.validity import SliceBase, Validity, at, covered, periods
 
 DAY = timedelta(days=1)
@@ -80,27 +81,11 @@ class OrgView:
 
     def ancestors_any_time(self, unit: str) -> set[str]:
         """The unit and every unit that was ever above it (cycle-safe)."""
-        seen: set[str] = set()
-        todo = [unit]
-        while todo:
-            u = todo.pop()
-            if u in seen:
-                continue
-            seen.add(u)
-            todo.extend(s.parent for s in self.units.get(u, []) if s.parent)
-        return seen
+        return reachable(unit, lambda u: (s.parent for s in self.units.get(u, []) if s.parent))
 
     def descendants_any_time(self, unit: str) -> set[str]:
         """The unit and every unit that was ever below it (cycle-safe)."""
-        seen: set[str] = set()
-        todo = [unit]
-        while todo:
-            u = todo.pop()
-            if u in seen:
-                continue
-            seen.add(u)
-            todo.extend(self.children.get(u, ()))
-        return seen
+        return reachable(unit, lambda u: self.children.get(u, ()))
 
     def chain_at(self, unit: str, day: date) -> list[str]:
         """``[unit, parent, grandparent, …]`` as the tree stands on ``day``."""

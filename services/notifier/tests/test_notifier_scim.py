@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from notifier.app import create_app
-from orgdir.testkit import RunningApp
+from orgdir.testkit import RunningApp, eventually
 
 
 def always(**fields: Any) -> list[dict[str, Any]]:
@@ -19,15 +19,6 @@ def uid() -> str:
     return str(uuid.uuid4())
 
 
-async def eventually(check: Any, within: float = 20, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {within}s (last: {last!r})")
 
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-import time
 import uuid
 from typing import Any
 
 from notifier.app import create_app
-from orgdir.testkit import RunningApp
+from orgdir.testkit import RunningApp, eventually
 
 
 def secret() -> str:
@@ -25,17 +24,6 @@ def uid() -> str:
     return str(uuid.uuid4())
 
 
-async def eventually(check: Any, within: float = 20, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {within}s (last: {last!r})")
 
 
 async def subscribe(app: RunningApp, url: str, s: str, **kw: Any) -> str:

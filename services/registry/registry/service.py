@@ -24,7 +24,7 @@ from orgdir.clock import Clock
 from orgdir.problems import rule
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
 from orgdir.service import Runtime
-from orgdir.store import Change, Doc, Repository, StaleVersion
+from orgdir.store import Change, Doc, Repository
 from orgdir.validity import SliceBase, Validity, at, overlapping, put, truncate
 from orgdir.validity import apply as apply_change
 from registry import domain
@@ -64,19 +64,8 @@ class Effective(EffectiveScheduler):
         change.state = {**doc["state"], **domain.derived(self.kind, timeline, today)}
         return change
 
-    async def run_due(self) -> int:
-        fired = 0
-        now = self.clock.now()
-        today = self.clock.today()
-        for doc in await self.repo.due(now):
-            try:
-                new = await self.repo.update(doc["_id"], doc["version"], self._change(doc, today))
-            except StaleVersion:
-                log.info("transition taken by another writer", extra={"doc": doc["_id"]})
-                continue
-            self.registry.after_write(self.kind, new)
-            fired += 1
-        return fired
+    def fired(self, doc: Doc) -> None:
+        self.registry.after_write(self.kind, doc)
 
 
 class Registry:

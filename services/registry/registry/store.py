@@ -27,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState
 from orgdir.store import Doc, Projection, decode_cursor, encode_cursor, paginate
+from orgdir.tree import reachable
 from orgdir.validity import at
 from registry.domain import KINDS, Kind
 
@@ -130,15 +131,7 @@ class Directory:
 
     def subtree(self, unit: str, day: date) -> set[str]:
         index = self.children(day)
-        out: set[str] = set()
-        stack = [unit]
-        while stack:
-            u = stack.pop()
-            if u in out:
-                continue
-            out.add(u)
-            stack.extend(index.get(u, ()))
-        return out
+        return reachable(unit, lambda u: index.get(u, ()))
 
     def class_ref(self, uuid: str | None) -> dict[str, Any] | None:
         if uuid is None:
