@@ -29,7 +29,7 @@ from orgdir.bus import Bus
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.settings import Settings
-from orgdir.store import Doc, doc_lock
+from orgdir.store import Doc, doc_lock, guard
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,16 @@ class OutboxRelay:
         col = self.db[collection]
         now = self.clock.now()
         async with doc_lock(col, uuid):
-            claimed = await col.update_one(
-                {"_id": uuid, "$or": [{"relay_lease_until": None}, {"relay_lease_until": {"$lt": now}}]},
+            current = await col.find_one({"_id": uuid}, {"relay_lease_until": 1})
+            lease = current.get("relay_lease_until") if current else None
+            if current is None or (lease is not None and lease >= now):
+                return  # gone, or another replica owns it
+            # By _id alone: FerretDB pushes nothing else down to SQL (see store.guard).
+            query = await guard(col, uuid, "relay_lease_until", lease)
+            if query is None:
+                return
+            await col.update_one(
+                query,
                 {
                     "$set": {
                         "relay_lease_until": now + timedelta(seconds=self.settings.relay_lease_seconds),
@@ -181,8 +189,6 @@ class OutboxRelay:
                     }
                 },
             )
-        if not claimed.matched_count:
-            return  # another replica owns it
         published: list[dict[str, Any]] = []
         try:
             doc = await col.find_one({"_id": uuid}, {"outbox": 1})
