@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from orgdir import context
 from orgdir.events import new_event
-from orgdir.store import Doc, Repository, StaleVersion, doc_lock
+from orgdir.store import Doc, Repository, StaleVersion, doc_lock, guard
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -101,10 +101,11 @@ class PersonRightsRepository(Repository):
                         "outbox": {"$each": outbox},
                         "registrations": {"$each": registrations},
                     }
-                doc = await self.col.find_one_and_update(
-                    {"_id": person, "version": expected},
-                    update,
-                    return_document=ReturnDocument.AFTER,
+                query = await guard(self.col, person, "version", expected)
+                doc = (
+                    None
+                    if query is None
+                    else await self.col.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
                 )
                 if doc is None:
                     current = await self.col.find_one({"_id": person}, {"version": 1})
