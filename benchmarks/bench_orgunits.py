@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from orgdir.cli import wait_ready
 from orgdir.localservers import ServerSet, free_port, port_open, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,21 +56,6 @@ def pct(values: list[float], p: float) -> float:
 
 def report(what: str, ms: list[float]) -> None:
     print(f"{what:<45} p50 {pct(ms, 50):7.1f} ms   p99 {pct(ms, 99):7.1f} ms   (n={len(ms)})", flush=True)
-
-
-async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=base) as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError("the service exited during startup")
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the service did not become ready")
 
 
 async def build_tree(base: str, sizes: list[int], clients: int) -> tuple[int, float, list[str]]:
@@ -213,7 +199,7 @@ def main() -> int:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        asyncio.run(wait_ready(base, proc))
+        asyncio.run(wait_ready(base, proc, 60, "orgunits"))
         assert port_open(port)
         asyncio.run(asyncio.wait_for(bench(base, args.units, args.depth, args.clients), 600))
     finally:

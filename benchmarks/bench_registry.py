@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from orgdir.bus import declare_consumer_queue
+from orgdir.cli import wait_ready
 from orgdir.localservers import ServerSet, free_port, run_dir
 from orgdir.settings import Settings
 from orgdir.testkit import settings_for
@@ -258,15 +259,7 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
             timeout=60,
             limits=limits,
         ) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
-            else:
-                raise SystemExit("registry did not become ready")
+            await wait_ready(f"http://127.0.0.1:{port}", timeout=60, name="registry")
             print(
                 f"size: {n_persons} persons, {n_engagements} engagements, {n_units} units, {args.clients} clients",
                 flush=True,

@@ -97,23 +97,31 @@ def _spawn(spec: ServiceSpec, servers: ServerSet, detach: bool) -> subprocess.Po
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=detach)
 
 
-async def _wait_ready(specs: list[ServiceSpec], procs: dict[str, subprocess.Popen[bytes]], timeout: float = 90) -> None:
+async def wait_ready(
+    base: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 90, name: str = "service"
+) -> None:
+    """Poll ``/readyz`` until 200; fail early if the process died (stack start, benchmarks)."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as client:
-        for spec in specs:
-            while True:
-                proc = procs.get(spec.name)
-                if proc is not None and proc.poll() is not None:
-                    log = stack_dir() / "logs" / f"{spec.name}.log"
-                    raise ServerError(f"{spec.name} exited with {proc.returncode}; see {log}")
-                with contextlib.suppress(httpx.HTTPError):
-                    r = await client.get(f"http://127.0.0.1:{port_of(spec)}/readyz")
-                    if r.status_code == 200:
-                        progress(f"{spec.name} ready on :{port_of(spec)}")
-                        break
-                if time.monotonic() > deadline:
-                    raise ServerError(f"{spec.name} not ready after {timeout:.0f} s")
-                await asyncio.sleep(0.3)
+    async with httpx.AsyncClient(base_url=base, timeout=2) as client:
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise ServerError(f"{name} exited with {proc.returncode} during start")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise ServerError(f"{name} not ready after {timeout:.0f} s")
+            await asyncio.sleep(0.3)
+
+
+async def _wait_ready(specs: list[ServiceSpec], procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for spec in specs:
+        log = stack_dir() / "logs" / f"{spec.name}.log"
+        try:
+            await wait_ready(f"http://127.0.0.1:{port_of(spec)}", procs.get(spec.name), name=spec.name)
+        except ServerError as exc:
+            raise ServerError(f"{exc}; see {log}") from exc
+        progress(f"{spec.name} ready on :{port_of(spec)}")
 
 
 async def _load_demo() -> None:
