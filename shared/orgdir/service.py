@@ -39,6 +39,7 @@ class Runtime:
         self.repositories: dict[str, store.Repository] = {}
         self._timers: list[tuple[float, Callable[[], Awaitable[Any]]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
+        self._consumers_task: asyncio.Task[None] | None = None
         self.authenticator = Authenticator(settings)
         self.started = False
 
@@ -64,7 +65,8 @@ class Runtime:
     async def start(self) -> None:
         self.bus.start()
         self.relay.start()
-        self._tasks.append(asyncio.create_task(self._start_consumers(), name="consumers"))
+        self._consumers_task = asyncio.create_task(self._start_consumers(), name="consumers")
+        self._tasks.append(self._consumers_task)
         for seconds, job in self._timers:
             self._tasks.append(asyncio.create_task(self._tick(seconds, job), name=f"timer-{job}"))
         self.started = True
@@ -81,7 +83,8 @@ class Runtime:
 
     async def consumers_ready(self, timeout: float = 30) -> None:
         """Wait until every consumer's queue is declared and bound (tests and demo loading)."""
-        await asyncio.wait_for(self._tasks[0], timeout) if self._tasks else None
+        if self._consumers_task is not None:
+            await asyncio.wait_for(asyncio.shield(self._consumers_task), timeout)
 
     async def _tick(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:
@@ -109,7 +112,7 @@ class Runtime:
             db_ok = True
         except Exception:
             db_ok = False
-        consumers = bool(self._tasks) and self._tasks[0].done()
+        consumers = self._consumers_task is not None and self._consumers_task.done()
         return {"database": db_ok, "broker": self.bus.is_ready(), "consumers": consumers}
 
     async def republish(self) -> int:
