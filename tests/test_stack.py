@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,14 @@ def test_stack_up_serves_demo_data_and_down_stops_it(tmp_path: Path) -> None:
         assert persons.status_code == 200 and persons.json()["items"], persons.text
         for port in ports.values():
             assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+        # Onboarding happened by itself: the demo's unit assignment gave the demo people accounts.
+        deadline = time.monotonic() + 60
+        accounts: list[object] = []
+        while not accounts and time.monotonic() < deadline:
+            r = httpx.get(f"http://127.0.0.1:{ports['ACCESS_RIGHTS']}/api/v1/accounts", headers=READ, timeout=10)
+            accounts = r.json()["items"]
+            time.sleep(0.5)
+        assert accounts, "no account was requested for the demo people"
     finally:
         down = subprocess.run([sys.executable, "-m", "orgdir.cli", "down"], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=120)

@@ -6,6 +6,7 @@ added when those are known here (after its events arrived), and skipped otherwis
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -71,3 +72,31 @@ async def load(http: httpx.AsyncClient) -> None:
             "roles": [uid("role:Fællesdrev"), uid("role:Sagsbehandler")],
         },
     )
+    await _assignments(http)
+
+
+async def _assignments(http: httpx.AsyncClient, within: float = 60) -> None:
+    """Everyone in Kolding Kommune gets the office workplace; HR gets OPUS (sensitive: pending).
+
+    The units come from the orgunits demo through events, so each PUT is retried
+    until this service has projected them (``unknown-unit``), for up to ``within`` s.
+    """
+    try:
+        from orgunits.demo import UNITS
+    except ImportError:  # orgunits is not installed beside us: catalogue only
+        return
+    wanted = [
+        (uid("assign:kontor"), {"validity": ALWAYS, "role_group": uid("group:kontor"),
+                                "unit": UNITS["Kolding Kommune"], "inherit": True}),
+        (uid("assign:vpn-it"), {"validity": ALWAYS, "role": uid("role:VPN"),
+                                "unit": UNITS["Digitalisering og IT"], "inherit": True}),
+    ]
+    deadline = asyncio.get_running_loop().time() + within
+    for key, body in wanted:
+        while True:
+            r = await http.put(f"/api/v1/assignments/{key}", json=body)
+            if r.status_code in (200, 201):
+                break
+            if r.status_code != 422 or asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"demo assignment: {r.status_code} {r.text}")
+            await asyncio.sleep(0.5)
