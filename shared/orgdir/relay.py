@@ -45,6 +45,7 @@ class OutboxRelay:
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._pending: dict[tuple[str, str], list[dict[str, Any]] | None] = {}
+        self._inflight: set[tuple[str, str]] = set()  # taken by the fast path right now
         self._recent: OrderedDict[str, None] = OrderedDict()  # ids published lately
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -77,7 +78,9 @@ class OutboxRelay:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, {}
+            self._inflight = set(batch)
             failed = await self._fast_round(batch)
+            self._inflight = set()
             if failed:
                 for key in failed:
                     self._pending.setdefault(key, None)
@@ -159,7 +162,9 @@ class OutboxRelay:
                 backlog += len(events)
                 first = datetime.fromisoformat(events[0]["time"])
                 oldest = min(oldest, first)
-                if first <= cutoff:
+                key = (name, doc["_id"])
+                # Ours and merely queued: the fast path has it; a sweep would only add writes.
+                if first <= cutoff and key not in self._pending and key not in self._inflight:
                     await self._drain_leased(name, doc["_id"])
         metrics.OUTBOX_BACKLOG.labels(self.settings.service_name).set(backlog)
         metrics.OUTBOX_OLDEST_AGE.labels(self.settings.service_name).set(
