@@ -17,7 +17,6 @@ from datetime import date
 from typing import Any, cast
 
 from pydantic import BaseModel
-from pymongo.errors import OperationFailure
 
 from orgdir import problems
 from orgdir.clock import Clock
@@ -85,9 +84,6 @@ class Registry:
         self.directory.on_unit_change.append(self._unit_changed)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.loaded = False
-        # Bounded concurrent writes: SQLite (FerretDB) serialises them anyway, and fewer
-        # writers contending means fewer SQLITE_BUSY answers.
-        self._write_slots = asyncio.Semaphore(8)
 
     # --- startup and background ---------------------------------------------------------------
 
@@ -312,22 +308,9 @@ class Registry:
             event_type,
             next_transition_at(timeline, self.clock.today(), self.settings.timezone),
         )
-        async with self._write_slots:
-            new = await self._write(repo, uuid, doc, change)
+        # FerretDB's concurrent-writer errors are kept away by the store's write gate.
+        new = await repo.insert(uuid, change) if doc is None else await repo.update(uuid, doc["version"], change)
         return self.after_write(kind, new)
-
-    async def _write(self, repo: Repository, uuid: str, doc: Doc | None, change: Change) -> Doc:
-        """One write; FerretDB on SQLite may answer SQLITE_BUSY under load: nothing was written, retry."""
-        for attempt in range(6):
-            try:
-                if doc is None:
-                    return await repo.insert(uuid, change)
-                return await repo.update(uuid, doc["version"], change)
-            except OperationFailure as exc:
-                if "SQLITE_BUSY" not in str(exc) or attempt == 5:
-                    raise
-                await asyncio.sleep(0.02 * 2**attempt)
-        raise AssertionError("unreachable")
 
     def after_write(self, kind: Kind, doc: Doc) -> Agg:
         old = self.memory.get(kind.agg, str(doc["_id"]))
