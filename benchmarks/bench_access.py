@@ -61,10 +61,16 @@ class Recorder:
         self.events.append((time.time(), CloudEvent.model_validate(json.loads(m.body))))
 
     async def wait(self, count: int, wait_s: float) -> None:
+        """Until ``count`` events have arrived; progress every 10 s."""
         deadline = time.monotonic() + wait_s
+        report = time.monotonic() + 10
         while len(self.events) < count:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise TimeoutError(f"saw {len(self.events)} of {count} events")
+            if now > report:
+                print(f"  … {len(self.events):,}/{count:,} access/account events", flush=True)
+                report = now + 10
             await asyncio.sleep(0.02)
 
 
@@ -197,7 +203,11 @@ async def run(amqp_url: str, mongodb_url: str, people: int, units: int) -> None:
                 },
             )
         service = app.state.access
+        report = time.monotonic() + 10
         while len(service.org.engagements) < len(everyone) or len(service.org.units) < units + 4:
+            if time.monotonic() > report:
+                print(f"  … {len(service.org.engagements):,}/{len(everyone):,} engagements projected", flush=True)
+                report = time.monotonic() + 10
             await asyncio.sleep(0.1)
         for body in (
             (

@@ -1,8 +1,9 @@
 """Notifier benchmark: writes at a steady rate → signed webhook deliveries at a local receiver.
 
-Mode ``registry``: person writes through the registry API (in process), whose
-outbox relay publishes them; mode ``direct``: person events published straight
-to the bus (when registry is not importable or its API refuses the write).
+Registry and notifier run as their own processes (uvicorn), as deployed.
+Mode ``auto``: person writes through the registry API, whose outbox relay
+publishes them; mode ``direct``: person events published straight to the bus
+(notifier alone).
 Prints deliveries/s and p50/p99 latency from the write to the receiver's arrival.
 
     python benchmarks/bench_notifier.py                     # 200 writes/s for 60 s
@@ -25,13 +26,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
+
 import orgdir.contracts  # noqa: F401 - the event catalogue
-from notifier.app import create_app
 from notifier.settings import NotifierSettings
 from orgdir.bus import Bus
 from orgdir.events import new_event
 from orgdir.localservers import ServerSet, free_port, run_dir
-from orgdir.testkit import RunningApp, settings_for
+from orgdir.testkit import ADMIN, WRITER, ServiceProcess, settings_for
+from registry.settings import RegistrySettings
 
 try:
     import orjson as _json  # type: ignore[import-not-found]
@@ -77,36 +80,23 @@ class Receiver:
 
 @contextlib.asynccontextmanager
 async def registry_writer(base: dict[str, Any], mode: str) -> AsyncIterator[Callable[[int], Awaitable[str]] | None]:
-    """A write function through the registry API, or None when registry is not usable."""
+    """A write function through the registry API (its own process), or None in direct mode."""
     if mode == "direct":
         yield None
         return
-    try:
-        from registry.app import create_app as registry_app
-        from registry.settings import RegistrySettings
-    except ImportError as exc:
-        print(f"registry not importable ({exc}); falling back to direct publishing")
-        yield None
-        return
     settings = settings_for(RegistrySettings, service="registry", **base)
-    try:
-        async with RunningApp(registry_app(settings)) as app:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with (
+        ServiceProcess("registry", settings) as registry,
+        httpx.AsyncClient(base_url=registry.url, headers=WRITER, timeout=60, limits=limits) as http,
+    ):
 
-            async def write(i: int) -> str:
-                r = await app.http.post("/api/v1/persons", json={"given_name": f"Bench{i}", "surname": "Jensen"})
-                r.raise_for_status()
-                return str(r.json()["uuid"])
+        async def write(i: int) -> str:
+            r = await http.post("/api/v1/persons", json={"given_name": f"Bench{i}", "surname": "Jensen"})
+            r.raise_for_status()
+            return str(r.json()["uuid"])
 
-            try:
-                await write(-1)
-            except Exception as exc:
-                print(f"registry refused a person write ({exc}); falling back to direct publishing")
-                yield None
-                return
-            yield write
-    except Exception as exc:
-        print(f"registry did not start ({exc}); falling back to direct publishing")
-        yield None
+        yield write
 
 
 async def run(rate: float, seconds: float, amqp_url: str, mongodb_url: str, mode: str) -> None:
@@ -134,12 +124,13 @@ async def run(rate: float, seconds: float, amqp_url: str, mongodb_url: str, mode
         return subject
 
     async with (
-        RunningApp(create_app(settings)) as notifier,
+        ServiceProcess("notifier", settings) as notifier,
+        httpx.AsyncClient(base_url=notifier.url, headers=ADMIN, timeout=30) as notifier_http,
         registry_writer(base, mode) as via_registry,
     ):
         mode = "registry" if via_registry else "direct"
         write = via_registry or direct
-        r = await notifier.http.post(
+        r = await notifier_http.post(
             "/api/v1/subscriptions",
             json={
                 "name": "bench",

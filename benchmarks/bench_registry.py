@@ -18,8 +18,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,10 +26,10 @@ from typing import Any
 import httpx
 
 from orgdir.bus import declare_consumer_queue
-from orgdir.cli import wait_ready
-from orgdir.localservers import ServerSet, free_port, run_dir
+from orgdir.localservers import ServerSet, run_dir
 from orgdir.settings import Settings
-from orgdir.testkit import settings_for
+from orgdir.testkit import ServiceProcess, settings_for
+from registry.settings import RegistrySettings
 from registry.testsupport import OrgFeed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,8 +183,9 @@ async def wait_projection(http: httpx.AsyncClient, n_units: int, within: float =
 
 
 async def run_parallel(
-    http: httpx.AsyncClient, jobs: list[tuple[str, dict[str, Any]]], clients: int
+    http: httpx.AsyncClient, jobs: list[tuple[str, dict[str, Any]]], clients: int, label: str
 ) -> tuple[float, int]:
+    """PUT every job with ``clients`` concurrent workers, printing progress every 10 s."""
     queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
     for j in jobs:
         queue.put_nowait(j)
@@ -208,8 +207,19 @@ async def run_parallel(
             else:
                 errors += 1
 
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(10)
+            done = len(jobs) - queue.qsize()
+            rate = done / (time.perf_counter() - started)
+            print(f"  {label}: {done:,}/{len(jobs):,} sent, {rate:.0f}/s", flush=True)
+
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
+    reporter = asyncio.create_task(report())
+    try:
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    finally:
+        reporter.cancel()
     return time.perf_counter() - started, errors
 
 
@@ -218,48 +228,24 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
     n_units = max(10, n_persons // 10)
     n_engagements = n_persons + n_persons // 5
     ns = f"bench{os.getpid()}"
-    port = free_port()
-    env = {
-        **os.environ,
-        "ORGDIR_AMQP_URL": amqp_url,
-        "ORGDIR_MONGODB_URL": mongodb_url,
-        "ORGDIR_DATABASE": f"{ns}_registry",
-        "ORGDIR_EXCHANGE": f"{ns}.events",
-        "ORGDIR_QUEUE_PREFIX": f"{ns}.",
-        "ORGDIR_LOG_LEVEL": "WARNING",
-        # The outbox fast path publishes each write; the crash-recovery sweep scans every
-        # collection (a full scan on FerretDB), so run it rarely during a bulk import.
-        "ORGDIR_RELAY_SWEEP_SECONDS": "60",
-        "PYTHONPATH": str(ROOT),
-    }
-    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "registry.app:create_app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-        cwd=ROOT,
+    # The outbox fast path publishes each write; the crash-recovery sweep scans every
+    # collection (a full scan on FerretDB), so run it rarely during a bulk import.
+    registry_settings = settings_for(
+        RegistrySettings, ns=ns, service="registry", amqp_url=amqp_url, mongodb_url=mongodb_url
     )
     feed_settings = settings_for(
         Settings, ns=ns, service="orgunits", amqp_url=amqp_url, mongodb_url=mongodb_url
     )
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-    try:
+    async with ServiceProcess(
+        "registry", registry_settings, env={"ORGDIR_RELAY_SWEEP_SECONDS": "60"}
+    ) as registry:
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
+            base_url=registry.url,
             headers={"Authorization": "Bearer dev-writer"},
             timeout=60,
             limits=limits,
         ) as http:
-            await wait_ready(f"http://127.0.0.1:{port}", timeout=60, name="registry")
             print(
                 f"size: {n_persons} persons, {n_engagements} engagements, {n_units} units, {args.clients} clients",
                 flush=True,
@@ -312,7 +298,7 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
                         },
                     )
                 )
-            elapsed, errors = await run_parallel(http, persons, args.clients)
+            elapsed, errors = await run_parallel(http, persons, args.clients, "persons")
             print(
                 f"persons: {n_persons} in {elapsed:.1f} s = {n_persons / elapsed:.0f} persons/s ({errors} errors)",
                 flush=True,
@@ -336,7 +322,7 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
                         },
                     )
                 )
-            elapsed_e, errors = await run_parallel(http, engagements, args.clients)
+            elapsed_e, errors = await run_parallel(http, engagements, args.clients, "engagements")
             print(
                 f"engagements: {n_engagements} in {elapsed_e:.1f} s = "
                 f"{n_engagements / elapsed_e:.0f} engagements/s ({errors} errors)",
@@ -387,12 +373,6 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
                         f"server-side search time total: {float(line.rsplit(' ', 1)[1]) * 1000:.0f} ms",
                         flush=True,
                     )
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def main() -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -19,8 +22,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from fastapi import FastAPI
 
 from orgdir.bus import declare_exchanges
+from orgdir.cli import wait_ready
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
+from orgdir.localservers import free_port
 from orgdir.service import Runtime
 from orgdir.settings import Settings
 
@@ -166,3 +171,59 @@ class EventCollector:
     ) -> list[CloudEvent]:
         await self.wait_for(lambda _: len(self.of_type(event_type, subject=subject)) >= count, timeout)
         return self.of_type(event_type, subject=subject)
+
+
+class ServiceProcess:
+    """A service app under uvicorn in its own OS process, as in production (benchmarks, crash tests).
+
+    In-process apps share one interpreter and one core with the load
+    generator; a separate process lets a benchmark use the machine's cores.
+    """
+
+    def __init__(self, package: str, settings: Settings, *, env: dict[str, str] | None = None) -> None:
+        self.package = package
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def environment(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "ORGDIR_SERVICE_NAME": s.service_name,
+            "ORGDIR_AMQP_URL": s.amqp_url,
+            "ORGDIR_MONGODB_URL": s.mongodb_url,
+            "ORGDIR_DATABASE": s.database_name,
+            "ORGDIR_EXCHANGE": s.exchange,
+            "ORGDIR_QUEUE_PREFIX": s.queue_prefix,
+            "ORGDIR_LOG_LEVEL": "WARNING",
+            **self.extra_env,
+        }
+
+    async def __aenter__(self) -> ServiceProcess:
+        app = f"{self.package}.app:create_app"
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
+            [*cmd, "--log-level", "warning", "--no-access-log"], env=self.environment()
+        )
+        try:
+            await wait_ready(self.url, self.proc, timeout=90, name=self.package)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
