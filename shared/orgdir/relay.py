@@ -3,7 +3,10 @@
 Two paths share one publishing routine:
 
 - fast path: a write in this process names its document, and the relay
-  publishes it at once (by ``_id``, cheap even on FerretDB/SQLite);
+  publishes it at once (by ``_id``, cheap even on FerretDB/SQLite); removing
+  what went out is a separate queue, so publishing never waits behind the
+  writes that compete for the database (a 2,000-person recompute published
+  almost nothing until it had finished writing);
 - sweep: every ``relay_sweep_seconds`` it scans for outboxes that have waited
   longer than the sweep period (left by a crash or another replica) and takes
   a lease on each document before publishing, so replicas rarely duplicate.
@@ -46,6 +49,8 @@ class OutboxRelay:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._pending: dict[tuple[str, str], list[dict[str, Any]] | None] = {}
         self._inflight: set[tuple[str, str]] = set()  # taken by the fast path right now
+        self._published: dict[tuple[str, str], list[dict[str, Any]]] = {}  # out, not yet pulled
+        self._removable = asyncio.Event()
         self._recent: OrderedDict[str, None] = OrderedDict()  # ids published lately
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -64,13 +69,24 @@ class OutboxRelay:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._fast_loop(), name="relay-fast"),
+            asyncio.create_task(self._removal_loop(), name="relay-removal"),
             asyncio.create_task(self._sweep_loop(), name="relay-sweep"),
         ]
 
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+    async def stop(self, drain_seconds: float = 5.0) -> None:
+        """Stop; first try briefly to pull what was published (else the next sweep republishes it)."""
+        if not self._tasks:
+            return
+        fast, removal, sweep = self._tasks
+        fast.cancel()
+        sweep.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_seconds
+        while self._published and not removal.done() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        removal.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     async def _fast_loop(self) -> None:
         backoff = 0.2
@@ -91,27 +107,46 @@ class OutboxRelay:
                 backoff = 0.2
 
     async def _fast_round(self, batch: dict[tuple[str, str], list[dict[str, Any]] | None]) -> list[tuple[str, str]]:
-        """Publish a batch of documents' outboxes, then pull what went out."""
+        """Publish a batch of documents' outboxes and queue what went out for removal."""
         keys = list(batch)
         results = await asyncio.gather(
             *(self._publish_bounded(c, u, batch[(c, u)]) for c, u in keys), return_exceptions=True
         )
         failed: list[tuple[str, str]] = []
-        done: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, BaseException):
                 metrics.PUBLISH_FAILURES.labels(self.settings.service_name).inc()
                 log.warning("outbox publish failed", extra={"doc": key[1], "error": str(result)})
                 failed.append(key)
-            if isinstance(result, list) and result:
-                done.setdefault(key[0], {})[key[1]] = result
-        for collection, per_doc in done.items():
-            try:
-                await self._remove(collection, per_doc)
-            except Exception as exc:
-                log.warning("outbox removal failed", extra={"error": str(exc)})
-                failed.extend((collection, u) for u in per_doc)
+            elif result:
+                queued = self._published.setdefault(key, [])
+                queued.extend(e for e in result if e not in queued)
+                self._removable.set()
         return failed
+
+    async def _removal_loop(self) -> None:
+        """Pull published events from their documents, one by one, until none are left."""
+        backoff = 0.2
+        while True:
+            await self._removable.wait()
+            self._removable.clear()
+            while self._published:
+                key = next(iter(self._published))
+                events = self._published[key]
+                try:
+                    await self._remove(key[0], key[1], events)
+                except Exception as exc:
+                    log.warning("outbox removal failed", extra={"doc": key[1], "error": str(exc)})
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.2
+                # Published again meanwhile? Keep only what arrived after this pull started.
+                rest = [e for e in self._published.get(key, []) if e not in events]
+                if rest:
+                    self._published[key] = rest
+                else:
+                    self._published.pop(key, None)
 
     async def _publish_bounded(
         self, collection: str, uuid: str, known: list[dict[str, Any]] | None
@@ -132,16 +167,16 @@ class OutboxRelay:
             published.append(raw)
         return published
 
-    async def _remove(self, collection: str, per_doc: dict[str, list[dict[str, Any]]]) -> None:
-        """Pull what was published from each document (by ``_id``: FerretDB's fast path)."""
-        col = self.db[collection]
+    async def _remove(self, collection: str, uuid: str, events: list[dict[str, Any]]) -> None:
+        """Pull what was published from one document (by ``_id``: FerretDB's fast path).
 
-        # One after another: SQLite has one writer, and concurrent writes only
-        # queue up in FerretDB's busy-wait (measured slower than sequential).
-        for uuid, events in per_doc.items():
-            async with doc_lock(col, uuid):
-                await col.update_one({"_id": uuid}, {"$pullAll": {"outbox": events}})
-            self.published += len(events)
+        One after another: SQLite has one writer, and concurrent writes only
+        queue up in FerretDB's busy-wait (measured slower than sequential).
+        """
+        col = self.db[collection]
+        async with doc_lock(col, uuid, background=True):
+            await col.update_one({"_id": uuid}, {"$pullAll": {"outbox": events}})
+        self.published += len(events)
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -164,7 +199,8 @@ class OutboxRelay:
                 oldest = min(oldest, first)
                 key = (name, doc["_id"])
                 # Ours and merely queued: the fast path has it; a sweep would only add writes.
-                if first <= cutoff and key not in self._pending and key not in self._inflight:
+                ours = key in self._pending or key in self._inflight or key in self._published
+                if first <= cutoff and not ours:
                     await self._drain_leased(name, doc["_id"])
         metrics.OUTBOX_BACKLOG.labels(self.settings.service_name).set(backlog)
         metrics.OUTBOX_OLDEST_AGE.labels(self.settings.service_name).set(

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import logging
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,21 +46,64 @@ def connect(url: str, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
 
 
 _LOCKS: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = weakref.WeakValueDictionary()
-_GATES: dict[int, asyncio.Semaphore] = {}
 FERRETDB_WRITERS = 1
 
 
+class WriteGate:
+    """At most ``size`` writes at once; background writes go when no foreground write waits.
+
+    Background work (the relay pulling published events out of outboxes) then
+    runs in the gaps of a burst instead of doubling its length, and waits at
+    most ``patience`` seconds so a steady load cannot starve it.
+    """
+
+    def __init__(self, size: int, patience: float = 1.0) -> None:
+        self._slots = asyncio.Semaphore(size)
+        self._urgent = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.patience = patience
+
+    @contextlib.asynccontextmanager
+    async def hold(self, background: bool = False) -> AsyncIterator[None]:
+        if background:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_foreground_waiting(), self.patience)
+            await self._slots.acquire()
+        else:
+            self._urgent += 1
+            self._idle.clear()
+            try:
+                await self._slots.acquire()
+            finally:
+                self._urgent -= 1
+                if not self._urgent:
+                    self._idle.set()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def _no_foreground_waiting(self) -> None:
+        while self._urgent:
+            await self._idle.wait()
+
+
+_GATES: dict[int, WriteGate] = {}
+
+
 @contextlib.asynccontextmanager
-async def doc_lock(col: AsyncCollection[Doc], key: str) -> AsyncIterator[None]:
+async def doc_lock(col: AsyncCollection[Doc], key: str, *, background: bool = False) -> AsyncIterator[None]:
     """Serialises this process's writes to one document (and, on FerretDB, all writes).
 
     FerretDB 1.x applies an update by reading the document, changing it in Go
     and writing it back by ``_id`` with no compare-and-swap, so two concurrent
     updates of one document can lose one of them. Its SQLite backend also
     answers concurrent writers with immediate SQLITE_BUSY errors (a read lock
-    cannot be upgraded), so there writes go through one gate per client.
-    Every write path in the platform takes this; across replicas only MongoDB
-    gives the guarantee. Do not nest it.
+    cannot be upgraded), so there writes go through one ``WriteGate`` per
+    client; ``background`` writes yield to the others. Every write path in the
+    platform takes this; across replicas only MongoDB gives the guarantee. Do
+    not nest it.
     """
     ident = (col.database.name, col.name, key)
     lock = _LOCKS.get(ident)
@@ -70,9 +114,15 @@ async def doc_lock(col: AsyncCollection[Doc], key: str) -> AsyncIterator[None]:
         if await compares_in_server(col):
             yield
             return
-        gate = _GATES.setdefault(id(col.database.client), asyncio.Semaphore(FERRETDB_WRITERS))
-        async with gate:
-            yield
+        gate = _GATES.get(id(col.database.client))
+        if gate is None:
+            gate = _GATES[id(col.database.client)] = WriteGate(FERRETDB_WRITERS)
+        async with gate.hold(background):
+            try:
+                yield
+            except BaseException:
+                _KNOWN.pop(ident, None)  # the write may or may not have happened
+                raise
 
 
 _COMPARES_IN_SERVER: dict[int, bool] = {}
@@ -93,6 +143,37 @@ async def compares_in_server(col: AsyncCollection[Doc]) -> bool:
     return known
 
 
+_KNOWN: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+_KNOWN_MAX = 200_000
+
+
+def remember(col: AsyncCollection[Doc], key: str, field: str, value: Any) -> None:
+    """Record what this process just wrote under ``doc_lock``, so the next ``guard`` need not read it.
+
+    On FerretDB (one writing process, see ``doc_lock``) that spares a read of
+    the whole document before every versioned write.
+    """
+    ident = (col.database.name, col.name, key)
+    _KNOWN.setdefault(ident, {})[field] = value
+    _KNOWN.move_to_end(ident)
+    if len(_KNOWN) > _KNOWN_MAX:
+        _KNOWN.popitem(last=False)
+
+
+def forget(col: AsyncCollection[Doc], key: str) -> None:
+    _KNOWN.pop((col.database.name, col.name, key), None)
+
+
+async def known_value(col: AsyncCollection[Doc], key: str, field: str) -> Any:
+    """``field`` of the stored document (None when there is none): remembered on FerretDB, else read."""
+    if not await compares_in_server(col):
+        known = _KNOWN.get((col.database.name, col.name, key), {})
+        if field in known:
+            return known[field]
+    current = await col.find_one({"_id": key}, {field: 1})
+    return None if current is None else current.get(field)
+
+
 async def guard(col: AsyncCollection[Doc], key: str, field: str, expected: Any) -> dict[str, Any] | None:
     """A filter matching ``key`` only while ``field == expected``; the caller holds ``doc_lock``.
 
@@ -100,6 +181,9 @@ async def guard(col: AsyncCollection[Doc], key: str, field: str, expected: Any) 
     """
     if await compares_in_server(col):
         return {"_id": key, field: expected}
+    known = _KNOWN.get((col.database.name, col.name, key), {})
+    if field in known:
+        return {"_id": key} if known[field] == expected else None
     current = await col.find_one({"_id": key}, {field: 1})
     if current is None or current.get(field) != expected:
         return None
@@ -199,6 +283,7 @@ class Repository:
         try:
             async with doc_lock(self.col, uuid):
                 await self.col.insert_one(doc)
+                remember(self.col, uuid, "version", 1)
         except DuplicateKeyError as exc:
             raise problems.conflict(f"{uuid} already exists") from exc
         self.on_write(self.name, uuid, doc["outbox"])
@@ -209,6 +294,8 @@ class Repository:
         event = self.event_for(uuid, version, change.event_type, change.state)
         async with doc_lock(self.col, uuid):
             doc = await self._guarded_update(uuid, expected_version, version, event, change)
+            if doc is not None:
+                remember(self.col, uuid, "version", version)
         if doc is None:
             current = await self.col.find_one({"_id": uuid}, {"version": 1})
             if current is None:
@@ -352,23 +439,28 @@ class Projection:
             return await self._apply(subject, sequence, body)
 
     async def _apply(self, subject: str, sequence: int, body: dict[str, Any]) -> bool:
+        doc = {**body, "_id": subject, "sequence": sequence}
         for _ in range(10):
-            current = await self.col.find_one({"_id": subject}, {"sequence": 1})
-            doc = {**body, "_id": subject, "sequence": sequence}
+            current = await known_value(self.col, subject, "sequence")
             if current is None:
                 try:
                     await self.col.insert_one(doc)
-                    return True
                 except DuplicateKeyError:
+                    forget(self.col, subject)
                     continue
-            if int(current["sequence"]) >= sequence:
+                remember(self.col, subject, "sequence", sequence)
+                return True
+            if int(current) >= sequence:
                 return False
-            query = await guard(self.col, subject, "sequence", current["sequence"])
+            query = await guard(self.col, subject, "sequence", current)
             if query is None:
+                forget(self.col, subject)
                 continue
             res = await self.col.replace_one(query, doc)
             if res.matched_count:
+                remember(self.col, subject, "sequence", sequence)
                 return True
+            forget(self.col, subject)
             await asyncio.sleep(0)
         raise RuntimeError(f"projection {self.col.name}: could not apply {subject}@{sequence}")
 

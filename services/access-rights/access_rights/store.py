@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from orgdir import context
 from orgdir.events import new_event
-from orgdir.store import Doc, Repository, StaleVersion, doc_lock, guard
+from orgdir.store import Doc, Repository, StaleVersion, doc_lock, forget, guard, remember
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -87,6 +87,7 @@ class PersonRightsRepository(Repository):
                     )
                 except DuplicateKeyError as exc:
                     raise StaleVersion(-1, 0) from exc
+                remember(self.col, person, "version", version)
             else:
                 update: dict[str, Any] = {
                     "$set": {
@@ -108,8 +109,10 @@ class PersonRightsRepository(Repository):
                     else await self.col.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
                 )
                 if doc is None:
+                    forget(self.col, person)
                     current = await self.col.find_one({"_id": person}, {"version": 1})
                     raise StaleVersion(int(current["version"]) if current else -1, expected)
+                remember(self.col, person, "version", version)
                 left = list(doc.get("outbox", []))
         if outbox:
             self.on_write(self.name, person, left)
