@@ -168,11 +168,7 @@ class OutboxRelay:
         return published
 
     async def _remove(self, collection: str, uuid: str, events: list[dict[str, Any]]) -> None:
-        """Pull what was published from one document (by ``_id``: FerretDB's fast path).
-
-        One after another: SQLite has one writer, and concurrent writes only
-        queue up in FerretDB's busy-wait (measured slower than sequential).
-        """
+        """Pull what was published from one document (by ``_id``: FerretDB's fast path)."""
         col = self.db[collection]
         async with doc_lock(col, uuid, background=True):
             await col.update_one({"_id": uuid}, {"$pullAll": {"outbox": events}})
