@@ -12,7 +12,9 @@ async def test_background_write_waits_for_the_burst_queued_before_and_after_it()
     order: list[str] = []
 
     async def write(name: str, background: bool = False) -> None:
-        async with gate.hold(background):
+        if background:
+            await gate.gap()
+        async with gate.hold():
             order.append(name)
             await asyncio.sleep(0.001)
 
@@ -38,7 +40,8 @@ async def test_background_write_goes_after_its_patience_under_steady_load() -> N
                 foreground_after_background += 1
 
     async def background() -> None:
-        async with gate.hold(background=True):
+        await gate.gap()
+        async with gate.hold():
             background_done.set()
 
     workers = [asyncio.create_task(steady()) for _ in range(3)]
