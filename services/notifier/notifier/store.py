@@ -16,11 +16,12 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 
 from orgdir import problems
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
-from orgdir.store import Doc, doc_lock, paginate
+from orgdir.store import BulkWriter, Doc, doc_lock, key_lock, paginate
 
 
 class Subscriptions:
@@ -82,6 +83,7 @@ class Deliveries:
     def __init__(self, db: AsyncDatabase[Doc], clock: Clock) -> None:
         self.col: AsyncCollection[Doc] = db["deliveries"]
         self.clock = clock
+        self.writer = BulkWriter(self.col)  # a busy target's outcomes go out together
 
     async def create(self, sub: Mapping[str, Any], event: CloudEvent, stream: str) -> Doc | None:
         """Record a delivery; None when it exists already (a redelivered event)."""
@@ -108,7 +110,8 @@ class Deliveries:
             "last_error": None,
         }
         try:
-            await self.col.insert_one(doc)
+            async with key_lock(self.col, doc["_id"]):
+                await self.writer.write(InsertOne(doc))
         except DuplicateKeyError:
             return None
         return doc
@@ -117,9 +120,9 @@ class Deliveries:
         return await self.col.find_one({"_id": did})
 
     async def set(self, did: str, fields: dict[str, Any]) -> None:
-        async with doc_lock(self.col, did):
-            await self.col.update_one(
-                {"_id": did}, {"$set": {**fields, "updated_at": self.clock.now()}}
+        async with key_lock(self.col, did):
+            await self.writer.write(
+                UpdateOne({"_id": did}, {"$set": {**fields, "updated_at": self.clock.now()}})
             )
 
     async def pending(self) -> list[Doc]:
@@ -144,6 +147,7 @@ class ProjectionCache:
     def __init__(self, db: AsyncDatabase[Doc], collection: str) -> None:
         self.col: AsyncCollection[Doc] = db[collection]
         self.items: dict[str, Doc] = {}
+        self.writer = BulkWriter(self.col)
 
     async def load(self) -> None:
         self.items = {d["_id"]: d async for d in self.col.find({})}
@@ -152,12 +156,12 @@ class ProjectionCache:
         return self.items.get(key)
 
     async def apply(self, key: str, sequence: int, body: dict[str, Any]) -> bool:
-        async with doc_lock(self.col, key):
+        async with key_lock(self.col, key):
             current = self.items.get(key)
             if current is not None and int(current["sequence"]) >= sequence:
                 return False
             doc = {**body, "_id": key, "sequence": sequence}
-            await self.col.replace_one({"_id": key}, doc, upsert=True)
+            await self.writer.write(ReplaceOne({"_id": key}, doc, upsert=True))
             self.items[key] = doc
             return True
 
@@ -173,6 +177,7 @@ class StreamSeen:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.col: AsyncCollection[Doc] = db["_seen_streams"]
         self.cache: dict[str, int] = {}
+        self.writer = BulkWriter(self.col)
         self.locks: dict[str, asyncio.Lock] = {}
 
     async def load(self) -> None:
@@ -195,9 +200,9 @@ class StreamSeen:
 
     async def mark(self, consumer: str, event: CloudEvent) -> None:
         k = self.key(consumer, event)
-        async with doc_lock(self.col, k):
-            await self.col.update_one(
-                {"_id": k}, {"$max": {"sequence": event.sequence}}, upsert=True
+        async with key_lock(self.col, k):
+            await self.writer.write(
+                UpdateOne({"_id": k}, {"$max": {"sequence": event.sequence}}, upsert=True)
             )
             self.cache[k] = max(self.cache.get(k, 0), event.sequence)
 
