@@ -510,6 +510,7 @@ class MongoSeenStore:
 
     def __init__(self, db: AsyncDatabase[Doc], collection: str = "_seen") -> None:
         self.col: AsyncCollection[Doc] = db[collection]
+        self.writer = BulkWriter(self.col)  # a consumer's concurrent handlers mark together
 
     @staticmethod
     def key(consumer: str, event: CloudEvent) -> str:
@@ -522,8 +523,8 @@ class MongoSeenStore:
 
     async def mark(self, consumer: str, event: CloudEvent) -> None:
         key = self.key(consumer, event)
-        async with doc_lock(self.col, key):
-            await self.col.update_one({"_id": key}, {"$max": {"sequence": event.sequence}}, upsert=True)
+        async with key_lock(self.col, key):
+            await self.writer.write(UpdateOne({"_id": key}, {"$max": {"sequence": event.sequence}}, upsert=True))
 
 
 class Projection:

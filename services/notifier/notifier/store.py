@@ -9,6 +9,7 @@ pending queue in memory (rebuilt from the database on start).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 from orgdir import problems
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
-from orgdir.store import BulkWriter, Doc, doc_lock, key_lock, paginate
+from orgdir.store import BulkWriter, Doc, MongoSeenStore, doc_lock, key_lock, paginate
 
 
 class Subscriptions:
@@ -166,29 +167,23 @@ class ProjectionCache:
             return True
 
 
-class StreamSeen:
-    """Newest sequence seen per (consumer, aggregate, subject): the Bus skips older events.
+class StreamSeen(MongoSeenStore):
+    """The platform's seen-store, cached in memory, with a lock per stream.
 
-    The platform's MongoSeenStore keys by subject alone, but ``person.*`` and
-    ``access.*`` share the person's UUID with separate sequences, so a ``#``
-    consumer must key by the type's prefix too. Cached in memory.
+    The consumer holds the stream's lock from the stale check to the mark, so
+    one subject's deliveries are created in sequence order. The cache is
+    loaded at start: notifier runs one active consumer.
     """
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
-        self.col: AsyncCollection[Doc] = db["_seen_streams"]
+        super().__init__(db, "_seen_streams")
         self.cache: dict[str, int] = {}
-        self.writer = BulkWriter(self.col)
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def load(self) -> None:
         self.cache = {d["_id"]: int(d["sequence"]) async for d in self.col.find({})}
 
-    @staticmethod
-    def key(consumer: str, event: CloudEvent) -> str:
-        return f"{consumer}:{event.type.split('.', 1)[0]}:{event.subject}"
-
     def lock(self, consumer: str, event: CloudEvent) -> asyncio.Lock:
-        """Serialises handling of one stream so records are created in sequence order."""
         k = self.key(consumer, event)
         lock = self.locks.get(k)
         if lock is None:
@@ -199,12 +194,9 @@ class StreamSeen:
         return self.cache.get(self.key(consumer, event), 0) >= event.sequence
 
     async def mark(self, consumer: str, event: CloudEvent) -> None:
+        await super().mark(consumer, event)
         k = self.key(consumer, event)
-        async with key_lock(self.col, k):
-            await self.writer.write(
-                UpdateOne({"_id": k}, {"$max": {"sequence": event.sequence}}, upsert=True)
-            )
-            self.cache[k] = max(self.cache.get(k, 0), event.sequence)
+        self.cache[k] = max(self.cache.get(k, 0), event.sequence)
 
 
 class ScimIds:
