@@ -297,6 +297,10 @@ class StaleVersion(Exception):
         self.expected = expected
 
 
+EventSpec = tuple[str, Callable[[int], dict[str, Any]]]
+"""An event to write: its type, and its ``data`` built from its sequence."""
+
+
 @dataclass
 class Change:
     """What a domain function decided: the new state and the event that says so."""
@@ -366,65 +370,125 @@ class Repository:
             raise problems.not_found(what, uuid)
         return doc
 
-    async def insert(self, uuid: str, change: Change) -> Doc:
+    def _specs(self, uuid: str, change: Change) -> list[EventSpec]:
+        return [(change.event_type, lambda version: self.event_data(uuid, version, change.state))]
+
+    def _appended(
+        self, uuid: str, base: int, state: dict[str, Any], specs: list[EventSpec], note: str | None
+    ) -> tuple[list[Doc], list[Doc]]:
+        """The outbox entries and registrations of ``specs``, numbered on from ``base``."""
+        outbox, registrations = [], []
+        for i, (event_type, build) in enumerate(specs, start=base + 1):
+            outbox.append(
+                new_event(
+                    service=self.service,
+                    type=event_type,
+                    subject=uuid,
+                    sequence=i,
+                    data=build(i),
+                    time=self.clock.now(),
+                    correlationid=context.correlation_id.get(),
+                    causationid=context.causation_id.get(),
+                ).model_dump(mode="json")
+            )
+            registrations.append(self._registration(i, event_type, state, note))
+        return outbox, registrations
+
+    async def _insert(
+        self, uuid: str, state: dict[str, Any], specs: list[EventSpec], nta: datetime | None, note: str | None
+    ) -> Doc:
+        """Raises ``DuplicateKeyError`` when the document exists."""
         now = self.clock.now()
-        event = self.event_for(uuid, 1, change.event_type, change.state)
+        outbox, registrations = self._appended(uuid, 0, state, specs, note)
         doc: Doc = {
             "_id": uuid,
-            "version": 1,
-            "state": change.state,
-            "next_transition_at": change.next_transition_at,
+            "version": len(specs),
+            "state": state,
+            "next_transition_at": nta,
             "created_at": now,
             "updated_at": now,
-            "outbox": [event.model_dump(mode="json")],
-            "registrations": [self._registration(1, change.event_type, change.state, change.note)],
+            "outbox": outbox,
+            "registrations": registrations,
         }
+        async with key_lock(self.col, uuid):
+            await self.inserts.write(InsertOne(doc))  # concurrent creations share a command
+            remember(self.col, uuid, "version", doc["version"])
+        return doc
+
+    async def _update(
+        self,
+        uuid: str,
+        expected: int,
+        state: dict[str, Any],
+        specs: list[EventSpec],
+        nta: datetime | None,
+        note: str | None,
+    ) -> Doc:
+        """Raises ``StaleVersion`` (current -1: gone) when the document is not at ``expected``."""
+        version = expected + len(specs)
+        outbox, registrations = self._appended(uuid, expected, state, specs, note)
+        update: dict[str, Any] = {
+            "$set": {"state": state, "version": version, "updated_at": self.clock.now(), "next_transition_at": nta}
+        }
+        if specs:
+            update["$push"] = {"outbox": {"$each": outbox}, "registrations": {"$each": registrations}}
+        async with doc_lock(self.col, uuid):
+            query = await guard(self.col, uuid, "version", expected)
+            doc = None
+            if query is not None:
+                doc = await self.col.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+            if doc is not None:
+                remember(self.col, uuid, "version", version)
+        if doc is None:
+            forget(self.col, uuid)
+            current = await self.col.find_one({"_id": uuid}, {"version": 1})
+            raise StaleVersion(int(current["version"]) if current else -1, expected)
+        return doc
+
+    async def insert(self, uuid: str, change: Change) -> Doc:
+        specs = self._specs(uuid, change)
         try:
-            async with key_lock(self.col, uuid):
-                await self.inserts.write(InsertOne(doc))  # concurrent creations share a command
-                remember(self.col, uuid, "version", 1)
+            doc = await self._insert(uuid, change.state, specs, change.next_transition_at, change.note)
         except DuplicateKeyError as exc:
             raise problems.conflict(f"{uuid} already exists") from exc
         self.on_write(self.name, uuid, doc["outbox"])
         return doc
 
     async def update(self, uuid: str, expected_version: int, change: Change) -> Doc:
-        version = expected_version + 1
-        event = self.event_for(uuid, version, change.event_type, change.state)
-        async with doc_lock(self.col, uuid):
-            doc = await self._guarded_update(uuid, expected_version, version, event, change)
-            if doc is not None:
-                remember(self.col, uuid, "version", version)
-        if doc is None:
-            current = await self.col.find_one({"_id": uuid}, {"version": 1})
-            if current is None:
-                raise problems.not_found(self.name, uuid)
-            raise StaleVersion(int(current["version"]), expected_version)
+        specs = self._specs(uuid, change)
+        try:
+            nta = change.next_transition_at
+            doc = await self._update(uuid, expected_version, change.state, specs, nta, change.note)
+        except StaleVersion as exc:
+            if exc.current < 0:
+                raise problems.not_found(self.name, uuid) from exc
+            raise
         self.on_write(self.name, uuid, doc.get("outbox", []))
         return doc
 
-    async def _guarded_update(
-        self, uuid: str, expected_version: int, version: int, event: CloudEvent, change: Change
-    ) -> Doc | None:
-        query = await guard(self.col, uuid, "version", expected_version)
-        if query is None:
-            return None
-        return await self.col.find_one_and_update(
-            query,
-            {
-                "$set": {
-                    "state": change.state,
-                    "version": version,
-                    "updated_at": self.clock.now(),
-                    "next_transition_at": change.next_transition_at,
-                },
-                "$push": {
-                    "outbox": event.model_dump(mode="json"),
-                    "registrations": self._registration(version, change.event_type, change.state, change.note),
-                },
-            },
-            return_document=ReturnDocument.AFTER,
-        )
+    async def write_events(
+        self,
+        uuid: str,
+        expected: int | None,
+        state: dict[str, Any],
+        specs: list[EventSpec],
+        next_transition_at: datetime | None,
+    ) -> int:
+        """One write with several events (consecutive sequences), or none: a state refresh, no new version.
+
+        ``expected`` None creates the document; ``StaleVersion`` when it is not
+        where the caller thought. Returns the new version.
+        """
+        if expected is None:
+            try:
+                doc = await self._insert(uuid, state, specs, next_transition_at, None)
+            except DuplicateKeyError as exc:
+                raise StaleVersion(-1, 0) from exc
+        else:
+            doc = await self._update(uuid, expected, state, specs, next_transition_at, None)
+        if specs:
+            self.on_write(self.name, uuid, list(doc.get("outbox", [])))
+        return int(doc["version"])
 
     async def mutate(
         self,

@@ -22,7 +22,6 @@ from pydantic import BaseModel
 from access_rights import domain
 from access_rights.settings import AccessRightsSettings
 from access_rights.store import (
-    PersonRightsRepository,
     account_id,
     dump,
     from_projection,
@@ -82,10 +81,8 @@ class AccessService:
         self.org = domain.OrgView()
         self.cat = domain.CatalogueView()
         self.repos = {name: runtime.repository(name) for name in CATALOGUE_MODELS}
-        self.rights = PersonRightsRepository(runtime.db, "person_rights", service=settings.service_name, clock=clock)
-        self.rights.on_write = runtime.relay.notify
-        runtime.relay.collections.append("person_rights")
-        runtime.repositories["person_rights"] = self.rights
+        # One write may publish several events (one per changed right): Repository.write_events.
+        self.rights = runtime.repository("person_rights")
         self.accounts = runtime.repository("accounts")
         self.projections = {name: runtime.projection(name) for name in ("units", "engagements", "persons", "classes")}
         self.assignment_scheduler = EffectiveScheduler(
@@ -292,7 +289,7 @@ class AccessService:
         nothing = old is None and not events and not held and nta is None
         if not unchanged and not nothing:
             try:
-                version = await self.rights.write(person, old.version if old else None, state, events, nta)
+                version = await self.rights.write_events(person, old.version if old else None, state, events, nta)
             except StaleVersion:
                 await self._reload_person(person)
                 raise
