@@ -72,6 +72,12 @@ def _start_servers() -> ServerSet:
     return servers
 
 
+def uvicorn_command(package: str, port: int) -> list[str]:
+    """How a service runs on one machine: its app factory under uvicorn on loopback."""
+    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", f"{package}.app:create_app"]
+    return [*uvicorn, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+
+
 def _spawn(spec: ServiceSpec, servers: ServerSet, detach: bool) -> subprocess.Popen[bytes]:
     log_dir = stack_dir() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -81,18 +87,7 @@ def _spawn(spec: ServiceSpec, servers: ServerSet, detach: bool) -> subprocess.Po
         "ORGDIR_AMQP_URL": servers.amqp_url,
         "ORGDIR_MONGODB_URL": servers.mongodb_url,
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        f"{spec.package}.app:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port_of(spec)),
-        "--no-access-log",
-    ]
+    cmd = uvicorn_command(spec.package, port_of(spec))
     out = open(log_dir / f"{spec.name}.log", "ab")
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=detach)
 

@@ -106,24 +106,28 @@ def _mutex(ident: tuple[str, str, str]) -> asyncio.Lock:
 
 
 @contextlib.asynccontextmanager
-async def doc_lock(col: AsyncCollection[Doc], key: str, *, background: bool = False) -> AsyncIterator[None]:
+async def doc_lock(col: AsyncCollection[Doc], key: str) -> AsyncIterator[None]:
     """Serialises this process's writes to one document (and, on FerretDB, all writes).
 
     FerretDB 1.x applies an update by reading the document, changing it in Go
     and writing it back by ``_id`` with no compare-and-swap, so two concurrent
     updates of one document can lose one of them. Its SQLite backend has one
     writer at a time, so there writes go through one ``WriteGate`` per client
-    (a few at once keep FerretDB busy while Python works); ``background``
-    writes yield to the others. Every write path in the platform takes this;
-    across replicas only MongoDB gives the guarantee. Do not nest it.
+    (a few at once keep FerretDB busy while Python works). Every write path
+    in the platform takes this; across replicas only MongoDB gives the
+    guarantee. Do not nest it.
     """
-    async with docs_lock(col, [key], background=background):
+    async with docs_lock(col, [key]):
         yield
 
 
 @contextlib.asynccontextmanager
 async def docs_lock(col: AsyncCollection[Doc], keys: list[str], *, background: bool = False) -> AsyncIterator[None]:
-    """``doc_lock`` for one bulk write to several documents (locks taken in sorted order)."""
+    """``doc_lock`` for one bulk write to several documents (locks taken in sorted order).
+
+    ``background`` writes (the relay's outbox removals) first wait for a gap
+    in the foreground writes, see ``WriteGate``.
+    """
     idents = sorted({(col.database.name, col.name, key) for key in keys})
     gate: WriteGate | None = None
     if not await compares_in_server(col):
@@ -279,13 +283,7 @@ async def guard(col: AsyncCollection[Doc], key: str, field: str, expected: Any) 
     """
     if await compares_in_server(col):
         return {"_id": key, field: expected}
-    known = _KNOWN.get((col.database.name, col.name, key), {})
-    if field in known:
-        return {"_id": key} if known[field] == expected else None
-    current = await col.find_one({"_id": key}, {field: 1})
-    if current is None or current.get(field) != expected:
-        return None
-    return {"_id": key}
+    return {"_id": key} if await known_value(col, key, field) == expected else None
 
 
 class StaleVersion(Exception):
@@ -337,12 +335,15 @@ class Repository:
         self.inserts = BulkWriter(self.col)
 
     def event_for(self, uuid: str, version: int, event_type: str, state: dict[str, Any]) -> CloudEvent:
+        return self._event(uuid, version, event_type, self.event_data(uuid, version, state))
+
+    def _event(self, uuid: str, sequence: int, event_type: str, data: dict[str, Any]) -> CloudEvent:
         return new_event(
             service=self.service,
             type=event_type,
             subject=uuid,
-            sequence=version,
-            data=self.event_data(uuid, version, state),
+            sequence=sequence,
+            data=data,
             time=self.clock.now(),
             correlationid=context.correlation_id.get(),
             causationid=context.causation_id.get(),
@@ -379,18 +380,7 @@ class Repository:
         """The outbox entries and registrations of ``specs``, numbered on from ``base``."""
         outbox, registrations = [], []
         for i, (event_type, build) in enumerate(specs, start=base + 1):
-            outbox.append(
-                new_event(
-                    service=self.service,
-                    type=event_type,
-                    subject=uuid,
-                    sequence=i,
-                    data=build(i),
-                    time=self.clock.now(),
-                    correlationid=context.correlation_id.get(),
-                    causationid=context.causation_id.get(),
-                ).model_dump(mode="json")
-            )
+            outbox.append(self._event(uuid, i, event_type, build(i)).model_dump(mode="json"))
             registrations.append(self._registration(i, event_type, state, note))
         return outbox, registrations
 

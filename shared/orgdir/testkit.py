@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -22,7 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from fastapi import FastAPI
 
 from orgdir.bus import declare_exchanges
-from orgdir.cli import wait_ready
+from orgdir.cli import uvicorn_command, wait_ready
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.localservers import free_port
@@ -203,10 +202,8 @@ class ServiceProcess:
         }
 
     async def __aenter__(self) -> ServiceProcess:
-        app = f"{self.package}.app:create_app"
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
-            [*cmd, "--log-level", "warning", "--no-access-log"], env=self.environment()
+            [*uvicorn_command(self.package, self.port), "--log-level", "warning"], env=self.environment()
         )
         try:
             await wait_ready(self.url, self.proc, timeout=90, name=self.package)
