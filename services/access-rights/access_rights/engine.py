@@ -155,9 +155,11 @@ class AccessService:
         await self.recompute(affected, Cause(event.time, event.type))
 
     async def on_person(self, event: CloudEvent, data: PersonState) -> None:
-        await self.projections["persons"].apply(event.subject, event.sequence, dump(data))
+        # In memory before the write: an engagement event handled meanwhile must
+        # find the person's name for the account's username.
         if self.org.newer(event.subject, event.sequence):
             self.org.persons[data.uuid] = data
+        await self.projections["persons"].apply(event.subject, event.sequence, dump(data))
 
     async def on_class(self, event: CloudEvent, data: ClassState) -> None:
         await self.projections["classes"].apply(event.subject, event.sequence, dump(data))
