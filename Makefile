@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 .PHONY: install run up down status test test-fast lint typecheck check docs helm-check \
         bench bench-bus bench-orgunits bench-registry bench-access bench-notifier clean
 
-install:  ## uv + the workspace venv (.venv), RabbitMQ and FerretDB when missing
+install:  ## uv + the workspace venv (.venv), RabbitMQ and mongo-java-server when missing
 	@bash scripts/bootstrap.sh
 	@$(PY) -m orgdir.cli install
 

@@ -19,6 +19,7 @@ safety net for a process that crashes while handling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import time
@@ -172,9 +173,20 @@ async def declare_exchanges(channel: AbstractChannel, name: str) -> tuple[Abstra
 
 
 async def declare_consumer_queue(
-    channel: AbstractChannel, exchange: str, queue: str, patterns: list[str], delivery_limit: int
+    channel: AbstractChannel,
+    exchange: str,
+    queue: str,
+    patterns: list[str],
+    delivery_limit: int,
+    *,
+    single_active: bool = False,
 ) -> AbstractQueue:
-    """The quorum queue, its bindings, and its dead-letter queue."""
+    """The quorum queue, its bindings, and its dead-letter queue.
+
+    ``single_active``: RabbitMQ delivers to one consumer at a time and fails
+    over to another replica's when it goes away (for consumers whose handling
+    needs the whole stream in one place).
+    """
     dead = await channel.declare_queue(f"{queue}.dead", durable=True, arguments={"x-queue-type": "quorum"})
     await dead.bind(f"{exchange}.dead", routing_key=f"{queue}.dead")
     q = await channel.declare_queue(
@@ -187,6 +199,7 @@ async def declare_consumer_queue(
             "x-dead-letter-routing-key": f"{queue}.dead",
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
+            **({"x-single-active-consumer": True} if single_active else {}),
         },
     )
     for pattern in patterns:
@@ -237,21 +250,42 @@ class Router:
 
 
 class SeenStore(Protocol):
-    """Remembers the newest sequence applied per subject (stale-event skipping)."""
+    """Remembers the newest sequence applied per subject (stale-event skipping).
 
-    async def is_stale(self, consumer: str, event: CloudEvent) -> bool: ...
+    ``claim`` is False for a stale event; otherwise the delivery holds the
+    stream until ``finish``, so two deliveries never handle it at once.
+    """
 
-    async def mark(self, consumer: str, event: CloudEvent) -> None: ...
+    async def claim(self, consumer: str, event: CloudEvent) -> bool: ...
+
+    async def finish(self, consumer: str, event: CloudEvent, *, applied: bool) -> None: ...
+
+
+class Takeover(Protocol):
+    """Tells a single-active consumer whether it is still the one that handled the last message."""
+
+    async def claim(self) -> bool:
+        """Make this replica the holder; True when another one (or nobody) held it before."""
+        ...
 
 
 @dataclass
 class Consumer:
-    """Consumes one queue with a router; manual acks, bounded prefetch."""
+    """Consumes one queue with a router; manual acks, bounded prefetch.
+
+    With ``takeover`` the queue is single-active (see ``declare_consumer_queue``)
+    and, before handling a message, the consumer checks that it still holds
+    the queue; when it has just taken over (failover, or a restart),
+    ``on_takeover`` reloads its state from the database first, so a replica
+    never handles the stream from a stale in-memory model.
+    """
 
     bus: Bus
     name: str
     router: Router
     seen: SeenStore | None = None
+    takeover: Takeover | None = None
+    on_takeover: Callable[[], Awaitable[Any]] | None = None
     _queue_name: str = ""
     _channel: AbstractChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -267,7 +301,12 @@ class Consumer:
         self._channel = await self.bus.connection.channel()
         await self._channel.set_qos(prefetch_count=s.prefetch)  # per consumer, never global
         queue = await declare_consumer_queue(
-            self._channel, s.exchange, self.queue_name, self.router.patterns, s.delivery_limit
+            self._channel,
+            s.exchange,
+            self.queue_name,
+            self.router.patterns,
+            s.delivery_limit,
+            single_active=self.takeover is not None,
         )
         await queue.consume(self._on_message)
         self._tasks.append(asyncio.create_task(self._watch_dead(), name=f"dead-{self.name}"))
@@ -300,18 +339,30 @@ class Consumer:
         except EventRejected as exc:
             await self._dead(message, f"rejected: {exc}", kind)
             return
-        if self.seen is not None and await self.seen.is_stale(self.name, event):
+        if self.takeover is not None:
+            try:
+                if await self.takeover.claim() and self.on_takeover is not None:
+                    await self.on_takeover()
+            except Exception as exc:
+                await self._retry_or_dead(message, exc, kind)
+                return
+        try:
+            claimed = self.seen is None or await self.seen.claim(self.name, event)
+        except Exception as exc:
+            await self._retry_or_dead(message, exc, event.type)
+            return
+        if not claimed:
             await message.ack()
             metrics.EVENTS_CONSUMED.labels(service, queue, event.type, "stale").inc()
             return
         started = time.perf_counter()
         token_c = context.correlation_id.set(event.correlationid or event.id)
         token_k = context.causation_id.set(event.id)
+        applied = False
         try:
             for handler in self.router.handlers_for(event.type):
                 await handler(event, data)
-            if self.seen is not None:
-                await self.seen.mark(self.name, event)
+            applied = True
         except EventRejected as exc:
             await self._dead(message, f"rejected: {exc}", event.type)
             return
@@ -321,6 +372,9 @@ class Consumer:
         finally:
             context.correlation_id.reset(token_c)
             context.causation_id.reset(token_k)
+            if self.seen is not None:
+                with contextlib.suppress(Exception):  # an unreleased claim expires by itself
+                    await self.seen.finish(self.name, event, applied=applied)
         metrics.EVENT_HANDLING.labels(service, queue).observe(time.perf_counter() - started)
         metrics.EVENT_LAG.labels(service, queue).observe(max(0.0, (datetime.now(UTC) - event.time).total_seconds()))
         await message.ack()
@@ -351,3 +405,88 @@ class Consumer:
             return
         await message.ack()
         metrics.EVENTS_CONSUMED.labels(self.bus.settings.service_name, self.queue_name, kind, "dead").inc()
+
+
+@dataclass
+class ViewFeed:
+    """Keeps one replica's in-memory read model current from its own service's events.
+
+    A classic exclusive, auto-delete queue per replica (``<service>.view.<id>``)
+    gets every event the service emits, whichever replica wrote it, so any
+    replica serves what any other committed within moments. Not a work queue:
+    nothing is lost if it goes away (the durable queues keep their events and
+    the database is the truth), so a failed apply or a reconnect (events
+    published meanwhile never reached the queue) triggers ``reload`` instead
+    of retries or dead-lettering.
+    """
+
+    bus: Bus
+    name: str
+    patterns: list[str]
+    apply: Callable[[CloudEvent], Awaitable[None]]
+    reload: Callable[[], Awaitable[Any]]
+    bound: asyncio.Event = field(default_factory=asyncio.Event)
+    loaded: bool = False  # the model was loaded (set by the runtime); a later bind reloads it
+    _channel: AbstractChannel | None = None
+    _reloading: asyncio.Task[None] | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._bind_forever(), name=f"bind-{self.name}")
+
+    async def _bind_forever(self) -> None:
+        while True:
+            try:
+                await self._bind()
+                break
+            except Exception as exc:
+                log.warning("view queue not bound, retrying", extra={"view": self.name, "error": str(exc)})
+                await asyncio.sleep(1)
+        if self.loaded:  # loaded while the broker was away: what was missed meanwhile is in the database
+            await self._reload()
+
+    async def _bind(self) -> None:
+        """Bind before the model loads where possible, so nothing written in between is missed."""
+        await self.bus.wait_connected()
+        assert self.bus.connection is not None
+        self._channel = await self.bus.connection.channel()
+        await self._channel.set_qos(prefetch_count=256)
+        queue = await self._channel.declare_queue(self.name, exclusive=True, auto_delete=True, durable=False)
+        for pattern in self.patterns:
+            await queue.bind(self.bus.exchange_name, routing_key=pattern)
+        await queue.consume(self._on_message)
+        self.bus.connection.reconnect_callbacks.add(self._on_reconnect)
+        self.bound.set()
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self.schedule_reload()
+
+    def schedule_reload(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.create_task(self._reload(), name=f"reload-{self.name}")
+
+    async def _reload(self) -> None:
+        while True:
+            try:
+                await self.reload()
+                return
+            except Exception as exc:
+                log.warning("view reload failed, retrying", extra={"view": self.name, "error": str(exc)})
+                await asyncio.sleep(1)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self.apply(parse(message.body))
+        except Exception as exc:
+            log.warning("view update failed, reloading", extra={"view": self.name, "error": str(exc)})
+            self.schedule_reload()
+        await message.ack()
+
+    async def stop(self) -> None:
+        for task in (self._task, self._reloading):
+            if task is not None:
+                task.cancel()
+        if self.bus.connection is not None:
+            self.bus.connection.reconnect_callbacks.discard(self._on_reconnect)
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()

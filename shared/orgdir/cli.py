@@ -1,8 +1,11 @@
 """``orgdir`` / ``python -m orgdir.cli``: the local stack and the catalogue docs.
 
-``run`` starts RabbitMQ, FerretDB and the four services in the foreground,
-loads the demo data once every service answers, prints the URLs and stops
-everything on Ctrl-C. ``up`` / ``down`` do the same in the background.
+``run`` starts RabbitMQ, the MongoDB-wire server and the four services in
+the foreground, loads the demo data once every service answers, prints the
+URLs and stops everything on Ctrl-C. ``up`` / ``down`` do the same in the
+background. ``ORGDIR_REPLICAS=N`` starts N processes of each service: replica
+k listens on the service's base port + 10·k, and all share one database and
+one broker, as replicas behind a load balancer do.
 """
 
 from __future__ import annotations
@@ -42,8 +45,27 @@ SERVICES = [
 DEMO_TOKEN = "dev-admin"
 
 
-def port_of(spec: ServiceSpec) -> int:
-    return int(os.environ.get(f"ORGDIR_PORT_{spec.package.upper()}", spec.port))
+def port_of(spec: ServiceSpec, replica: int = 0) -> int:
+    return int(os.environ.get(f"ORGDIR_PORT_{spec.package.upper()}", spec.port)) + 10 * replica
+
+
+def replicas() -> int:
+    try:
+        count = int(os.environ.get("ORGDIR_REPLICAS", "1"))
+    except ValueError as exc:
+        raise ServerError("ORGDIR_REPLICAS must be a whole number") from exc
+    if not 1 <= count <= 9:
+        raise ServerError("ORGDIR_REPLICAS must be between 1 and 9")
+    return count
+
+
+def instances() -> list[tuple[ServiceSpec, int]]:
+    """Every (service, replica) the stack runs."""
+    return [(spec, k) for spec in SERVICES for k in range(replicas())]
+
+
+def instance_name(spec: ServiceSpec, replica: int) -> str:
+    return spec.name if replica == 0 else f"{spec.name}-{replica}"
 
 
 def stack_dir() -> Path:
@@ -51,23 +73,25 @@ def stack_dir() -> Path:
 
 
 def _servers() -> ServerSet:
-    return ServerSet.for_dir(stack_dir(), rabbit_name=os.environ.get("ORGDIR_STACK_NODE", "orgdir"))
+    # H2: the stack's data survives ``make down`` / ``make up``.
+    node = os.environ.get("ORGDIR_STACK_NODE", "orgdir")
+    return ServerSet.for_dir(stack_dir(), rabbit_name=node, mongo_backend="h2")
 
 
 def install() -> int:
-    """Install what the local servers need (rabbitmq-server, the FerretDB binary), once."""
+    """Install what the local servers need (rabbitmq-server, the mongo-java-server build), once."""
     if not os.environ.get("AMQP_URL"):
         localservers.ensure_rabbitmq_installed()
     if not os.environ.get("MONGODB_URL"):
-        localservers.ensure_ferretdb_binary()
+        localservers.ensure_mongo_server()
     return 0
 
 
 def _start_servers() -> ServerSet:
     servers = _servers()
-    managed = [s for s in (servers.rabbit, servers.ferret) if s is not None]
+    managed = [s for s in (servers.rabbit, servers.mongo) if s is not None]
     if not (managed and all(s.is_running() for s in managed)):
-        progress("starting RabbitMQ and FerretDB (RabbitMQ takes 10-20 s)")
+        progress("starting RabbitMQ and mongo-java-server (RabbitMQ takes 10-20 s)")
         servers.start()
     return servers
 
@@ -78,7 +102,7 @@ def uvicorn_command(package: str, port: int) -> list[str]:
     return [*uvicorn, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
 
 
-def _spawn(spec: ServiceSpec, servers: ServerSet, detach: bool) -> subprocess.Popen[bytes]:
+def _spawn(spec: ServiceSpec, replica: int, servers: ServerSet, detach: bool) -> subprocess.Popen[bytes]:
     log_dir = stack_dir() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -87,8 +111,8 @@ def _spawn(spec: ServiceSpec, servers: ServerSet, detach: bool) -> subprocess.Po
         "ORGDIR_AMQP_URL": servers.amqp_url,
         "ORGDIR_MONGODB_URL": servers.mongodb_url,
     }
-    cmd = uvicorn_command(spec.package, port_of(spec))
-    out = open(log_dir / f"{spec.name}.log", "ab")
+    cmd = uvicorn_command(spec.package, port_of(spec, replica))
+    out = open(log_dir / f"{instance_name(spec, replica)}.log", "ab")
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=detach)
 
 
@@ -109,14 +133,15 @@ async def wait_ready(
             await asyncio.sleep(0.3)
 
 
-async def _wait_ready(specs: list[ServiceSpec], procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for spec in specs:
-        log = stack_dir() / "logs" / f"{spec.name}.log"
+async def _wait_ready(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for spec, k in instances():
+        name = instance_name(spec, k)
+        log = stack_dir() / "logs" / f"{name}.log"
         try:
-            await wait_ready(f"http://127.0.0.1:{port_of(spec)}", procs.get(spec.name), name=spec.name)
+            await wait_ready(f"http://127.0.0.1:{port_of(spec, k)}", procs.get(name), name=name)
         except ServerError as exc:
             raise ServerError(f"{exc}; see {log}") from exc
-        progress(f"{spec.name} ready on :{port_of(spec)}")
+        progress(f"{name} ready on :{port_of(spec, k)}")
 
 
 async def _load_demo() -> None:
@@ -137,8 +162,8 @@ async def _load_demo() -> None:
 
 def _print_urls(servers: ServerSet) -> None:
     print("\nOrgdir is running:")
-    for spec in SERVICES:
-        print(f"  {spec.name:<14} http://127.0.0.1:{port_of(spec)}/api/v1/docs")
+    for spec, k in instances():
+        print(f"  {instance_name(spec, k):<16} http://127.0.0.1:{port_of(spec, k)}/api/v1/docs")
     print(f"  RabbitMQ       {servers.amqp_url}")
     print(f"  MongoDB wire   {servers.mongodb_url}")
     print(f"  token          Authorization: Bearer {DEMO_TOKEN}  (also dev-writer, dev-reader)")
@@ -148,10 +173,10 @@ def _print_urls(servers: ServerSet) -> None:
 
 def _start_stack(detach: bool) -> tuple[ServerSet, dict[str, subprocess.Popen[bytes]]]:
     servers = _start_servers()
-    procs = {spec.name: _spawn(spec, servers, detach) for spec in SERVICES}
+    procs = {instance_name(spec, k): _spawn(spec, k, servers, detach) for spec, k in instances()}
     (stack_dir() / "services.json").write_text(json.dumps({n: p.pid for n, p in procs.items()}))
     try:
-        asyncio.run(_wait_ready(SERVICES, procs))
+        asyncio.run(_wait_ready(procs))
         asyncio.run(_load_demo())
     except BaseException:
         _stop_services(procs)
@@ -220,13 +245,13 @@ def down() -> int:
 
 def status() -> int:
     ok = localservers.cmd_status() == 0
-    for spec in SERVICES:
+    for spec, k in instances():
         try:
-            r = httpx.get(f"http://127.0.0.1:{port_of(spec)}/readyz", timeout=2)
+            r = httpx.get(f"http://127.0.0.1:{port_of(spec, k)}/readyz", timeout=2)
             state = "ready" if r.status_code == 200 else f"not ready ({r.status_code})"
         except httpx.HTTPError:
             state, ok = "down", False
-        print(f"{spec.name}: {state} on :{port_of(spec)}")
+        print(f"{instance_name(spec, k)}: {state} on :{port_of(spec, k)}")
     return 0 if ok else 1
 
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure
 
 from orgdir import logs, store
 from orgdir.auth import Authenticator
-from orgdir.bus import Bus, Consumer, Router
+from orgdir.bus import Bus, Consumer, Router, ViewFeed
 from orgdir.clock import Clock, SystemClock
+from orgdir.events import CloudEvent
 from orgdir.relay import OutboxRelay
 from orgdir.settings import Settings
 
@@ -37,6 +40,10 @@ class Runtime:
         self.seen = store.MongoSeenStore(self.db)
         self.consumers: list[Consumer] = []
         self.repositories: dict[str, store.Repository] = {}
+        self.indexes: list[store.Index] = []
+        self.views: list[ViewFeed] = []
+        self.replica = uuid.uuid4().hex[:12]
+        self.loaders: list[Callable[[], Awaitable[Any]]] = []
         self._timers: list[tuple[float, Callable[[], Awaitable[Any]]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._consumers_task: asyncio.Task[None] | None = None
@@ -48,13 +55,48 @@ class Runtime:
         repo.on_write = self.relay.notify
         self.relay.collections.append(collection)
         self.repositories[collection] = repo
+        self.declare(store.index(collection, "next_transition_at"))  # the scheduler's query
         return repo
+
+    def declare(self, *indexes: store.Index) -> None:
+        """The indexes this service's queries and invariants need; created at every start."""
+        self.indexes.extend(ix for ix in indexes if ix not in self.indexes)
+
+    def section(
+        self, name: str, refresh_one: Callable[[str, str], Awaitable[None]], refresh_all: Callable[[], Awaitable[None]]
+    ) -> store.Section:
+        return store.Section(self.db, f"{self.settings.service_name}.{name}", refresh_one=refresh_one,
+                             refresh_all=refresh_all)
+
+    def view(
+        self, patterns: list[str], apply: Callable[[CloudEvent], Awaitable[None]], reload: Callable[[], Awaitable[Any]]
+    ) -> ViewFeed:
+        """Keep this replica's in-memory model current from the service's own events (see ``ViewFeed``)."""
+        name = f"{self.settings.queue_prefix}{self.settings.service_name}.view.{self.replica}"
+        feed = ViewFeed(self.bus, f"{name}.{len(self.views)}", patterns, apply, reload)
+        self.views.append(feed)
+        return feed
 
     def projection(self, collection: str) -> store.Projection:
         return store.Projection(self.db, collection)
 
-    def consumer(self, name: str, router: Router, *, skip_stale: bool = True) -> Consumer:
-        c = Consumer(self.bus, name, router, self.seen if skip_stale else None)
+    def consumer(
+        self,
+        name: str,
+        router: Router,
+        *,
+        skip_stale: bool = True,
+        on_takeover: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Consumer:
+        """A consumer of ``<service>.<name>``: competing across replicas by default.
+
+        ``on_takeover`` makes the queue single-active: one replica handles it
+        at a time, and a replica that takes over reloads its state first.
+        """
+        holder = None
+        if on_takeover is not None:
+            holder = store.Holder(self.db, self.settings.queue(name), self.replica)
+        c = Consumer(self.bus, name, router, self.seen if skip_stale else None, holder, on_takeover)
         self.consumers.append(c)
         return c
 
@@ -62,8 +104,33 @@ class Runtime:
         """Run ``job`` periodically (schedulers); errors are logged, never fatal."""
         self._timers.append((seconds, job))
 
+    async def prepare(self) -> None:
+        """Indexes (a unique one guards an invariant from the first write), views bound, models loaded.
+
+        Retries while the database comes up; does not wait long for the broker.
+        """
+        if self.bus._connect_task is None:
+            self.bus.start()
+        while True:
+            try:
+                await store.ensure_indexes(self.db, self.indexes)
+                break
+            except ConnectionFailure as exc:
+                log.warning("database not reachable, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(1)
+        for feed in self.views:
+            feed.start()
+        if self.views:  # bound before the load if the broker answers soon; else the bind reloads
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(f.bound.wait() for f in self.views)), 10)
+        for load in self.loaders:
+            await load()
+        for feed in self.views:
+            feed.loaded = True
+
     async def start(self) -> None:
-        self.bus.start()
+        if self.bus._connect_task is None:
+            self.bus.start()
         self.relay.start()
         self._consumers_task = asyncio.create_task(self._start_consumers(), name="consumers")
         self._tasks.append(self._consumers_task)
@@ -101,6 +168,9 @@ class Runtime:
         for c in self.consumers:
             with contextlib.suppress(Exception):
                 await c.stop()
+        for v in self.views:
+            with contextlib.suppress(Exception):
+                await v.stop()
         await self.relay.stop()
         with contextlib.suppress(Exception):
             await self.bus.close()
@@ -113,7 +183,8 @@ class Runtime:
         except Exception:
             db_ok = False
         consumers = self._consumers_task is not None and self._consumers_task.done()
-        return {"database": db_ok, "broker": self.bus.is_ready(), "consumers": consumers}
+        views = all(v.bound.is_set() and v.loaded for v in self.views)
+        return {"database": db_ok, "broker": self.bus.is_ready(), "consumers": consumers, "views": views}
 
     async def republish(self) -> int:
         """Publish every aggregate's current state again, for a consumer that joined late.
@@ -137,6 +208,7 @@ class Runtime:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = self
         app.state.authenticator = self.authenticator
+        await self.prepare()
         await self.start()
         try:
             yield

@@ -1,9 +1,9 @@
 """MongoDB-wire storage: aggregates with an embedded outbox, and projections.
 
-Written for the common subset of MongoDB and FerretDB 1.24: single-document
-atomic writes only (no transactions), ``$pullAll`` with exact values instead
-of conditional ``$pull`` (a silent no-op on FerretDB), no projection on
-``find_one_and_update``, no partial/TTL indexes.
+One write path on every MongoDB-wire server that really compares-and-swaps
+(MongoDB; mongo-java-server locally and in tests): single-document atomic
+writes whose filter holds the expected version, no transactions, so any
+number of replicas can write at once.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import asyncio
 import base64
 import contextlib
 import logging
-import weakref
-from collections import OrderedDict
+import random
+import uuid as uuidlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -46,119 +46,8 @@ def connect(url: str, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
     )
 
 
-_LOCKS: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = weakref.WeakValueDictionary()
-# Concurrent writes on FerretDB: measured 845 updates/s at 1, 1,215/s at 4, no SQLITE_BUSY
-# once lookups by _id use the index (before, long scans made writers collide).
-FERRETDB_WRITERS = 4
-# Statements per bulk write. FerretDB 1.24 hangs, and then answers no one, on an
-# update command of 100 or more statements (99 measured fine); stay well below.
-MAX_BULK = 50
-
-
-class WriteGate:
-    """At most ``size`` writes at once; background writes go when no foreground write waits.
-
-    Background work (the relay pulling published events out of outboxes) then
-    runs in the gaps of a burst instead of doubling its length, and waits at
-    most ``patience`` seconds so a steady load cannot starve it.
-    """
-
-    def __init__(self, size: int, patience: float = 1.0) -> None:
-        self._slots = asyncio.Semaphore(size)
-        self._urgent = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.patience = patience
-
-    async def gap(self) -> None:
-        """Wait until no foreground write is waiting, or ``patience`` has passed."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._no_foreground_waiting(), self.patience)
-
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        self._urgent += 1
-        self._idle.clear()
-        try:
-            await self._slots.acquire()
-        finally:
-            self._urgent -= 1
-            if not self._urgent:
-                self._idle.set()
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-    async def _no_foreground_waiting(self) -> None:
-        while self._urgent:
-            await self._idle.wait()
-
-
-_GATES: dict[int, WriteGate] = {}
-
-
-def _mutex(ident: tuple[str, str, str]) -> asyncio.Lock:
-    lock = _LOCKS.get(ident)
-    if lock is None:
-        lock = _LOCKS[ident] = asyncio.Lock()
-    return lock
-
-
-@contextlib.asynccontextmanager
-async def doc_lock(col: AsyncCollection[Doc], key: str) -> AsyncIterator[None]:
-    """Serialises this process's writes to one document (and, on FerretDB, all writes).
-
-    FerretDB 1.x applies an update by reading the document, changing it in Go
-    and writing it back by ``_id`` with no compare-and-swap, so two concurrent
-    updates of one document can lose one of them. Its SQLite backend has one
-    writer at a time, so there writes go through one ``WriteGate`` per client
-    (a few at once keep FerretDB busy while Python works). Every write path
-    in the platform takes this; across replicas only MongoDB gives the
-    guarantee. Do not nest it.
-    """
-    async with docs_lock(col, [key]):
-        yield
-
-
-@contextlib.asynccontextmanager
-async def docs_lock(col: AsyncCollection[Doc], keys: list[str], *, background: bool = False) -> AsyncIterator[None]:
-    """``doc_lock`` for one bulk write to several documents (locks taken in sorted order).
-
-    ``background`` writes (the relay's outbox removals) first wait for a gap
-    in the foreground writes, see ``WriteGate``.
-    """
-    idents = sorted({(col.database.name, col.name, key) for key in keys})
-    gate: WriteGate | None = None
-    if not await compares_in_server(col):
-        gate = _gate_of(col)
-        if background:
-            await gate.gap()  # before taking any lock, so nobody waits on us meanwhile
-    async with contextlib.AsyncExitStack() as stack:
-        for ident in idents:
-            await stack.enter_async_context(_mutex(ident))
-        if gate is None:
-            yield
-            return
-        async with gate.hold():
-            try:
-                yield
-            except BaseException:
-                for ident in idents:
-                    _KNOWN.pop(ident, None)  # the write may or may not have happened
-                raise
-
-
-@contextlib.asynccontextmanager
-async def key_lock(col: AsyncCollection[Doc], key: str) -> AsyncIterator[None]:
-    """The per-document half of ``doc_lock``, for writes that go through a ``BulkWriter``."""
-    ident = (col.database.name, col.name, key)
-    async with _mutex(ident):
-        try:
-            yield
-        except BaseException:
-            _KNOWN.pop(ident, None)
-            raise
+# Statements per bulk write: big enough to amortise a command, small enough to keep one short.
+MAX_BULK = 500
 
 
 BulkOp = InsertOne[Doc] | UpdateOne | ReplaceOne[Doc]
@@ -167,10 +56,10 @@ BulkOp = InsertOne[Doc] | UpdateOne | ReplaceOne[Doc]
 class BulkWriter:
     """Group commit: single-document writes from concurrent tasks go out as shared bulk writes.
 
-    On FerretDB a command costs far more than a statement in it (inserts:
-    ~1,300/s one by one, ~20,000/s in bulk), so a consumer handling dozens of
-    events at once writes them together. Each caller holds ``key_lock`` for its
-    document and gets its own outcome (``DuplicateKeyError`` included).
+    A command costs far more than a statement in it, so a consumer handling
+    dozens of events at once writes them together. Pure speed: each statement
+    is still its own atomic single-document write, and each caller gets its own
+    outcome (``DuplicateKeyError`` included).
     """
 
     def __init__(self, col: AsyncCollection[Doc]) -> None:
@@ -201,13 +90,11 @@ class BulkWriter:
 
     async def _send(self, batch: list[tuple[BulkOp, asyncio.Future[None]]]) -> None:
         errors: dict[int, dict[str, Any]] = {}
-        gate = None if await compares_in_server(self.col) else _gate_of(self.col)
-        async with gate.hold() if gate is not None else contextlib.nullcontext():
-            self.commands += 1
-            try:
-                await self.col.bulk_write([op for op, _ in batch], ordered=False)
-            except BulkWriteError as exc:
-                errors = {int(e["index"]): e for e in exc.details.get("writeErrors", [])}
+        self.commands += 1
+        try:
+            await self.col.bulk_write([op for op, _ in batch], ordered=False)
+        except BulkWriteError as exc:
+            errors = {int(e["index"]): e for e in exc.details.get("writeErrors", [])}
         for i, (_, future) in enumerate(batch):
             if future.done():
                 continue
@@ -220,70 +107,28 @@ class BulkWriter:
                 future.set_exception(OperationFailure(str(error.get("errmsg")), error.get("code"), error))
 
 
-def _gate_of(col: AsyncCollection[Doc]) -> WriteGate:
-    gate = _GATES.get(id(col.database.client))
-    if gate is None:
-        gate = _GATES[id(col.database.client)] = WriteGate(FERRETDB_WRITERS)
-    return gate
+@dataclass(frozen=True)
+class Index:
+    """One index a service's queries or invariants need; declared once, created at start."""
+
+    collection: str
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+
+    @property
+    def name(self) -> str:
+        return "_".join(f"{k}_{d}" for k, d in self.keys)
 
 
-_COMPARES_IN_SERVER: dict[int, bool] = {}
+def index(collection: str, *fields: str, unique: bool = False) -> Index:
+    """``index("persons", "state.cpr_hash", unique=True)``; a leading ``-`` sorts descending."""
+    return Index(collection, tuple((f.lstrip("-"), -1 if f.startswith("-") else 1) for f in fields), unique)
 
 
-async def compares_in_server(col: AsyncCollection[Doc]) -> bool:
-    """Whether a filter beside ``_id`` is a real compare-and-swap (MongoDB) or not (FerretDB).
-
-    FerretDB 1.24 on SQLite pushes a filter down to SQL only when it is ``_id``
-    alone; any other key makes every update a full scan, and still no CAS. There
-    the version is checked under ``doc_lock`` and the write filters by ``_id``.
-    """
-    client = col.database.client
-    known = _COMPARES_IN_SERVER.get(id(client))
-    if known is None:
-        info = await client.admin.command("buildInfo")
-        known = _COMPARES_IN_SERVER[id(client)] = "ferretdbVersion" not in info
-    return known
-
-
-_KNOWN: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
-_KNOWN_MAX = 200_000
-
-
-def remember(col: AsyncCollection[Doc], key: str, field: str, value: Any) -> None:
-    """Record what this process just wrote under ``doc_lock``, so the next ``guard`` need not read it.
-
-    On FerretDB (one writing process, see ``doc_lock``) that spares a read of
-    the whole document before every versioned write.
-    """
-    ident = (col.database.name, col.name, key)
-    _KNOWN.setdefault(ident, {})[field] = value
-    _KNOWN.move_to_end(ident)
-    if len(_KNOWN) > _KNOWN_MAX:
-        _KNOWN.popitem(last=False)
-
-
-def forget(col: AsyncCollection[Doc], key: str) -> None:
-    _KNOWN.pop((col.database.name, col.name, key), None)
-
-
-async def known_value(col: AsyncCollection[Doc], key: str, field: str) -> Any:
-    """``field`` of the stored document (None when there is none): remembered on FerretDB, else read."""
-    if not await compares_in_server(col):
-        known = _KNOWN.get((col.database.name, col.name, key), {})
-        if field in known:
-            return known[field]
-    current = await col.find_one({"_id": key}, {field: 1})
-    return None if current is None else current.get(field)
-
-
-async def guard(col: AsyncCollection[Doc], key: str, field: str, expected: Any) -> dict[str, Any] | None:
-    """A filter matching ``key`` only while ``field == expected``; the caller holds ``doc_lock``.
-
-    None when the document is gone or has moved on.
-    """
-    if await compares_in_server(col):
-        return {"_id": key, field: expected}
-    return {"_id": key} if await known_value(col, key, field) == expected else None
+async def ensure_indexes(db: AsyncDatabase[Doc], indexes: list[Index]) -> None:
+    """Create what is declared; idempotent, so every replica runs it at every start."""
+    for ix in indexes:
+        await db[ix.collection].create_index(list(ix.keys), name=ix.name, unique=ix.unique)
 
 
 class StaleVersion(Exception):
@@ -400,9 +245,7 @@ class Repository:
             "outbox": outbox,
             "registrations": registrations,
         }
-        async with key_lock(self.col, uuid):
-            await self.inserts.write(InsertOne(doc))  # concurrent creations share a command
-            remember(self.col, uuid, "version", doc["version"])
+        await self.inserts.write(InsertOne(doc))  # concurrent creations share a command
         return doc
 
     async def _update(
@@ -422,15 +265,12 @@ class Repository:
         }
         if specs:
             update["$push"] = {"outbox": {"$each": outbox}, "registrations": {"$each": registrations}}
-        async with doc_lock(self.col, uuid):
-            query = await guard(self.col, uuid, "version", expected)
-            doc = None
-            if query is not None:
-                doc = await self.col.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
-            if doc is not None:
-                remember(self.col, uuid, "version", version)
+        # The compare-and-swap: the filter holds the expected version, so of two
+        # concurrent writers (any replicas) exactly one matches.
+        doc = await self.col.find_one_and_update(
+            {"_id": uuid, "version": expected}, update, return_document=ReturnDocument.AFTER
+        )
         if doc is None:
-            forget(self.col, uuid)
             current = await self.col.find_one({"_id": uuid}, {"version": 1})
             raise StaleVersion(int(current["version"]) if current else -1, expected)
         return doc
@@ -560,16 +400,59 @@ async def paginate(
 
 
 class MongoSeenStore:
-    """Newest applied sequence per (consumer, aggregate, subject), for stale-event skipping."""
+    """Newest applied sequence per (consumer, aggregate stream), for stale-event skipping.
 
-    def __init__(self, db: AsyncDatabase[Doc], collection: str = "_seen") -> None:
+    ``claim`` and ``finish`` bracket the handling of one event: the claim is
+    a conditional write that only one delivery of a stream can win at a time
+    (any replica, any redelivery), so a redelivered event that arrives while
+    the first delivery is still being handled waits and is then skipped as
+    stale instead of taking effect twice. A claim left by a crashed handler
+    expires after ``lease`` seconds.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc], collection: str = "_seen", lease: float = 30.0) -> None:
         self.col: AsyncCollection[Doc] = db[collection]
         self.writer = BulkWriter(self.col)  # a consumer's concurrent handlers mark together
+        self.lease = lease
 
     @staticmethod
     def key(consumer: str, event: CloudEvent) -> str:
         """Sequences count per aggregate stream: ``access.*`` and ``person.*`` share a subject."""
         return f"{consumer}:{event.type.split('.', 1)[0]}:{event.subject}"
+
+    async def claim(self, consumer: str, event: CloudEvent) -> bool:
+        """True: this delivery may handle the event (call ``finish``); False: it is stale."""
+        key = self.key(consumer, event)
+        while True:
+            now = datetime.now(UTC)
+            try:
+                await self.col.update_one(
+                    {
+                        "_id": key,
+                        "sequence": {"$lt": event.sequence},
+                        "$or": [{"claim_until": None}, {"claim_until": {"$lt": now}}],
+                    },
+                    {
+                        "$set": {"claim_until": now + timedelta(seconds=self.lease), "claimed": event.sequence},
+                        "$setOnInsert": {"sequence": 0},
+                    },
+                    upsert=True,
+                )
+                return True
+            except DuplicateKeyError:  # exists, and either newer or claimed by another delivery
+                current = await self.col.find_one({"_id": key})
+                if current is not None and int(current.get("sequence", 0)) >= event.sequence:
+                    return False
+                await asyncio.sleep(0.01 + 0.02 * random.random())
+
+    async def finish(self, consumer: str, event: CloudEvent, *, applied: bool) -> None:
+        """Release the claim; ``applied`` also records the sequence as handled."""
+        key = self.key(consumer, event)
+        if applied:
+            op = UpdateOne({"_id": key}, {"$max": {"sequence": event.sequence}, "$set": {"claim_until": None}})
+        else:
+            op = UpdateOne({"_id": key, "claimed": event.sequence}, {"$set": {"claim_until": None}})
+        await self.writer.write(op)
 
     async def is_stale(self, consumer: str, event: CloudEvent) -> bool:
         doc = await self.col.find_one({"_id": self.key(consumer, event)})
@@ -577,8 +460,7 @@ class MongoSeenStore:
 
     async def mark(self, consumer: str, event: CloudEvent) -> None:
         key = self.key(consumer, event)
-        async with key_lock(self.col, key):
-            await self.writer.write(UpdateOne({"_id": key}, {"$max": {"sequence": event.sequence}}, upsert=True))
+        await self.writer.write(UpdateOne({"_id": key}, {"$max": {"sequence": event.sequence}}, upsert=True))
 
 
 class Projection:
@@ -588,35 +470,154 @@ class Projection:
         self.col: AsyncCollection[Doc] = db[collection]
 
     async def apply(self, subject: str, sequence: int, body: dict[str, Any]) -> bool:
-        """Store ``body`` for ``subject`` if ``sequence`` is newer; False when stale."""
-        async with doc_lock(self.col, subject):
-            return await self._apply(subject, sequence, body)
+        """Store ``body`` for ``subject`` if ``sequence`` is newer; False when stale.
 
-    async def _apply(self, subject: str, sequence: int, body: dict[str, Any]) -> bool:
+        One conditional write: the filter matches only an older copy, so of two
+        replicas applying different sequences the newer one ends up stored
+        whatever the order. No match means either no copy (insert; a
+        concurrent insert makes it a duplicate key, and we try again) or a
+        newer copy (stale).
+        """
         doc = {**body, "_id": subject, "sequence": sequence}
         for _ in range(10):
-            current = await known_value(self.col, subject, "sequence")
-            if current is None:
-                try:
-                    await self.col.insert_one(doc)
-                except DuplicateKeyError:
-                    forget(self.col, subject)
-                    continue
-                remember(self.col, subject, "sequence", sequence)
-                return True
-            if int(current) >= sequence:
-                return False
-            query = await guard(self.col, subject, "sequence", current)
-            if query is None:
-                forget(self.col, subject)
-                continue
-            res = await self.col.replace_one(query, doc)
+            res = await self.col.replace_one({"_id": subject, "sequence": {"$lt": sequence}}, doc)
             if res.matched_count:
-                remember(self.col, subject, "sequence", sequence)
                 return True
-            forget(self.col, subject)
-            await asyncio.sleep(0)
+            try:
+                await self.col.insert_one(doc)
+                return True
+            except DuplicateKeyError:
+                current = await self.col.find_one({"_id": subject}, {"sequence": 1})
+                if current is not None and int(current["sequence"]) >= sequence:
+                    return False
         raise RuntimeError(f"projection {self.col.name}: could not apply {subject}@{sequence}")
 
     async def get(self, subject: str) -> Doc | None:
         return await self.col.find_one({"_id": subject})
+
+
+class Section:
+    """A named critical section across all replicas: a lease taken by a conditional write.
+
+    For rules that span aggregates and that no unique index can express (no
+    cycle in the tree, a ``user_key`` unique on every day): every write that
+    such a rule reads holds the section, so the check and the write are never
+    interleaved with another replica's. The section document also logs what
+    each holder wrote (``recent``); on entry a replica re-reads those
+    documents (or everything, when it has fallen further behind) before it
+    decides, so its in-memory view is exactly as current as the database.
+    A holder that dies leaves a lease that expires after ``lease_seconds``.
+    """
+
+    RECENT = 1000
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        name: str,
+        *,
+        refresh_one: Callable[[str, str], Awaitable[None]],
+        refresh_all: Callable[[], Awaitable[None]],
+        lease_seconds: float = 30.0,
+        wait_seconds: float = 10.0,
+    ) -> None:
+        self.col: AsyncCollection[Doc] = db["_sections"]
+        self.name = name
+        self.refresh_one = refresh_one
+        self.refresh_all = refresh_all
+        self.lease = lease_seconds
+        self.wait = wait_seconds
+        self.seen: int | None = None  # the section's seq this replica's view reflects
+        self.acquired = 0  # entries (tests and metrics)
+
+    async def baseline(self) -> None:
+        """Call before the initial load: what is written after this is caught up on entry."""
+        await self.col.update_one(
+            {"_id": self.name}, {"$setOnInsert": {"seq": 0, "holder": None, "until": None, "recent": []}}, upsert=True
+        )
+        doc = await self.col.find_one({"_id": self.name}, {"seq": 1})
+        self.seen = int(doc["seq"]) if doc else 0
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[SectionTicket]:
+        token = uuidlib.uuid4().hex
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        pause = 0.002
+        while True:
+            now = datetime.now(UTC)
+            doc = await self.col.find_one_and_update(
+                {"_id": self.name, "$or": [{"holder": None}, {"until": {"$lt": now}}]},
+                {"$set": {"holder": token, "until": now + timedelta(seconds=self.lease)}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                break
+            if loop.time() > deadline:
+                raise problems.unavailable(f"{self.name} is busy with other writes; try again")
+            await asyncio.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.05)
+        self.acquired += 1
+        ticket = SectionTicket()
+        caught_up = False
+        try:
+            await self._catch_up(doc)
+            caught_up = True
+            yield ticket
+        finally:
+            seq = int(doc["seq"])
+            entries = [{"seq": seq + i, "c": c, "id": k} for i, (c, k) in enumerate(ticket.written, start=1)]
+            update: dict[str, Any] = {"$set": {"holder": None, "until": None}}
+            if entries:
+                update["$inc"] = {"seq": len(entries)}
+                update["$push"] = {"recent": {"$each": entries, "$slice": -self.RECENT}}
+            released = await self.col.update_one({"_id": self.name, "holder": token}, update)
+            if released.matched_count != 1:
+                log.error("section lease expired while held", extra={"section": self.name})
+            self.seen = seq + len(entries) if caught_up else None  # None: reload on next entry
+
+    async def _catch_up(self, doc: Doc) -> None:
+        seq = int(doc["seq"])
+        seen = self.seen
+        if seen is not None and seen >= seq:
+            return
+        recent = [e for e in doc.get("recent", []) if seen is not None and int(e["seq"]) > seen]
+        if seen is None or not recent or int(recent[0]["seq"]) != seen + 1:
+            await self.refresh_all()  # fallen behind the log
+        else:
+            for key in dict.fromkeys((e["c"], e["id"]) for e in recent):
+                await self.refresh_one(*key)
+        self.seen = seq
+
+
+@dataclass
+class SectionTicket:
+    """What the holder wrote, so the next holder (any replica) re-reads it."""
+
+    written: list[tuple[str, str]] = field(default_factory=list)
+
+    def wrote(self, collection: str, uuid: str) -> None:
+        self.written.append((collection, uuid))
+
+
+class Holder:
+    """Which replica handles a single-active queue; a change of holder means: reload first.
+
+    One read by ``_id`` per message, and one conditional write when the
+    holder changes. Not a lock (RabbitMQ's single-active-consumer decides who
+    gets messages); it only tells the new holder that its memory may be stale.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc], name: str, replica: str) -> None:
+        self.col: AsyncCollection[Doc] = db["_holders"]
+        self.name = name
+        self.replica = replica
+
+    async def claim(self) -> bool:
+        doc = await self.col.find_one({"_id": self.name})
+        if doc is not None and doc.get("replica") == self.replica:
+            return False
+        await self.col.update_one(
+            {"_id": self.name}, {"$set": {"replica": self.replica, "since": datetime.now(UTC)}}, upsert=True
+        )
+        return True

@@ -1,10 +1,11 @@
 """pytest plugin (``-p orgdir.testing``): real servers and isolation for tests.
 
-One RabbitMQ node and one FerretDB serve the whole session (started
-concurrently, only when a test asks for them); tests keep apart by naming
-their databases, exchanges and queues with the ``ns`` prefix. Tests that stop
-and restart a server get one of their own. ``AMQP_URL`` / ``MONGODB_URL`` in
-the environment point the session at existing servers instead.
+One RabbitMQ node and one mongo-java-server (memory backend) serve the whole
+session (started concurrently, only when a test asks for them); tests keep
+apart by naming their databases, exchanges and queues with the ``ns`` prefix.
+Tests that stop and restart a server get one of their own. ``AMQP_URL`` /
+``MONGODB_URL`` in the environment point the session at existing servers
+instead (``ORGDIR_MONGO_BACKEND=h2`` runs the session's server on H2).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from orgdir.localservers import (
-    FerretDB,
+    MongoServer,
     RabbitNode,
     ServerSet,
     cleanup_stale_test_dirs,
@@ -43,7 +44,7 @@ def orgdir_test_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def orgdir_servers(orgdir_test_dir: Path) -> Iterator[ServerSet]:
-    """The session's RabbitMQ and FerretDB, both started at once."""
+    """The session's RabbitMQ and MongoDB-wire server, both started at once."""
     servers = ServerSet.for_dir(orgdir_test_dir, rabbit_name=f"test{os.getpid()}")
     servers.start()
     yield servers
@@ -84,12 +85,16 @@ def private_rabbit(orgdir_test_dir: Path) -> Iterator[Callable[[], RabbitNode]]:
 
 
 @pytest.fixture
-def private_ferretdb(orgdir_test_dir: Path) -> Iterator[Callable[[], FerretDB]]:
-    """Factory: ``private_ferretdb()`` starts a FerretDB for this test only; stopped after it."""
-    servers: list[FerretDB] = []
+def private_mongo(orgdir_test_dir: Path) -> Iterator[Callable[..., MongoServer]]:
+    """Factory: ``private_mongo()`` starts a server for this test only; stopped after it.
 
-    def make() -> FerretDB:
-        server = FerretDB(orgdir_test_dir / "private" / f"ferretdb-{_short_id()}")
+    The memory backend loses its data on stop; a test that restarts the server
+    and expects its data back asks for ``private_mongo(backend="h2")``.
+    """
+    servers: list[MongoServer] = []
+
+    def make(backend: str = "memory") -> MongoServer:
+        server = MongoServer(orgdir_test_dir / "private" / f"mongo-{_short_id()}", backend=backend)
         servers.append(server)
         server.start()
         return server

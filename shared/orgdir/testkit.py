@@ -202,7 +202,12 @@ class ServiceProcess:
         }
 
     async def __aenter__(self) -> ServiceProcess:
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Start (again, on the same port) and wait until ``/readyz`` answers 200."""
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - a child process; readiness is awaited below
             [*uvicorn_command(self.package, self.port), "--log-level", "warning"], env=self.environment()
         )
         try:
@@ -210,7 +215,12 @@ class ServiceProcess:
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, nothing flushed, as when a node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -26,6 +26,8 @@ CONSUMER_QUEUES: dict[str, list[str]] = {
     "access-rights.org": ["orgunit.*", "engagement.*", "person.*", "class.*"],
     "notifier.all": ["#"],
 }
+# Queues one replica handles at a time (must match the consumer's own declaration).
+SINGLE_ACTIVE = frozenset({"access-rights.org", "notifier.all"})
 
 
 async def declare_all(connection: AbstractRobustConnection, settings: Settings) -> None:
@@ -36,7 +38,14 @@ async def declare_all(connection: AbstractRobustConnection, settings: Settings) 
         queue = f"{settings.queue_prefix}{name}"
         channel = await connection.channel()
         try:
-            await declare_consumer_queue(channel, settings.exchange, queue, patterns, settings.delivery_limit)
+            await declare_consumer_queue(
+                channel,
+                settings.exchange,
+                queue,
+                patterns,
+                settings.delivery_limit,
+                single_active=name in SINGLE_ACTIVE,
+            )
         except Exception as exc:  # e.g. declared elsewhere with other arguments
             log.warning("could not declare consumer queue", extra={"queue": queue, "error": str(exc)})
         finally:

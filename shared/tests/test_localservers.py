@@ -1,4 +1,4 @@
-"""The local servers are real: RabbitMQ speaks AMQP with quorum queues, FerretDB keeps data."""
+"""The local servers are real: RabbitMQ speaks AMQP with quorum queues, mongo-java-server keeps data."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
@@ -13,7 +14,7 @@ import pymongo
 import pytest
 from pymongo import AsyncMongoClient
 
-from orgdir.localservers import FerretDB, RabbitNode, free_port, port_open
+from orgdir.localservers import MongoServer, RabbitNode, ServerSet, free_port, port_open
 
 
 async def test_session_rabbitmq_declares_a_quorum_queue(amqp_url: str, ns: str) -> None:
@@ -28,7 +29,7 @@ async def test_session_rabbitmq_declares_a_quorum_queue(amqp_url: str, ns: str) 
         await queue.delete(if_unused=False, if_empty=False)
 
 
-async def test_session_ferretdb_inserts_and_finds(mongodb_url: str, ns: str) -> None:
+async def test_session_mongo_inserts_and_finds(mongodb_url: str, ns: str) -> None:
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_url)
     async with client:
         coll = client[ns]["things"]
@@ -37,22 +38,34 @@ async def test_session_ferretdb_inserts_and_finds(mongodb_url: str, ns: str) -> 
         await client.drop_database(ns)
 
 
-async def test_private_ferretdb_stops_and_keeps_data_over_restart(private_ferretdb, ns):
-    server: FerretDB = private_ferretdb()
+async def test_session_mongo_reports_a_wire_version_pymongo_accepts(mongodb_url: str) -> None:
+    """PyMongo 4.20+ needs wire version 17 (MongoDB 6.0); the library alone reports 8."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_url)
+    async with client:
+        hello = await client.admin.command("hello")
+        assert hello["isWritablePrimary"] is True and int(hello["maxWireVersion"]) >= 17
+        legacy = await client.admin.command("isMaster")  # what PyMongo's handshake sends
+        assert int(legacy["maxWireVersion"]) == int(hello["maxWireVersion"])
+
+
+async def test_private_h2_mongo_stops_and_keeps_data_over_restart(
+    private_mongo: Callable[..., MongoServer], ns: str
+) -> None:
+    server: MongoServer = private_mongo(backend="h2")
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(server.url)
     async with client:
         await client[ns]["things"].insert_one({"_id": "kept"})
 
-    server.stop()
-    assert not port_open(server.port)
+    server.stop()  # SIGTERM: the shutdown hook closes the H2 file
+    assert not port_open(server.port) and server.pid is None
     down: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(server.url, serverSelectionTimeoutMS=500)
     async with down:
         with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
             await down.admin.command("ping")
 
     port = server.port
-    server.restart()
-    assert server.port == port
+    await server.arestart()
+    assert server.port == port and server.data_file.is_file()
     client = AsyncMongoClient(server.url)
     async with client:
         assert await client[ns]["things"].find_one({"_id": "kept"}) == {"_id": "kept"}
@@ -92,6 +105,17 @@ def test_free_port_never_repeats_within_a_process() -> None:
     ports = {free_port() for _ in range(20)}
     assert len(ports) == 20
     assert not ports & {4369, *range(35672, 35683)}
+
+
+def test_tests_use_memory_the_stack_h2_and_the_environment_overrides(tmp_path: Path) -> None:
+    def backend(env: dict[str, str], **kw: str) -> str:
+        servers = ServerSet.for_dir(tmp_path / "s", rabbit_name="x", env={"AMQP_URL": "amqp://x/", **env}, **kw)
+        assert servers.mongo is not None
+        return servers.mongo.backend
+
+    assert backend({}) == "memory"
+    assert backend({}, mongo_backend="h2") == "h2"
+    assert backend({"ORGDIR_MONGO_BACKEND": "memory"}, mongo_backend="h2") == "memory"
 
 
 def test_cli_uses_urls_from_the_environment(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import InsertOne, UpdateOne
 
-from orgdir.store import MAX_BULK, BulkWriter, connect, key_lock
+from orgdir.store import MAX_BULK, BulkWriter, connect
 
 
 async def test_concurrent_writes_share_commands_and_keep_their_own_errors(mongodb_url: str, ns: str) -> None:
@@ -20,11 +20,10 @@ async def test_concurrent_writes_share_commands_and_keep_their_own_errors(mongod
 
         async def insert(i: int) -> str:
             key = "taken" if i == 7 else f"k{i}"
-            async with key_lock(col, key):
-                try:
-                    await writer.write(InsertOne({"_id": key, "n": i}))
-                except DuplicateKeyError:
-                    return "duplicate"
+            try:
+                await writer.write(InsertOne({"_id": key, "n": i}))
+            except DuplicateKeyError:
+                return "duplicate"
             return "ok"
 
         outcomes = await asyncio.gather(*(insert(i) for i in range(120)))
@@ -34,8 +33,7 @@ async def test_concurrent_writes_share_commands_and_keep_their_own_errors(mongod
         assert writer.commands <= 120 // MAX_BULK + 2  # shared, not one per write
 
         async def bump(i: int) -> None:
-            async with key_lock(col, f"k{i}"):
-                await writer.write(UpdateOne({"_id": f"k{i}"}, {"$inc": {"n": 1000}}))
+            await writer.write(UpdateOne({"_id": f"k{i}"}, {"$inc": {"n": 1000}}))
 
         await asyncio.gather(*(bump(i) for i in range(120) if i != 7))
         assert sorted([d["n"] async for d in col.find({"_id": {"$ne": "taken"}})]) == [

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 from fastapi import FastAPI
 
 from orgdir.clock import Clock
@@ -23,16 +20,9 @@ def create_app(settings: OrgunitsSettings | None = None, clock: Clock | None = N
     service = OrgUnits(runtime, settings)
     runtime.consumer("registry", registry_router(service.engagements))
     runtime.every(settings.scheduler_interval_seconds, service.tick)
-    runtime.every(settings.cache_refresh_seconds, service.refresh)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.lifespan(app):
-            await service.start()
-            yield
 
     app = create_base_app(
-        settings.service_name, title="Orgdir orgunits", ready=runtime.ready, lifespan=lifespan
+        settings.service_name, title="Orgdir orgunits", ready=runtime.ready, lifespan=runtime.lifespan
     )
     app.state.orgunits = service
     app.include_router(api.router)

@@ -1,18 +1,17 @@
 """The orgunits application service: the write paths and the read model, in one place.
 
-Writes are serialised in this process by one lock: the tree rules (parent
-active, no cycles, user_key unique on every day, children covered) read the
-other units from the in-memory cache, so a write must see the one before it.
-Each write re-reads its own document by ``_id`` (authoritative version, cheap)
-and is guarded by that version in the database, so a concurrent write of
-another replica to the same unit is a 409/412, never a lost update. Rules
-that span units are only as fresh as the cache across replicas
-(``cache_refresh_seconds``): run one writing replica, or accept that window.
+The tree rules (parent active, no cycles, user_key unique on every day,
+children covered) span units, so every write holds the service's ``tree``
+section, a lease in the database shared by all replicas: on entry the
+replica re-reads what other replicas wrote since it last held it, so the
+rules see exactly what the database holds, and no other replica writes
+until this one is done. Each write is still guarded by the document's
+version (a 409/412, never a lost update). Between writes, every replica's
+in-memory model follows the service's own events (``Runtime.view``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
@@ -22,6 +21,7 @@ from typing import Any
 
 from orgdir import problems
 from orgdir.contracts.orgunits import ClassSlice, ClassState, FacetSlice, OrgUnitSlice, OrgUnitState
+from orgdir.events import CloudEvent
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
 from orgdir.service import Runtime
 from orgdir.store import Change, Doc, Repository, StaleVersion
@@ -57,7 +57,9 @@ class OrgUnits:
         self.engagements = runtime.projection("engagements")
         self.cache = UnitCache(max_days=settings.tree_cache_days)
         self.vocab = Vocabulary()
-        self.lock = asyncio.Lock()
+        self.section = runtime.section("tree", self.refresh_one, self.load)
+        runtime.view(["orgunit.*", "class.*", "facet.*"], self.on_event, self.load)
+        runtime.loaders.append(self.start)
         self.dirty: set[tuple[str, str]] = set()
         for repo in (self.units_repo, self.facets_repo, self.classes_repo):
             self._track(repo)
@@ -94,24 +96,26 @@ class OrgUnits:
 
     async def start(self) -> None:
         """Load the caches (one scan each) and seed the default vocabulary."""
-        for attempt in range(30):
-            try:
-                await self.vocab.load(self.facets_repo.col, self.classes_repo.col)
-                n = await self.cache.load(self.units_repo.col)
-                break
-            except Exception as exc:  # database still starting
-                if attempt == 29:
-                    raise
-                log.warning("loading units failed, retrying", extra={"error": str(exc)})
-                await asyncio.sleep(1)
-        log.info("units loaded", extra={"units": n})
+        await self.section.baseline()
+        await self.load()
         if self.settings.seed_vocabulary:
             await self.seed()
+
+    async def load(self) -> None:
+        """Everything from the database; only newer versions replace what memory holds."""
+        await self.vocab.load(self.facets_repo.col, self.classes_repo.col)
+        n = await self.cache.load(self.units_repo.col)
+        log.info("units loaded", extra={"units": n})
+
+    async def on_event(self, event: CloudEvent) -> None:
+        """The view feed: any replica's write, re-read by ``_id`` (events of one kind map to one collection)."""
+        collection = {"orgunit": self.units_repo.name, "class": self.classes_repo.name, "facet": self.facets_repo.name}
+        await self.refresh_one(collection[event.type.split(".", 1)[0]], event.subject)
 
     async def seed(self) -> int:
         """Create missing default facets and classes; idempotent, safe with several replicas."""
         created = 0
-        async with self.lock:
+        async with self.section.hold() as ticket:
             for key, description in vocabulary.FACETS.items():
                 fid = vocabulary.facet_uuid(key)
                 if fid in self.vocab.facets:
@@ -132,6 +136,7 @@ class OrgUnits:
                         fid, Change(state, "facet.created", note="seeded")
                     )
                     self.vocab.set_facet(facet_state(doc))
+                    ticket.wrote(self.facets_repo.name, fid)
                     created += 1
             for facet, rows in vocabulary.CLASSES.items():
                 for key, name, scope in rows:
@@ -154,6 +159,7 @@ class OrgUnits:
                             cid, Change(state, "class.created", note="seeded")
                         )
                         self.vocab.set_class(class_state(doc))
+                        ticket.wrote(self.classes_repo.name, cid)
                         created += 1
             self._clean(self.facets_repo.name, self.classes_repo.name)
         return created
@@ -161,27 +167,22 @@ class OrgUnits:
     def _clean(self, *collections: str) -> None:
         self.dirty = {d for d in self.dirty if d[0] not in collections}
 
+    async def refresh_one(self, collection: str, uid: str) -> None:
+        """Re-read one document into memory (kept only if newer than what is held)."""
+        doc = await self.runtime.db[collection].find_one({"_id": uid}, NO_HISTORY)
+        if doc is None:
+            return
+        if collection == self.units_repo.name:
+            self.cache.set_doc(doc)
+        elif collection == self.classes_repo.name:
+            self.vocab.set_class(class_state(doc))
+        elif collection == self.facets_repo.name:
+            self.vocab.set_facet(facet_state(doc))
+
     async def fresh(self) -> None:
         """Re-read documents written in this process outside the write paths (the schedulers)."""
         while self.dirty:
-            collection, uid = self.dirty.pop()
-            doc = await self.runtime.db[collection].find_one({"_id": uid}, NO_HISTORY)
-            if doc is None:
-                continue
-            if collection == self.units_repo.name:
-                self.cache.set_doc(doc)
-            elif collection == self.classes_repo.name:
-                self.vocab.set_class(class_state(doc))
-            elif collection == self.facets_repo.name:
-                self.vocab.set_facet(facet_state(doc))
-
-    async def refresh(self) -> None:
-        """Timer: pick up other replicas' writes."""
-        await self.fresh()
-        await self.vocab.load(self.facets_repo.col, self.classes_repo.col)
-        n = await self.cache.refresh(self.units_repo.col)
-        if n:
-            log.info("cache refreshed", extra={"units": n})
+            await self.refresh_one(*self.dirty.pop())
 
     async def tick(self) -> None:
         """Timer: emit ``.effective`` for transitions that are due, then re-read what changed."""
@@ -208,7 +209,7 @@ class OrgUnits:
 
         A result equal to the stored timeline stores nothing (idempotent PUT).
         """
-        async with self.lock:
+        async with self.section.hold() as ticket:
             await self.fresh()
             for _ in range(3):
                 state = self.cache.get(uid)
@@ -246,6 +247,7 @@ class OrgUnits:
                     if doc is not None:
                         self.cache.set_doc(doc, force=True)
                     continue
+                ticket.wrote(self.units_repo.name, uid)
                 stored = {k: v for k, v in stored.items() if k not in ("outbox", "registrations")}
                 self.cache.set_doc(stored)
                 self.dirty.discard((self.units_repo.name, uid))
@@ -362,7 +364,7 @@ class OrgUnits:
     async def write_facet(
         self, fid: str, user_key: str, description: str, if_match: int | None, must_exist: bool
     ) -> tuple[Doc, bool]:
-        async with self.lock:
+        async with self.section.hold() as ticket:
             await self.fresh()
             doc = await self.facets_repo.get(fid)
             if doc is None and must_exist:
@@ -398,6 +400,7 @@ class OrgUnits:
                 if doc is None
                 else await self.facets_repo.update(fid, doc["version"], change)
             )
+            ticket.wrote(self.facets_repo.name, fid)
             self.vocab.set_facet(facet_state(stored))
             self.dirty.discard((self.facets_repo.name, fid))
             return stored, doc is None
@@ -411,7 +414,7 @@ class OrgUnits:
         if_match: int | None,
         must_exist: bool,
     ) -> tuple[Doc, bool]:
-        async with self.lock:
+        async with self.section.hold() as ticket:
             await self.fresh()
             doc = await self.classes_repo.get(cid)
             if doc is None and must_exist:
@@ -446,6 +449,7 @@ class OrgUnits:
                 if doc is None
                 else await self.classes_repo.update(cid, doc["version"], change)
             )
+            ticket.wrote(self.classes_repo.name, cid)
             self.vocab.set_class(class_state(stored))
             self.dirty.discard((self.classes_repo.name, cid))
             return stored, doc is None

@@ -1,12 +1,11 @@
 """In-memory copies of the units and the vocabulary, and the views read from them.
 
-FerretDB answers every query that is not by ``_id`` with a full scan, and a
-tree walk would need thousands of queries, so this process keeps every unit
-document in memory: loaded once at startup, updated by each of this
-process's writes (under one write lock, so the rules always see what the
-last write left), and refreshed periodically from the database to pick up
-writes of other replicas (``cache_refresh_seconds``). Hot reads (the tree,
-children, subtree, search) never touch the database.
+A tree walk would need thousands of queries, so every replica keeps every
+unit document in memory: loaded at startup, updated by its own writes at
+once and by every replica's through the service's own events (the view
+feed), and caught up from the database whenever it enters the tree section
+to write. Hot reads (the tree, children, subtree, search) never touch the
+database.
 
 Views per date (which slice holds, the children of each unit, the rendered
 tree) are computed once per date and cache generation, and dropped on the
@@ -20,7 +19,7 @@ import json
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 from typing import Any, TypeVar
 
 import pydantic_core
@@ -131,7 +130,6 @@ class UnitCache:
     children: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     holders: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     generation: int = 0
-    high_water: datetime | None = None
     _views: OrderedDict[date, DayView] = field(default_factory=OrderedDict)
 
     def set(self, state: OrgUnitState, *, force: bool = False) -> bool:
@@ -155,9 +153,6 @@ class UnitCache:
         return True
 
     def set_doc(self, doc: Doc, *, force: bool = False) -> bool:
-        updated = doc.get("updated_at")
-        if isinstance(updated, datetime) and (self.high_water is None or updated > self.high_water):
-            self.high_water = updated
         return self.set(unit_state(doc), force=force)
 
     def get(self, uuid: str) -> OrgUnitState | None:
@@ -187,24 +182,11 @@ class UnitCache:
         return v
 
     async def load(self, col: AsyncCollection[Doc]) -> int:
-        """Everything, once at startup (one scan)."""
+        """Everything (one scan): at startup, and when a replica has fallen behind."""
         n = 0
         async for doc in col.find({}, NO_HISTORY):
-            self.set_doc(doc, force=True)
+            self.set_doc(doc)
             n += 1
-        return n
-
-    async def refresh(
-        self, col: AsyncCollection[Doc], margin: timedelta = timedelta(minutes=2)
-    ) -> int:
-        """Pick up other replicas' writes: documents updated since the last seen, if newer."""
-        query: dict[str, Any] = {}
-        if self.high_water is not None:
-            query = {"updated_at": {"$gte": self.high_water - margin}}
-        n = 0
-        async for doc in col.find(query, NO_HISTORY):
-            if self.set_doc(doc):
-                n += 1
         return n
 
 

@@ -26,7 +26,6 @@ def clock() -> ManualClock:
 def settings(ns: str, amqp_url: str, mongodb_url: str) -> OrgunitsSettings:
     return settings_for(
         OrgunitsSettings, ns=ns, service="orgunits", amqp_url=amqp_url, mongodb_url=mongodb_url,
-        cache_refresh_seconds=3600,
     )
 
 
