@@ -154,6 +154,27 @@ def merged_values(value_set: str) -> dict[str, Any]:
     return values
 
 
+def service_topology() -> tuple[dict[str, list[str]], frozenset[str]]:
+    """(queue -> binding patterns, single-active queues) as the services declare them."""
+    if str(REPO / "shared") not in sys.path:  # a venv without the workspace installed
+        sys.path.insert(0, str(REPO / "shared"))
+    from orgdir import topology
+
+    return topology.CONSUMER_QUEUES, topology.SINGLE_ACTIVE
+
+
+def single_active_queues(value_set: str) -> set[str]:
+    """Queues one replica reads at a time: flagged in the values, or declared so by the services."""
+    services = merged_values(value_set)["services"]
+    flagged = {
+        consumer["queue"]
+        for svc in services.values()
+        for consumer in svc["consumers"]
+        if consumer["singleActiveConsumer"]
+    }
+    return flagged | set(service_topology()[1])
+
+
 def _merge(base: Any, override: Any) -> Any:
     if isinstance(base, dict) and isinstance(override, dict):
         out = dict(base)
@@ -837,25 +858,196 @@ def test_autoscalers(helm: str, value_set: str) -> None:
             assert deployment["spec"]["replicas"] == svc["replicaCount"]
             continue
         assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
-        if values["keda"]["enabled"] and svc["consumers"]:
+        competing = [c["queue"] for c in svc["consumers"] if not c["singleActiveConsumer"]]
+        if values["keda"]["enabled"] and competing:
             queues = [
                 trigger["metadata"]["queueName"]
                 for trigger in keda[full]["spec"]["triggers"]
                 if trigger["type"] == "rabbitmq"
             ]
-            assert queues == [consumer["queue"] for consumer in svc["consumers"]]
+            assert queues == competing
         else:
-            assert full in hpa
+            # CPU only: no consumers, KEDA off, or only single-active queues.
+            assert full in hpa, name
 
 
 def test_keda_queue_names(helm: str) -> None:
+    docs = render(helm, "full")
     queues = {
         trigger["metadata"]["queueName"]
-        for scaled in of_kind(render(helm, "full"), "ScaledObject")
+        for scaled in of_kind(docs, "ScaledObject")
         for trigger in scaled["spec"]["triggers"]
         if trigger["type"] == "rabbitmq"
     }
-    assert queues == {"registry.orgunits", "access-rights.org", "notifier.all"}
+    assert queues == {"orgunits.registry", "registry.orgunits"}
+    # The services with only single-active queues autoscale on CPU.
+    assert {f"{RELEASE}-access-rights", f"{RELEASE}-notifier"} <= {
+        doc["spec"]["scaleTargetRef"]["name"] for doc in of_kind(docs, "HorizontalPodAutoscaler")
+    }
+
+
+# Every service autoscaled and KEDA on, on top of a value set.
+KEDA_EVERYWHERE = (
+    "--set",
+    "keda.enabled=true",
+    *(arg for name in SERVICES for arg in ("--set", f"services.{name}.autoscaling.enabled=true")),
+)
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+@pytest.mark.parametrize("extra", [(), KEDA_EVERYWHERE], ids=["as-is", "keda-everywhere"])
+def test_keda_never_scales_on_a_single_active_queue(
+    helm: str, value_set: str, extra: tuple[str, ...]
+) -> None:
+    # One replica at a time reads a single-active queue: its length says nothing
+    # about how many replicas are needed, so it is never a KEDA trigger.
+    single = single_active_queues(value_set)
+    assert {"access-rights.org", "notifier.all"} <= single
+    docs = render(helm, value_set, extra)
+    for scaled in of_kind(docs, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            if trigger["type"] == "rabbitmq":
+                queue = trigger["metadata"]["queueName"]
+                assert queue not in single, f"{scaled['metadata']['name']} scales on {queue}"
+    if extra:
+        scaled_by_keda = {
+            doc["spec"]["scaleTargetRef"]["name"] for doc in of_kind(docs, "ScaledObject")
+        }
+        hpa = {
+            doc["spec"]["scaleTargetRef"]["name"]
+            for doc in of_kind(docs, "HorizontalPodAutoscaler")
+        }
+        services = merged_values(value_set)["services"]
+        for name in enabled_services(value_set):
+            full = f"{RELEASE}-{name}"
+            competing = [c for c in services[name]["consumers"] if not c["singleActiveConsumer"]]
+            assert (full in scaled_by_keda) == bool(competing), name
+            assert (full in hpa) == (not competing), name
+
+
+def test_chart_consumers_match_the_services_queues() -> None:
+    # The consumers values mirror shared/orgdir/topology.py: every queue a
+    # service consumes, and whether it is single-active.
+    queues, single_active = service_topology()
+    services = merged_values("default")["services"]
+    for name in SERVICES:
+        declared = {queue for queue in queues if queue.startswith(f"{name}.")}
+        consumers = services[name]["consumers"]
+        assert {c["queue"] for c in consumers} == declared, name
+        for consumer in consumers:
+            assert consumer["queue"] == f"{name}.{consumer['name']}", consumer
+            assert consumer["singleActiveConsumer"] is (consumer["queue"] in single_active), (
+                consumer
+            )
+            if not consumer["singleActiveConsumer"]:
+                assert consumer["targetQueueLength"] >= 1, consumer
+
+
+def test_every_deployment_defaults_to_two_replicas(helm: str) -> None:
+    values = merged_values("default")
+    deployments = by_name(render(helm, "default"), "Deployment")
+    assert set(deployments) == {f"{RELEASE}-{name}" for name in SERVICES}
+    for name in SERVICES:
+        svc = values["services"][name]
+        assert svc["replicaCount"] == 2, name
+        assert svc["autoscaling"]["enabled"] is False, name
+        assert svc["autoscaling"]["minReplicas"] >= 2, name
+        spec = deployments[f"{RELEASE}-{name}"]["spec"]
+        assert spec["replicas"] == 2, name
+        # A rolling update starts the new pod before it stops an old one.
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_disruption_budget_per_service(helm: str, value_set: str) -> None:
+    docs = render(helm, value_set)
+    values = merged_values(value_set)
+    budgets = by_name(docs, "PodDisruptionBudget")
+    deployments = by_name(docs, "Deployment")
+    wanted = {
+        f"{RELEASE}-{name}"
+        for name in enabled_services(value_set)
+        if values["services"][name]["podDisruptionBudget"]["enabled"]
+    }
+    assert set(budgets) == wanted
+    if value_set == "default":
+        assert wanted == {f"{RELEASE}-{name}" for name in SERVICES}
+    for full, budget in budgets.items():
+        pdb = values["services"][full.removeprefix(f"{RELEASE}-")]["podDisruptionBudget"]
+        spec = budget["spec"]
+        selector = spec["selector"]["matchLabels"]
+        # Selects exactly that service's pods.
+        for other, deployment in deployments.items():
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            assert (selector.items() <= labels.items()) == (other == full), (full, other)
+        assert selector == deployments[full]["spec"]["selector"]["matchLabels"]
+        if pdb["minAvailable"] is None:
+            assert "minAvailable" not in spec and spec["maxUnavailable"] == pdb["maxUnavailable"]
+        else:
+            assert "maxUnavailable" not in spec and spec["minAvailable"] == pdb["minAvailable"]
+        if value_set == "default":
+            assert spec["minAvailable"] == 1, full
+        assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_one_replica_with_a_budget_is_refused_or_drains(helm: str) -> None:
+    # minAvailable 1 on one replica would block every node drain: refused (see
+    # test_wrong_values_fail_with_a_clear_message); without minAvailable the budget
+    # falls back to maxUnavailable, and without a budget nothing blocks.
+    one = ("--set", "services.registry.replicaCount=1")
+    budgets = by_name(
+        render(
+            helm,
+            "default",
+            (*one, "--set", "services.registry.podDisruptionBudget.minAvailable=null"),
+        ),
+        "PodDisruptionBudget",
+    )
+    assert budgets[f"{RELEASE}-registry"]["spec"] == {
+        "maxUnavailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        "selector": budgets[f"{RELEASE}-registry"]["spec"]["selector"],
+    }
+    budgets = by_name(
+        render(
+            helm, "default", (*one, "--set", "services.registry.podDisruptionBudget.enabled=false")
+        ),
+        "PodDisruptionBudget",
+    )
+    assert f"{RELEASE}-registry" not in budgets and f"{RELEASE}-orgunits" in budgets
+    # Autoscaled: the floor is minReplicas.
+    proc = run_helm(
+        helm,
+        *template_args(
+            "default",
+            extra=[
+                "--set",
+                "services.orgunits.autoscaling.enabled=true",
+                "--set",
+                "services.orgunits.autoscaling.minReplicas=1",
+            ],
+        ),
+    )
+    assert proc.returncode != 0 and "autoscaling.minReplicas 1" in proc.stderr, proc.stderr
+
+
+def test_no_one_replica_notes_remain() -> None:
+    # The services are stateless now: nothing tells operators to run one replica,
+    # and the database is MongoDB (FerretDB is gone).
+    for path in (CHART / "README.md", CHART / "values.yaml", CHART / "values.schema.json"):
+        text = path.read_text()
+        for phrase in (
+            "FerretDB",
+            "defaults to one replica",
+            "only on a refresh timer",
+            "only on a timer",
+            "must run alone",
+            "one active consumer each",
+        ):
+            assert phrase.lower() not in text.lower(), f"{path.name}: {phrase!r}"
+    readme = (CHART / "README.md").read_text()
+    assert "MongoDB 6+ as a" in readme and "replica set" in readme
+    assert "mongo-java-server" in readme
 
 
 UUID = "0b9c3f4e-5d6a-4b7c-8d9e-0f1a2b3c4d5e"
@@ -961,6 +1153,10 @@ def test_ingress_routes_each_path_to_its_service(helm: str) -> None:
             ["config.extra.ORGDIR_CPR_HASH_KEY looks like a secret"],
         ),
         (["--set", "secrets.existingSecret="], ["ORGDIR_MONGODB_URL is required"]),
+        (
+            ["--set", "services.registry.replicaCount=1"],
+            ["services.registry: podDisruptionBudget.minAvailable 1 with replicaCount 1"],
+        ),
     ],
 )
 def test_wrong_values_fail_with_a_clear_message(
@@ -970,6 +1166,32 @@ def test_wrong_values_fail_with_a_clear_message(
     assert proc.returncode != 0, f"helm template {args} succeeded"
     for text in expected:
         assert text in proc.stderr, f"{text!r} not in:\n{proc.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("consumer", "expected"),
+    [
+        (
+            {"name": "all", "queue": "notifier.all", "targetQueueLength": 50},
+            "at '/services/notifier/consumers/0': missing property 'singleActiveConsumer'",
+        ),
+        (
+            {"name": "all", "queue": "notifier.all", "singleActiveConsumer": False},
+            "at '/services/notifier/consumers/0': missing property 'targetQueueLength'",
+        ),
+    ],
+    ids=["single-active-unsaid", "competing-without-target"],
+)
+def test_consumers_say_whether_they_are_single_active(
+    helm: str, tmp_path: Path, consumer: dict[str, Any], expected: str
+) -> None:
+    # An overridden consumers list must say whether a queue is single-active (else
+    # KEDA might scale on it), and a competing one needs KEDA's target length.
+    values = tmp_path / "consumers.yaml"
+    values.write_text(yaml.safe_dump({"services": {"notifier": {"consumers": [consumer]}}}))
+    proc = run_helm(helm, *template_args("default", extra=["--values", str(values)]))
+    assert proc.returncode != 0, "helm template succeeded"
+    assert expected in proc.stderr, proc.stderr
 
 
 def test_monitoring_auto_follows_the_cluster(helm: str) -> None:
@@ -989,8 +1211,7 @@ def test_monitoring_auto_follows_the_cluster(helm: str) -> None:
     assert not problems, problems
 
 
-@pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_notes_render(helm: str, value_set: str) -> None:
+def render_notes(helm: str, value_set: str) -> str:
     # helm template never renders NOTES.txt; a copy of the chart renders it into a ConfigMap.
     with tempfile.TemporaryDirectory() as tmp:
         chart = Path(tmp) / "orgdir"
@@ -1003,10 +1224,22 @@ def test_notes_render(helm: str, value_set: str) -> None:
         args = template_args(value_set, chart, ["--show-only", "templates/zz-notes.yaml"])
         proc = run_helm(helm, *args)
     assert proc.returncode == 0, proc.stderr
-    notes = yaml.safe_load(proc.stdout)["data"]["notes"]
+    notes: str = yaml.safe_load(proc.stdout)["data"]["notes"]
+    return notes
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_notes_render(helm: str, value_set: str) -> None:
+    notes = render_notes(helm, value_set)
     assert "kubectl" in notes and "/readyz" in notes
     if merged_values(value_set)["secrets"]["existingSecret"]:
         assert "create secret generic" in notes
+    if value_set == "full":
+        assert "KEDA scales orgunits, registry on CPU and queue length" in notes
+        assert (
+            "Single-active queues (access-rights.org, notifier.all) are never a KEDA trigger"
+            in notes
+        )
 
 
 def prometheus_rules(helm: str) -> list[dict[str, Any]]:

@@ -88,9 +88,20 @@ app.kubernetes.io/component: {{ .name }}
 {{- end }}
 {{- end }}
 
-{{/* Should this service be scaled by KEDA (instead of an HPA)? "true" or "". */}}
+{{/*
+Should this service be scaled by KEDA (instead of an HPA)? "true" or "".
+Only when it consumes a competing-consumer queue: a single-active queue is read
+by one replica at a time, so its length says nothing about how many are needed.
+*/}}
 {{- define "orgdir.svc.useKeda" -}}
-{{- if and .root.Values.keda.enabled .svc.autoscaling.enabled .svc.consumers }}true{{ end }}
+{{- if and .root.Values.keda.enabled .svc.autoscaling.enabled (include "orgdir.svc.scalingQueues" .) }}true{{ end }}
+{{- end }}
+
+{{/* The consumers KEDA may scale this service on (not single-active), as JSON; "" for none. */}}
+{{- define "orgdir.svc.scalingQueues" -}}
+{{- $queues := list }}
+{{- range .svc.consumers }}{{ if not .singleActiveConsumer }}{{ $queues = append $queues . }}{{ end }}{{ end }}
+{{- if $queues }}{{ toJson $queues }}{{ end }}
 {{- end }}
 
 {{/* Is a monitoring CRD wanted? Args: (list <enabled value> <root> <api/version/Kind>). */}}
