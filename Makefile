@@ -59,7 +59,7 @@ bench-access: install
 	@$(PY) benchmarks/bench_access.py
 
 bench-notifier: install
-	@$(PY) benchmarks/bench_notifier.py
+	@$(PY) benchmarks/bench_notifier.py --matrix
 
 clean: down
 	rm -rf .run

@@ -154,7 +154,7 @@ def main() -> None:
     finally:
         servers.stop()
         shutil.rmtree(base, ignore_errors=True)
-    print(f"\nbench-bus ({args.events} events, 2 cores, RabbitMQ quorum queues, FerretDB/SQLite)")
+    print(f"\nbench-bus ({args.events} events, 2 cores, RabbitMQ quorum queues, mongo-java-server)")
     print(f"  raw aio-pika publish(confirm)+consume(ack): {raw:8,.0f} msg/s")
     print(f"  orgdir relay → broker → consumer:           {ours:8,.0f} events/s")
     print(f"  ratio orgdir/raw:                           {ours / raw:8.2f}")

@@ -9,7 +9,11 @@ the CPU the services needed. Prints writes/s achieved, deliveries/s and p50/p99
 latency from the write to the receiver's arrival.
 
     python benchmarks/bench_notifier.py                     # 200 writes/s for 60 s
-    python benchmarks/bench_notifier.py --rate 100 --seconds 20
+    python benchmarks/bench_notifier.py --rate 100 --seconds 20 --replicas 2
+    python benchmarks/bench_notifier.py --matrix            # 100 and 300 writes/s × 1 and 2 replicas
+
+``--replicas N`` runs N processes of registry and of notifier on one database
+and broker; the load generator spreads its writes over the registry replicas.
 """
 
 from __future__ import annotations
@@ -43,22 +47,25 @@ Write = Callable[[str, int], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def registry_writer(base: dict[str, Any]) -> AsyncIterator[Write]:
-    """Writes through the registry API, in its own process."""
+async def registry_writer(base: dict[str, Any], replicas: int) -> AsyncIterator[Write]:
+    """Writes through the registry API, spread over its replicas (each its own process)."""
     settings = settings_for(RegistrySettings, service="registry", **base)
-    async with ServiceProcess("registry", settings) as registry:
-        client = Client("127.0.0.1", int(registry.url.rsplit(":", 1)[1]), 64, WRITER)
+    async with contextlib.AsyncExitStack() as stack:
+        procs = [ServiceProcess("registry", settings) for _ in range(replicas)]
+        await asyncio.gather(*(stack.enter_async_context(p) for p in procs))
+        clients = [Client("127.0.0.1", int(p.url.rsplit(":", 1)[1]), 64, WRITER) for p in procs]
 
         async def write(subject: str, i: int) -> None:
             body = json.dumps({"given_name": f"Bench{i}", "surname": "Jensen"}).encode()
-            status, answer = await client.request("PUT", f"/api/v1/persons/{subject}", body)
+            status, answer = await clients[i % replicas].request("PUT", f"/api/v1/persons/{subject}", body)
             if status not in (200, 201):
                 raise RuntimeError(f"registry answered {status}: {answer[:200]!r}")
 
         try:
             yield write
         finally:
-            await client.close()
+            for client in clients:
+                await client.close()
 
 
 @contextlib.asynccontextmanager
@@ -80,7 +87,7 @@ async def direct_writer(bus: Bus) -> AsyncIterator[Write]:
     yield write
 
 
-async def run(rate: float, seconds: float, amqp_url: str, mongodb_url: str, mode: str) -> None:
+async def run(rate: float, seconds: float, amqp_url: str, mongodb_url: str, mode: str, replicas: int = 1) -> str:
     ns = f"bench{uuid.uuid4().hex[:6]}"
     base = {"ns": ns, "amqp_url": amqp_url, "mongodb_url": mongodb_url}
     settings = settings_for(NotifierSettings, service="notifier", **base)
@@ -91,8 +98,12 @@ async def run(rate: float, seconds: float, amqp_url: str, mongodb_url: str, mode
     await bus.connect()
     written: dict[str, float] = {}
     async with contextlib.AsyncExitStack() as stack:
-        notifier = await stack.enter_async_context(ServiceProcess("notifier", settings))
-        write = await stack.enter_async_context(direct_writer(bus) if mode == "direct" else registry_writer(base))
+        notifiers = [ServiceProcess("notifier", settings) for _ in range(replicas)]
+        await asyncio.gather(*(stack.enter_async_context(p) for p in notifiers))
+        notifier = notifiers[0]
+        write = await stack.enter_async_context(
+            direct_writer(bus) if mode == "direct" else registry_writer(base, replicas)
+        )
         async with httpx.AsyncClient(base_url=notifier.url, headers=ADMIN, timeout=30) as http:
             r = await http.post(
                 "/api/v1/subscriptions",
@@ -104,7 +115,7 @@ async def run(rate: float, seconds: float, amqp_url: str, mongodb_url: str, mode
                 },
             )
             r.raise_for_status()
-        print(f"mode: {mode}; {rate:.0f} writes/s for {seconds:.0f} s", flush=True)
+        print(f"mode: {mode}; {rate:.0f} writes/s for {seconds:.0f} s; {replicas} replica(s)", flush=True)
         total = int(rate * seconds)
         errors: list[str] = []
         outstanding: set[asyncio.Task[None]] = set()
@@ -156,13 +167,19 @@ async def run(rate: float, seconds: float, amqp_url: str, mongodb_url: str, mode
     if errors:
         print(f"  first error: {errors[0]}")
     print(f"delivered: {len(arrived)}/{len(written)}; receiver saw {receiver.count} requests")
-    if arrived:
-        p = statistics.quantiles(arrived, n=100) if len(arrived) > 1 else [arrived[0]] * 99
-        print(f"deliveries/s: {len(arrived) / max(0.001, last - first):.0f}")
-        print(
-            f"latency write→arrival: p50 {p[49] * 1000:.0f} ms, p99 {p[98] * 1000:.0f} ms, "
-            f"max {arrived[-1] * 1000:.0f} ms"
-        )
+    if not arrived:
+        return f"| {rate:.0f} | {replicas} | {len(written)} | 0 | - | - | - |"
+    p = statistics.quantiles(arrived, n=100) if len(arrived) > 1 else [arrived[0]] * 99
+    per_second = len(arrived) / max(0.001, last - first)
+    print(f"deliveries/s: {per_second:.0f}")
+    print(
+        f"latency write→arrival: p50 {p[49] * 1000:.0f} ms, p99 {p[98] * 1000:.0f} ms, "
+        f"max {arrived[-1] * 1000:.0f} ms"
+    )
+    return (
+        f"| {rate:.0f} | {replicas} | {len(written)} | {len(arrived)} | {per_second:.0f} "
+        f"| {p[49] * 1000:.0f} | {p[98] * 1000:.0f} |"
+    )
 
 
 def main() -> None:
@@ -170,12 +187,26 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--mode", choices=["auto", "direct"], default="auto")
+    parser.add_argument("--replicas", type=int, default=1, help="processes of registry and of notifier")
+    parser.add_argument("--matrix", action="store_true", help="100 and 300 writes/s with 1 and 2 replicas")
     args = parser.parse_args()
+    runs = [(args.rate, args.replicas)]
+    if args.matrix:
+        runs = [(rate, n) for rate in (100.0, 300.0) for n in (1, 2)]
+        args.seconds = min(args.seconds, 20.0)
     base_dir = run_dir() / f"bench-notifier-{uuid.uuid4().hex[:6]}"
     servers = ServerSet.for_dir(base_dir, rabbit_name=f"benchn{uuid.uuid4().hex[:6]}")
     servers.start()
+    rows = []
     try:
-        uvloop.run(run(args.rate, args.seconds, servers.amqp_url, servers.mongodb_url, args.mode))
+        for i, (rate, replicas) in enumerate(runs, start=1):
+            print(f"\n[{i}/{len(runs)}]", flush=True)
+            rows.append(
+                uvloop.run(run(rate, args.seconds, servers.amqp_url, servers.mongodb_url, args.mode, replicas))
+            )
+        print("\n| writes/s | replicas | written | delivered | deliveries/s | p50 ms | p99 ms |")
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(rows))
     finally:
         servers.stop()
         shutil.rmtree(base_dir, ignore_errors=True)

@@ -64,8 +64,9 @@ class Bus:
         return self.settings.exchange
 
     def start(self) -> None:
-        """Connect in the background, retrying, so a service starts while the broker is away."""
-        self._connect_task = asyncio.create_task(self._connect_forever(), name="bus-connect")
+        """Connect in the background, retrying, so a service starts while the broker is away (idempotent)."""
+        if self._connect_task is None:
+            self._connect_task = asyncio.create_task(self._connect_forever(), name="bus-connect")
 
     async def _connect_forever(self) -> None:
         delay = 0.5

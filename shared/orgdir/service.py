@@ -109,8 +109,7 @@ class Runtime:
 
         Retries while the database comes up; does not wait long for the broker.
         """
-        if self.bus._connect_task is None:
-            self.bus.start()
+        self.bus.start()
         while True:
             try:
                 await store.ensure_indexes(self.db, self.indexes)
@@ -129,8 +128,7 @@ class Runtime:
             feed.loaded = True
 
     async def start(self) -> None:
-        if self.bus._connect_task is None:
-            self.bus.start()
+        self.bus.start()
         self.relay.start()
         self._consumers_task = asyncio.create_task(self._start_consumers(), name="consumers")
         self._tasks.append(self._consumers_task)

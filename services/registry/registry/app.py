@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 from fastapi import FastAPI
 
 from orgdir.clock import Clock
@@ -20,23 +17,14 @@ def create_app(settings: RegistrySettings | None = None, clock: Clock | None = N
     settings = settings or RegistrySettings()
     configure_logging(settings)
     runtime = Runtime(settings, clock)
-    registry = Registry(runtime, settings)
-    runtime.consumer("orgunits", orgunits_router(registry.directory))
+    registry = Registry(runtime, settings)  # declares its indexes, view feeds and loader
+    runtime.consumer("orgunits", orgunits_router(registry.directory))  # competing: newer sequence wins
     runtime.every(settings.scheduler_interval_seconds, registry.run_due)
-    runtime.every(settings.directory_refresh_seconds, registry.directory.load)
-    runtime.every(settings.search_reindex_seconds, registry.reindex_job)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.registry = registry
-        await registry.load()
-        async with runtime.lifespan(app):
-            yield
 
     async def ready() -> dict[str, bool]:
         return {**await runtime.ready(), "loaded": registry.loaded}
 
-    app = create_base_app(settings.service_name, title="Orgdir registry", ready=ready, lifespan=lifespan)
+    app = create_base_app(settings.service_name, title="Orgdir registry", ready=ready, lifespan=runtime.lifespan)
     app.state.registry = registry
     for router in routers():
         app.include_router(router)

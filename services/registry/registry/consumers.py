@@ -3,6 +3,9 @@
 Each event carries the full state; the projection stores it only when its
 ``sequence`` is newer than what it holds (the bus also skips stale events),
 then the in-memory copy used for validation and tree walks is updated.
+Competing consumers: with several replicas each event is handled by one of
+them; every other replica updates its in-memory copy from the same event
+through its view feed (``Directory.apply_event``), newer ``sequence`` only.
 """
 
 from __future__ import annotations

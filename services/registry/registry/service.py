@@ -1,18 +1,51 @@
 """The registry's use cases: validated writes, as-of reads, manager resolution, search.
 
-Writes read the aggregate itself from the database by ``_id`` (the source of
-truth) and check cross-aggregate rules against the in-memory copies; a lock
-per person serialises the writes whose rules span aggregates (one primary
-engagement per day, leaves inside their engagement, terminations).
+Stateless: any number of replicas answer like one.
+
+Reads come from this replica's in-memory read model (``Memory``, the search
+index, the ``Directory`` of units and classes). Each replica's model follows
+every replica's writes through the service's own events (``Runtime.view``: a
+per-replica queue; the document is re-read by ``_id`` and kept only if newer,
+since events leave out the raw CPR number), and follows orgunits' events
+through a second view (newer ``sequence`` only). A replica's own write
+updates its model at once (read-your-writes). ``/readyz`` is 503 until the
+model is loaded and the view queues are bound.
+
+Writes read the aggregate itself from the database by ``_id`` and write with
+its version in the filter (compare-and-swap; a lost race is retried from a
+fresh read, or 412 with If-Match). Rules that span aggregates:
+
+- **One person per CPR number**: a unique key, ``cpr_claims`` keyed by the
+  CPR hash, claimed before the person is written (``store.CprClaims``).
+- **Rules between a person and its relations** (an engagement, association,
+  manager role or leave lies within the person's life; at most one primary
+  engagement per person and day; a leave lies within its engagement, of the
+  same person; a person or engagement is not terminated while relations
+  hold after that day): every write of an engagement, association, manager
+  role or leave, and every termination of a person, holds the section of
+  each person it names (``Runtime.section("person:<uuid>")``, a lease document
+  taken by a conditional write, acquired in uuid order). So two writes about
+  one person never interleave, on any replica. On entry, the replica re-reads
+  the documents other replicas wrote under that section since it last held
+  it, so the rule sees the person's relations exactly as stored; the person
+  and engagement a write refers to are re-read by ``_id``. Person writes
+  other than termination hold no section: they cannot shorten a life, and
+  the person document's own version guards it. The sections' positions are
+  read in one query before the initial load (``PersonSections.baseline``), so
+  a section first used later catches up by its log alone.
+
+The scheduler (``*.effective``) writes through the same version guard: of two
+replicas firing one transition one wins and the other's ``StaleVersion`` is
+skipped by ``EffectiveScheduler.run_due`` (no error, no second event).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import logging
-import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, cast
 
@@ -20,18 +53,23 @@ from pydantic import BaseModel
 
 from orgdir import problems
 from orgdir.clock import Clock
+from orgdir.events import CloudEvent
 from orgdir.problems import rule
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
 from orgdir.service import Runtime
-from orgdir.store import Change, Doc, Repository
+from orgdir.store import Change, Doc, Repository, Section, SectionTicket, StaleVersion
 from orgdir.validity import SliceBase, Validity, at, overlapping, put, truncate
 from orgdir.validity import apply as apply_change
 from registry import domain
 from registry.domain import ENGAGEMENT, KINDS, LEAVE, PERSON, Kind
 from registry.settings import RegistrySettings
-from registry.store import Agg, AuditLog, Directory, Memory, SearchIndex
+from registry.store import INDEXES, NO_HISTORY, Agg, AuditLog, CprClaims, Directory, Memory, SearchIndex
 
 log = logging.getLogger(__name__)
+
+ATTEMPTS = 5
+CPR_FIELDS = ("has_cpr", "cpr_hash", "cpr")
+NO_CPR: dict[str, Any] = {"has_cpr": False, "cpr_hash": None, "cpr": None}
 
 
 def _person_event_data(uuid: str, version: int, state: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +102,73 @@ class Effective(EffectiveScheduler):
         return change
 
     def fired(self, doc: Doc) -> None:
+        """Only the winning replica gets here; the others see the event through their view."""
         self.registry.after_write(self.kind, doc)
+
+
+class PersonSections:
+    """One ``Section`` per person, made on first use, positioned by one query before the load.
+
+    ``Section.baseline`` reads one section's position; with a section per
+    person that would be a query per person at every start. Instead
+    ``baseline`` reads every section's position at once before the initial
+    load, and a section made later starts from that position (0 for a
+    section that did not exist then: everything in its log was written after
+    the load began, and is re-read on first entry).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        refresh_one: Callable[[str, str], Awaitable[None]],
+        refresh_person: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.runtime = runtime
+        self.refresh_one = refresh_one
+        self.refresh_person = refresh_person
+        self.col = runtime.db["_sections"]
+        self.sections: dict[str, Section] = {}
+        self._positions: dict[str, int] | None = None  # None: not baselined, a new section re-reads all
+
+    async def baseline(self) -> None:
+        self._positions = {str(d["_id"]): int(d.get("seq") or 0) async for d in self.col.find({}, {"seq": 1})}
+
+    async def get(self, person: str) -> Section:
+        section = self.sections.get(person)
+        if section is not None:
+            return section
+        section = self.runtime.section(
+            f"person:{person}", self.refresh_one, functools.partial(self.refresh_person, person)
+        )
+        known = None if self._positions is None else self._positions.pop(section.name, None)
+        if known is None:  # the lease document must exist before ``hold``; creating it moves nothing
+            await section.col.update_one(
+                {"_id": section.name},
+                {"$setOnInsert": {"seq": 0, "holder": None, "until": None, "recent": []}},
+                upsert=True,
+            )
+        section.seen = known if known is not None else (None if self._positions is None else 0)
+        return self.sections.setdefault(person, section)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, persons: Iterable[str]) -> AsyncIterator[list[SectionTicket]]:
+        """Every named person's section, in uuid order (so two writers never wait for each other in a ring)."""
+        async with contextlib.AsyncExitStack() as stack:
+            tickets = [await stack.enter_async_context((await self.get(p)).hold()) for p in sorted(set(persons))]
+            yield tickets
+
+
+@dataclass
+class Plan:
+    """What a write decided: the new timeline, the period it changed, the CPR fields, the event."""
+
+    timeline: list[Any]
+    period: Validity
+    extra: dict[str, Any]
+    event_type: str
+
+
+Decide = Callable[[Doc | None], Plan]
 
 
 class Registry:
@@ -80,48 +184,79 @@ class Registry:
             k.agg: runtime.repository(k.plural, **({"event_data": _person_event_data} if k is PERSON else {}))
             for k in KINDS.values()
         }
+        self.by_collection: dict[str, Kind] = {k.plural: k for k in KINDS.values()}
+        self.claims = CprClaims(runtime.db, self.repos[PERSON.agg].col)
+        self.sections = PersonSections(runtime, self.refresh_one, self.refresh_person)
         self.schedulers = [Effective(self, k) for k in KINDS.values()]
         self.directory.on_unit_change.append(self._unit_changed)
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        runtime.declare(*INDEXES)
+        runtime.view([f"{k.agg}.*" for k in KINDS.values()], self.on_event, self.reload)
+        runtime.view(["orgunit.*", "class.*", "facet.*"], self.directory.apply_event, self.directory.load)
+        runtime.loaders.append(self.start)
         self.loaded = False
 
-    # --- startup and background ---------------------------------------------------------------
+    # --- startup and the read model -------------------------------------------------------------
 
-    async def load(self) -> None:
-        """Fill memory from the projection and the aggregates (FerretDB scans once, here)."""
+    async def start(self) -> None:
+        """The loader (after the indexes, with the view queues bound): sections, projection, aggregates."""
+        await self.sections.baseline()
         await self.directory.load()
-        for kind in KINDS.values():
-            async for doc in self.repos[kind.agg].col.find({}, {"outbox": 0, "registrations": 0}):
-                self.memory.put(kind, doc)
-        self.reindex_all()
+        await self.reload()
+        holders = {a.extra["cpr_hash"]: a.uuid for a in self.memory.aggs["person"].values() if a.extra.get("cpr_hash")}
+        backfilled = await self.claims.backfill(holders)
         self.loaded = True
         log.info(
             "registry loaded",
-            extra={k: len(v) for k, v in self.memory.aggs.items()} | {"units": len(self.directory.units)},
+            extra={k: len(v) for k, v in self.memory.aggs.items()}
+            | {"units": len(self.directory.units), "cpr_claims_backfilled": backfilled},
         )
+
+    async def reload(self) -> None:
+        """Every aggregate from the database (one scan each); only newer versions replace what is held."""
+        for kind in KINDS.values():
+            async for doc in self.repos[kind.agg].col.find({}, NO_HISTORY):
+                self.memory.put(kind, doc)
+        self.reindex_all()
 
     def reindex_all(self) -> None:
         for person in list(self.memory.aggs["person"]):
             self.index_person(person)
 
-    async def reindex_job(self) -> None:
-        self.reindex_all()
+    async def on_event(self, event: CloudEvent) -> None:
+        """The view feed: a write of any replica, re-read by ``_id`` unless memory holds it already."""
+        kind = KINDS.get(event.type.split(".", 1)[0])
+        if kind is None:
+            return
+        held = self.memory.get(kind.agg, event.subject)
+        if held is not None and held.version >= event.sequence:
+            return  # this replica's own write, or already re-read
+        await self.refresh_one(kind.plural, event.subject)
+
+    async def refresh_one(self, collection: str, uuid: str) -> None:
+        """Re-read one document into memory (kept only if newer than what is held)."""
+        kind = self.by_collection.get(collection)
+        if kind is None:
+            return
+        doc = await self.repos[kind.agg].get(uuid)
+        if doc is not None:
+            self.after_write(kind, doc)
+
+    async def refresh_person(self, person: str) -> None:
+        """A person's section fell behind its log: re-read the person and everything about them."""
+        await self.refresh_one(PERSON.plural, person)
+        for kind in KINDS.values():
+            if kind is PERSON:
+                continue
+            known = {a.uuid for a in self.memory.of_person(kind.agg, person)}
+            field_ = "state.timeline.person" if kind.agg == "manager" else "state.person"
+            async for doc in self.repos[kind.agg].col.find({field_: person}, NO_HISTORY):
+                known.discard(str(doc["_id"]))
+                self.after_write(kind, doc)
+            for uuid in known:  # held here as the person's, but no longer stored so
+                await self.refresh_one(kind.plural, uuid)
 
     async def run_due(self) -> int:
         return sum([await s.run_due() for s in self.schedulers])
-
-    # --- locks ----------------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def locked(self, keys: Iterable[str]) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            for key in sorted(set(keys)):
-                lock = self._locks.get(key)
-                if lock is None:
-                    lock = asyncio.Lock()
-                    self._locks[key] = lock
-                await stack.enter_async_context(lock)
-            yield
 
     # --- writes -----------------------------------------------------------------------------------
 
@@ -141,9 +276,6 @@ class Registry:
                 out |= {s.person for s in item.timeline if getattr(s, "person", None)}
         return out
 
-    def _keys(self, kind: Kind, uuid: str, persons: set[str]) -> list[str]:
-        return [f"{kind.agg}:{uuid}", *(f"person:{p}" for p in persons)]
-
     async def _read(self, kind: Kind, uuid: str, if_match: int | None, *, required: bool) -> Doc | None:
         doc = await self.repos[kind.agg].get(uuid)
         if doc is None:
@@ -154,15 +286,15 @@ class Registry:
             raise problems.precondition_failed(doc["version"], if_match)
         return doc
 
-    def _cpr(self, uuid: str, value: str | None) -> dict[str, Any]:
+    def _cpr(self, value: str | None) -> dict[str, Any]:
         if value is None:
-            return {"has_cpr": False, "cpr_hash": None, "cpr": None}
+            return dict(NO_CPR)
         digits = domain.normalize_cpr(value)
-        digest = domain.cpr_hash(digits, self.settings.cpr_hash_key)
-        owner = self.memory.cpr_owner.get(digest)
-        if owner is not None and owner != uuid:
-            raise rule("cpr-in-use", "Another person has this CPR number.", status=409, field="cpr")
-        return {"has_cpr": True, "cpr_hash": digest, "cpr": digits}
+        return {"has_cpr": True, "cpr_hash": domain.cpr_hash(digits, self.settings.cpr_hash_key), "cpr": digits}
+
+    @staticmethod
+    def _kept_cpr(doc: Doc | None) -> dict[str, Any]:
+        return dict(NO_CPR) if doc is None else {k: doc["state"].get(k) for k in CPR_FIELDS}
 
     async def save(
         self, kind: Kind, uuid: str, body: domain.WriteBase, *, if_match: int | None = None
@@ -171,54 +303,58 @@ class Registry:
         today = self.clock.today()
         period = body.validity.resolve(today)
         new_slice = kind.slice.model_validate({**domain.slice_fields(body), "validity": period})
-        existing_agg = self.memory.get(kind.agg, uuid)
-        persons = self._persons_of(kind, uuid, new_slice, *([existing_agg] if existing_agg else []))
-        async with self.locked(self._keys(kind, uuid, persons)):
-            doc = await self._read(kind, uuid, if_match, required=False)
-            extra: dict[str, Any] = {}
-            if kind is PERSON:
-                cpr = getattr(body, "cpr", None)
-                if cpr is not None or doc is None:
-                    extra = self._cpr(uuid, cpr)
-                else:
-                    extra = {k: doc["state"].get(k) for k in ("has_cpr", "cpr_hash", "cpr")}
+        cpr = getattr(body, "cpr", None) if kind is PERSON else None
+        given = self._cpr(cpr) if cpr is not None else None  # an invalid number is refused before any I/O
+
+        def decide(doc: Doc | None) -> Plan:
+            extra = (given or self._kept_cpr(doc)) if kind is PERSON else {}
             if doc is None:
-                agg = await self._commit(kind, uuid, None, [new_slice], period, extra, f"{kind.agg}.created")
-                return agg, True
-            timeline = put(self._timeline(kind, doc), new_slice)
-            agg = await self._commit(kind, uuid, doc, timeline, period, extra, f"{kind.agg}.updated")
-            return agg, False
+                return Plan([new_slice], period, extra, f"{kind.agg}.created")
+            return Plan(put(self._timeline(kind, doc), new_slice), period, extra, f"{kind.agg}.updated")
+
+        return await self._write(
+            kind,
+            uuid,
+            decide,
+            if_match=if_match,
+            must_exist=False,
+            named=self._persons_of(kind, uuid, new_slice),
+            serialise=kind is not PERSON,
+        )
 
     async def patch(self, kind: Kind, uuid: str, body: domain.WriteBase, *, if_match: int | None = None) -> Agg:
         """Change the given fields from ``validity.from`` (to ``validity.to``)."""
         today = self.clock.today()
         period = body.validity.resolve(today)
         changes = domain.slice_fields(body, exclude_unset=True)
-        existing_agg = self.memory.get(kind.agg, uuid)
-        persons = self._persons_of(kind, uuid, body, *([existing_agg] if existing_agg else []))
-        async with self.locked(self._keys(kind, uuid, persons)):
-            doc = await self._read(kind, uuid, if_match, required=True)
+        given = self._cpr(getattr(body, "cpr", None)) if kind is PERSON and "cpr" in body.model_fields_set else None
+
+        def decide(doc: Doc | None) -> Plan:
             assert doc is not None
             timeline = self._timeline(kind, doc)
             domain.check_in_life(timeline, period, kind.what)
-            extra: dict[str, Any] = {}
-            if kind is PERSON:
-                if "cpr" in body.model_fields_set:
-                    extra = self._cpr(uuid, getattr(body, "cpr", None))
-                else:
-                    extra = {k: doc["state"].get(k) for k in ("has_cpr", "cpr_hash", "cpr")}
+            extra = (given or self._kept_cpr(doc)) if kind is PERSON else {}
             try:
                 new_timeline = apply_change(timeline, period, changes) if changes else timeline
             except ValueError as exc:
                 raise rule("invalid-change", str(exc).splitlines()[0]) from exc
-            return await self._commit(kind, uuid, doc, new_timeline, period, extra, f"{kind.agg}.updated")
+            return Plan(new_timeline, period, extra, f"{kind.agg}.updated")
+
+        agg, _ = await self._write(
+            kind,
+            uuid,
+            decide,
+            if_match=if_match,
+            must_exist=True,
+            named=self._persons_of(kind, uuid, body),
+            serialise=kind is not PERSON,
+        )
+        return agg
 
     async def terminate(self, kind: Kind, uuid: str, day: date, *, if_match: int | None = None) -> Agg:
         """End the aggregate from ``day`` (the first day it no longer holds)."""
-        existing_agg = self.memory.get(kind.agg, uuid)
-        persons = self._persons_of(kind, uuid, *([existing_agg] if existing_agg else []))
-        async with self.locked(self._keys(kind, uuid, persons)):
-            doc = await self._read(kind, uuid, if_match, required=True)
+
+        def decide(doc: Doc | None) -> Plan:
             assert doc is not None
             timeline = self._timeline(kind, doc)
             if not timeline or day <= timeline[0].validity.from_:
@@ -230,7 +366,7 @@ class Registry:
                     "termination must be after its first day.",
                     field="from",
                 )
-            if kind is PERSON:
+            if kind is PERSON:  # memory holds the person's relations as stored: we hold the person's section
                 deps = {
                     a.uuid: a.timeline
                     for k in ("engagement", "association", "manager", "leave")
@@ -246,14 +382,120 @@ class Registry:
                     deps,
                     "person-has-active-relations",
                 )
-            if kind is ENGAGEMENT:
+            if kind is ENGAGEMENT:  # its leaves are its person's: that section is held
                 leaves = {u: self.memory.aggs["leave"][u].timeline for u in self.memory.by_engagement.get(uuid, ())}
                 domain.check_nothing_after("leave", day, leaves, "engagement-has-leaves")
-            extra = {k: doc["state"].get(k) for k in ("has_cpr", "cpr_hash", "cpr")} if kind is PERSON else {}
-            new_timeline = truncate(timeline, day)
-            return await self._commit(
-                kind, uuid, doc, new_timeline, Validity(from_=day), extra, f"{kind.agg}.terminated"
-            )
+            extra = self._kept_cpr(doc) if kind is PERSON else {}
+            return Plan(truncate(timeline, day), Validity(from_=day), extra, f"{kind.agg}.terminated")
+
+        agg, _ = await self._write(
+            kind,
+            uuid,
+            decide,
+            if_match=if_match,
+            must_exist=True,
+            named={uuid} if kind is PERSON else set(),
+            serialise=True,
+        )
+        return agg
+
+    async def _write(
+        self,
+        kind: Kind,
+        uuid: str,
+        decide: Decide,
+        *,
+        if_match: int | None,
+        must_exist: bool,
+        named: set[str],
+        serialise: bool,
+    ) -> tuple[Agg, bool]:
+        """Read, decide, check, write; under the sections of the persons involved when ``serialise``.
+
+        The persons are those the request names and those the stored
+        aggregate names (a manager role may move between persons); memory
+        gives a first guess, and when the stored document names one more the
+        sections are taken again with it.
+        """
+        held = set(named)
+        if serialise:
+            hint = self.memory.get(kind.agg, uuid)
+            held |= self._persons_of(kind, uuid, *([hint] if hint else []))
+        for _ in range(ATTEMPTS):
+            outcome: tuple[Agg, bool] | None = None
+            release: tuple[str, str, str | None] | None = None
+            async with self.sections.hold(held if serialise else ()) as tickets:
+                doc = await self._read(kind, uuid, if_match, required=must_exist)
+                if serialise and doc is not None:
+                    stored = self._persons_of(kind, uuid, *self._timeline(kind, doc))
+                    if not stored <= held:
+                        held |= stored
+                        continue
+                plan = decide(doc)
+                await self._refresh_references(kind, plan)
+                self.validate(kind, uuid, plan.timeline, plan.period)
+                state = self.build_state(kind, plan.timeline, plan.extra)
+                if doc is not None and state == doc["state"]:
+                    agg = self.memory.get(kind.agg, uuid)
+                    if agg is None or agg.version != doc["version"]:
+                        agg = self.after_write(kind, doc)
+                    return agg, False
+                if kind is PERSON:
+                    release = await self._claim_cpr(uuid, doc, state)
+                change = Change(
+                    state,
+                    plan.event_type,
+                    next_transition_at(plan.timeline, self.clock.today(), self.settings.timezone),
+                )
+                repo = self.repos[kind.agg]
+                try:
+                    new = (
+                        await repo.insert(uuid, change)
+                        if doc is None
+                        else await repo.update(uuid, doc["version"], change)
+                    )
+                except StaleVersion as exc:  # another writer was first: decide again from what it left
+                    if if_match is not None:
+                        raise problems.precondition_failed(exc.current, if_match) from exc
+                    continue
+                except problems.Problem as exc:
+                    if doc is not None or exc.kind != "conflict":
+                        raise
+                    continue  # created meanwhile by another request: read it and decide again
+                for ticket in tickets:
+                    ticket.wrote(kind.plural, uuid)
+                outcome = self.after_write(kind, new), doc is None
+            if outcome is not None:
+                if release is not None:
+                    await self.claims.release(*release)
+                return outcome
+        raise problems.conflict(f"{kind.what} {uuid} is being changed concurrently; try again")
+
+    async def _claim_cpr(self, uuid: str, doc: Doc | None, state: dict[str, Any]) -> tuple[str, str, str | None] | None:
+        """Claim a CPR hash the person gets; returns the claim it gives up (released after the write)."""
+        new = state.get("cpr_hash")
+        old = doc["state"].get("cpr_hash") if doc is not None else None
+        if new and new != old:
+            await self.claims.claim(new, uuid)
+        if old and old != new:
+            return old, uuid, await self.claims.token(old, uuid)
+        return None
+
+    async def _refresh_references(self, kind: Kind, plan: Plan) -> None:
+        """Re-read the persons and engagements the new content refers to (by ``_id``: exact, cheap)."""
+        if kind is PERSON:
+            return
+        persons: set[str] = set()
+        engagements: set[str] = set()
+        for s in overlapping(plan.timeline, plan.period):
+            if getattr(s, "person", None):
+                persons.add(s.person)
+            if kind is LEAVE:
+                engagements.add(s.engagement)
+        for p in sorted(persons):
+            await self.refresh_one(PERSON.plural, p)
+        for e in sorted(engagements):
+            await self.refresh_one(ENGAGEMENT.plural, e)
 
     def validate(self, kind: Kind, uuid: str, timeline: list[Any], period: Validity) -> None:
         d = self.directory
@@ -287,35 +529,12 @@ class Registry:
             **extra,
         }
 
-    async def _commit(
-        self,
-        kind: Kind,
-        uuid: str,
-        doc: Doc | None,
-        timeline: list[Any],
-        period: Validity,
-        extra: dict[str, Any],
-        event_type: str,
-    ) -> Agg:
-        self.validate(kind, uuid, timeline, period)
-        state = self.build_state(kind, timeline, extra)
-        repo = self.repos[kind.agg]
-        if doc is not None and state == doc["state"]:
-            agg = self.memory.get(kind.agg, uuid)
-            return agg if agg is not None and agg.version == doc["version"] else self.after_write(kind, doc)
-        change = Change(
-            state,
-            event_type,
-            next_transition_at(timeline, self.clock.today(), self.settings.timezone),
-        )
-        # FerretDB's concurrent-writer errors are kept away by the store's write gate.
-        new = await repo.insert(uuid, change) if doc is None else await repo.update(uuid, doc["version"], change)
-        return self.after_write(kind, new)
-
     def after_write(self, kind: Kind, doc: Doc) -> Agg:
         old = self.memory.get(kind.agg, str(doc["_id"]))
         old_persons = self._persons_of(kind, str(doc["_id"]), old) if old else set()
         agg = self.memory.put(kind, doc)
+        if agg is old:
+            return agg  # memory held a newer version already
         if kind is PERSON or kind is ENGAGEMENT:
             for p in old_persons | self._persons_of(kind, agg.uuid, agg):
                 self.index_person(p)

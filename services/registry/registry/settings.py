@@ -13,9 +13,3 @@ class RegistrySettings(Settings):
         "orgdir-dev-cpr-key",
         description="HMAC key for cpr_hash in events; set a secret per deployment.",
     )
-    directory_refresh_seconds: float = Field(
-        300.0,
-        gt=0,
-        description="Reload the unit/class projection into memory (other replicas' consumers).",
-    )
-    search_reindex_seconds: float = Field(3600.0, gt=0, description="Rebuild the address book index (today moves on).")

@@ -1,13 +1,20 @@
 """Storage and in-memory read models of the registry.
 
+- ``INDEXES``: every index the registry's queries need, declared once.
 - ``Directory``: units and classes from orgunits events, kept in a projection
-  (Mongo, applied by ``sequence``) and mirrored in memory for validation and
-  tree walks; reloaded from the projection at startup.
+  (Mongo, applied by ``sequence``, written by the competing durable consumer)
+  and mirrored in memory on every replica for validation and tree walks: the
+  replica that consumes an event applies it at once, every other replica
+  through its view feed (newer ``sequence`` only); loaded from the projection
+  at startup.
 - ``Memory``: the registry's own aggregates with secondary indexes (by person,
-  by unit, by engagement). FerretDB answers every query not by ``_id`` with a
-  full scan, so reads and cross-aggregate rules use this copy; the documents
-  (by ``_id``) stay the source of truth and are reloaded at startup.
+  by unit, by engagement), so list, overview, people and manager reads need
+  no query. A read model only: the documents stay the source of truth; every
+  replica's copy follows every replica's writes through the service's own
+  events (re-read by ``_id``, newer version only), and a write re-reads what
+  its rules need under the person's section (see ``registry.service``).
 - ``SearchIndex``: a folded token/prefix index for the address book.
+- ``CprClaims``: one person per CPR number across replicas (unique ``_id``).
 - ``AuditLog``: append-only record of CPR-capable reads.
 """
 
@@ -20,18 +27,36 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from orgdir import problems
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState
-from orgdir.store import Doc, Projection, decode_cursor, encode_cursor, paginate
+from orgdir.events import CloudEvent, typed_data
+from orgdir.store import Doc, Index, Projection, decode_cursor, encode_cursor, index, paginate
 from orgdir.tree import reachable
 from orgdir.validity import at
 from registry.domain import KINDS, Kind
 
 log = logging.getLogger(__name__)
+
+NO_HISTORY = {"outbox": 0, "registrations": 0}
+
+INDEXES: list[Index] = [
+    # A person's relations, re-read when a replica catches up on the person's section from scratch.
+    index("engagements", "state.person"),
+    index("associations", "state.person"),
+    index("leaves", "state.person"),
+    index("managers", "state.timeline.person"),  # a manager's person may change over time
+    # GET /audit?person=…, paged by _id.
+    index("audit", "person", "_id"),
+    # One person per CPR number: ``cpr_claims`` is keyed by the CPR hash, so its
+    # unique ``_id`` index (which every collection has) is the invariant's index.
+]
 
 
 # --- units and classes ---------------------------------------------------------------------------
@@ -73,6 +98,16 @@ class Directory:
         if self._newer(state.uuid, sequence):
             self._seq[state.uuid] = sequence
             self.facets[state.uuid] = state
+
+    async def apply_event(self, event: CloudEvent) -> None:
+        """The view feed: an orgunits event consumed by any replica, applied here if newer."""
+        data = typed_data(event)
+        if isinstance(data, OrgUnitState):
+            self.set_unit(data, event.sequence)
+        elif isinstance(data, ClassState):
+            self.set_class(data, event.sequence)
+        elif isinstance(data, FacetState):
+            self.set_facet(data, event.sequence)
 
     async def load(self) -> None:
         """(Re)load the projection into memory; only newer entries replace what is held."""
@@ -162,7 +197,6 @@ class Memory:
         self.by_person: dict[str, dict[str, set[str]]] = {k: {} for k in KINDS}
         self.by_unit: dict[str, dict[str, set[str]]] = {k: {} for k in KINDS}
         self.by_engagement: dict[str, set[str]] = {}
-        self.cpr_owner: dict[str, str] = {}
         self._sorted: dict[str, list[str] | None] = {k: None for k in KINDS}
 
     def get(self, kind: str, uuid: str) -> Agg | None:
@@ -199,8 +233,6 @@ class Memory:
         if kind.agg == "leave":
             for e in self._keys(agg, "engagement"):
                 self.by_engagement.setdefault(e, set()).add(agg.uuid)
-        if kind.agg == "person" and agg.extra.get("cpr_hash"):
-            self.cpr_owner[agg.extra["cpr_hash"]] = agg.uuid
 
     def _unindex(self, kind: Kind, agg: Agg) -> None:
         for p in self._keys(agg, "person"):
@@ -210,9 +242,6 @@ class Memory:
         if kind.agg == "leave":
             for e in self._keys(agg, "engagement"):
                 self.by_engagement.get(e, set()).discard(agg.uuid)
-        if kind.agg == "person" and agg.extra.get("cpr_hash"):
-            if self.cpr_owner.get(agg.extra["cpr_hash"]) == agg.uuid:
-                del self.cpr_owner[agg.extra["cpr_hash"]]
 
     def of_person(self, kind: str, person: str) -> list[Agg]:
         return [self.aggs[kind][u] for u in sorted(self.by_person[kind].get(person, ()))]
@@ -338,6 +367,112 @@ class SearchIndex:
         names = self.sort_name
         scored = ((-sum(2 if p in e else 1 for e in exact), names.get(p, ""), p) for p in candidates)
         return [p for _, _, p in heapq.nsmallest(limit, scored)]
+
+
+# --- CPR numbers ------------------------------------------------------------------------------
+
+
+def cpr_in_use() -> problems.Problem:
+    return problems.rule("cpr-in-use", "Another person has this CPR number.", status=409, field="cpr")
+
+
+class CprClaims:
+    """One person per CPR number, across replicas: ``cpr_claims`` keyed by the CPR hash.
+
+    A person write that gives a person a CPR hash first claims it, then writes
+    the person: the claim is an insert whose ``_id`` is the hash, so of two
+    replicas claiming one number at once exactly one insert succeeds; the
+    other finds a claim of another person and answers 409 ``cpr-in-use``.
+
+    A claim whose owner's stored person does not hold that hash is left over
+    from a write that failed or was superseded (or from a change of number
+    whose release did not happen); it may be taken over, by a conditional
+    update on the claim's ``token``, once it is older than ``grace`` (younger,
+    the owner's write may still be on its way). The owner of a claim refreshes
+    its token when it claims again, so a takeover and a re-claim never both
+    win. Changing a person's number releases the old claim, conditional on
+    the token read before the person was written, so a claim made again
+    meanwhile is never released.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc], persons: AsyncCollection[Doc], grace_seconds: float = 60.0) -> None:
+        self.col: AsyncCollection[Doc] = db["cpr_claims"]
+        self.persons = persons
+        self.grace = timedelta(seconds=grace_seconds)
+
+    async def _owner_holds(self, person: str, digest: str) -> bool:
+        doc = await self.persons.find_one({"_id": person}, {"state.cpr_hash": 1})
+        return doc is not None and (doc.get("state") or {}).get("cpr_hash") == digest
+
+    async def claim(self, digest: str, person: str) -> None:
+        """Make ``person`` the holder of ``digest`` or raise 409 ``cpr-in-use``."""
+        for _ in range(10):
+            now = datetime.now(UTC)
+            token = uuidlib.uuid4().hex
+            try:
+                await self.col.insert_one({"_id": digest, "person": person, "token": token, "at": now})
+                return
+            except DuplicateKeyError:
+                pass
+            current = await self.col.find_one({"_id": digest})
+            if current is None:
+                continue  # released meanwhile: insert again
+            if current["person"] == person:  # ours, from an earlier attempt: claim it again
+                mine = await self.col.update_one(
+                    {"_id": digest, "person": person}, {"$set": {"token": token, "at": now}}
+                )
+                if mine.matched_count:
+                    return
+                continue
+            if await self._owner_holds(current["person"], digest):
+                raise cpr_in_use()
+            claimed_at = current.get("at")
+            if isinstance(claimed_at, datetime):
+                if claimed_at.tzinfo is None:
+                    claimed_at = claimed_at.replace(tzinfo=UTC)
+                if now - claimed_at < self.grace:
+                    raise cpr_in_use()  # the owner's write may be in flight
+            taken = await self.col.update_one(
+                {"_id": digest, "token": current.get("token")},
+                {"$set": {"person": person, "token": token, "at": now}},
+            )
+            if taken.matched_count:
+                log.info("stale CPR claim taken over", extra={"person": person, "previous": current["person"]})
+                return
+        raise problems.conflict("The CPR number is being claimed concurrently; try again.")
+
+    async def token(self, digest: str, person: str) -> str | None:
+        """The token of ``person``'s claim on ``digest`` (read before a write that gives it up)."""
+        current = await self.col.find_one({"_id": digest}, {"person": 1, "token": 1})
+        if current is None or current.get("person") != person:
+            return None
+        return str(current.get("token"))
+
+    async def release(self, digest: str, person: str, token: str | None) -> None:
+        """Give up a claim after the person's write left it; only if nobody claimed it since."""
+        if token is None:
+            return
+        try:
+            await self.col.delete_one({"_id": digest, "person": person, "token": token})
+        except Exception as exc:  # a leftover claim is taken over later; never fail the write for it
+            log.warning("CPR claim not released", extra={"person": person, "error": str(exc)})
+
+    async def backfill(self, holders: Mapping[str, str]) -> int:
+        """Claims for persons stored with a CPR hash but no claim (data written before claims existed)."""
+        have = {str(d["_id"]) async for d in self.col.find({}, {"_id": 1})}
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        missing = [
+            {"_id": digest, "person": person, "token": uuidlib.uuid4().hex, "at": epoch}
+            for digest, person in holders.items()
+            if digest not in have
+        ]
+        if not missing:
+            return 0
+        try:
+            await self.col.insert_many(missing, ordered=False)
+        except BulkWriteError:
+            pass  # another replica backfilled the same claims
+        return len(missing)
 
 
 # --- audit log --------------------------------------------------------------------------------

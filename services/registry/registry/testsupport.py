@@ -102,15 +102,25 @@ class OrgFeed:
         return u
 
     async def wait(self, registry: Registry, within: float = 20) -> None:
-        """Until the registry's projection has every subject at the last sequence published."""
+        """Until the registry holds every subject at the last sequence published, in memory and projection.
+
+        A replica's memory may be ahead of the projection (its view feed
+        applies an event before whichever replica consumes it has stored it).
+        """
         deadline = time.monotonic() + within
+        d = registry.directory
         while True:
-            seqs = registry.directory._seq
+            seqs = d._seq
             missing = {s: n for s, n in self.last.items() if seqs.get(s, 0) < n}
+            if not missing:
+                for s, n in self.last.items():
+                    doc = await d.units_projection.get(s) or await d.classes_projection.get(s)
+                    if doc is None or int(doc["sequence"]) < n:
+                        missing[s] = n
             if not missing:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"projection lacks {missing}")
+                raise AssertionError(f"registry lacks {missing}")
             await asyncio.sleep(0.05)
 
 

@@ -1,4 +1,4 @@
-"""Registry CRUD, rules and reads against the real RabbitMQ and FerretDB."""
+"""Registry CRUD, rules and reads against the real RabbitMQ and MongoDB-wire server."""
 
 from __future__ import annotations
 
