@@ -546,26 +546,32 @@ class Section:
         pause = 0.002
         while True:
             now = datetime.now(UTC)
-            doc = await self.col.find_one_and_update(
+            before = await self.col.find_one_and_update(
                 {"_id": self.name, "$or": [{"holder": None}, {"until": {"$lt": now}}]},
                 {"$set": {"holder": token, "until": now + timedelta(seconds=self.lease)}},
-                return_document=ReturnDocument.AFTER,
+                return_document=ReturnDocument.BEFORE,
             )
-            if doc is not None:
+            if before is not None:
                 break
             if loop.time() > deadline:
                 raise problems.unavailable(f"{self.name} is busy with other writes; try again")
             await asyncio.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 0.05)
         self.acquired += 1
+        if before.get("holder") is not None:
+            # Taken over from a holder whose lease ran out: it died, and what it wrote is not logged.
+            log.warning("section taken over from an expired holder", extra={"section": self.name})
+            self.seen = None
         ticket = SectionTicket()
         caught_up = False
+        renewing = asyncio.create_task(self._renew(token), name=f"lease-{self.name}")
         try:
-            await self._catch_up(doc)
+            await self._catch_up(before)
             caught_up = True
             yield ticket
         finally:
-            seq = int(doc["seq"])
+            renewing.cancel()
+            seq = int(before["seq"])
             entries = [{"seq": seq + i, "c": c, "id": k} for i, (c, k) in enumerate(ticket.written, start=1)]
             update: dict[str, Any] = {"$set": {"holder": None, "until": None}}
             if entries:
@@ -573,8 +579,18 @@ class Section:
                 update["$push"] = {"recent": {"$each": entries, "$slice": -self.RECENT}}
             released = await self.col.update_one({"_id": self.name, "holder": token}, update)
             if released.matched_count != 1:
-                log.error("section lease expired while held", extra={"section": self.name})
+                log.error("section lease lost while held", extra={"section": self.name})
             self.seen = seq + len(entries) if caught_up else None  # None: reload on next entry
+
+    async def _renew(self, token: str) -> None:
+        """Keep the lease while the holder works (a large recomputation or a full reload can outlast it)."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            until = datetime.now(UTC) + timedelta(seconds=self.lease)
+            renewed = await self.col.update_one({"_id": self.name, "holder": token}, {"$set": {"until": until}})
+            if renewed.matched_count != 1:
+                log.error("section lease lost while held", extra={"section": self.name})
+                return
 
     async def _catch_up(self, doc: Doc) -> None:
         seq = int(doc["seq"])
@@ -614,10 +630,16 @@ class Holder:
         self.replica = replica
 
     async def claim(self) -> bool:
-        doc = await self.col.find_one({"_id": self.name})
+        doc = await self.col.find_one({"_id": self.name}, {"replica": 1})
         if doc is not None and doc.get("replica") == self.replica:
+            return False  # the common case: one read
+        try:
+            before = await self.col.find_one_and_update(
+                {"_id": self.name, "replica": {"$ne": self.replica}},
+                {"$set": {"replica": self.replica, "since": datetime.now(UTC)}},
+                upsert=True,
+                return_document=ReturnDocument.BEFORE,
+            )
+        except DuplicateKeyError:  # a concurrent first message of ours claimed it
             return False
-        await self.col.update_one(
-            {"_id": self.name}, {"$set": {"replica": self.replica, "since": datetime.now(UTC)}}, upsert=True
-        )
-        return True
+        return before is None or before.get("replica") != self.replica

@@ -28,7 +28,7 @@ from orgdir.contracts.access import (
 )
 from orgdir.http import if_match, parse_day, set_etag
 from orgdir.scheduler import next_transition_at
-from orgdir.store import Change, Doc, Repository, decode_cursor, encode_cursor, paginate
+from orgdir.store import Change, Doc, Repository, SectionTicket, decode_cursor, encode_cursor, paginate
 from orgdir.validity import SliceBase, Validity, apply, at, put, truncate
 
 LIMIT = Query(50, ge=1, le=500)
@@ -85,7 +85,8 @@ def _out(doc: Doc, day: date, kind: Kind) -> dict[str, Any]:
 
 def build_router(service: AccessService) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    org, cat, clock = service.org, service.cat, service.clock
+    # Reads and validation take every org event this replica has seen (the read model).
+    org, cat, clock = service.view_org, service.cat, service.clock
 
     def today() -> date:
         return clock.today()
@@ -176,29 +177,39 @@ def build_router(service: AccessService) -> APIRouter:
         request: Request,
         response: Response,
     ) -> dict[str, Any]:
-        """Validate the whole new state, write it if it differs, then propagate."""
+        """Validate the whole new state, write it if it differs, then propagate.
+
+        All inside the ``rights`` section (any replica, one at a time): the
+        rules read other aggregates from memory, which is current on entry,
+        and the recomputation follows the write before another one starts.
+        """
         if not timeline:
             raise problems.rule("empty-timeline", f"The {kind.what} would have no validity left.")
-        full_extra = kind.extra(timeline, extra)
-        timeline = with_status(kind, timeline, full_extra)
-        state = _state(kind, uid, (doc["version"] + 1) if doc else 1, timeline, full_extra)
-        kind.validate(state)
-        stored = _stored(state)
-        nta = next_transition_at(timeline, today(), service.settings.timezone)
-        if doc is None:
-            doc = await repo.insert(uid, Change(stored, f"{kind.aggregate}.created", nta))
+
+        async def decide_and_write(ticket: SectionTicket) -> tuple[Doc, bool]:
+            full_extra = kind.extra(timeline, extra)
+            slices = with_status(kind, timeline, full_extra)
+            state = _state(kind, uid, (doc["version"] + 1) if doc else 1, slices, full_extra)
+            kind.validate(state)
+            stored = _stored(state)
+            nta = next_transition_at(slices, today(), service.settings.timezone)
+            if doc is None:
+                new = await repo.insert(uid, Change(stored, f"{kind.aggregate}.created", nta))
+            elif stored == doc["state"]:
+                return doc, False  # idempotent: nothing changed, no event
+            else:
+                expected = if_match(request)
+                if expected is not None and expected != doc["version"]:
+                    raise problems.precondition_failed(doc["version"], expected)
+                new = await repo.update(uid, doc["version"], Change(stored, f"{kind.aggregate}.{verb}", nta))
+            await service.catalogue_written(ticket, kind.name, new)
+            return new, True
+
+        written, changed = await service.in_section(decide_and_write)
+        if changed and doc is None:
             response.status_code = 201
-        elif stored == doc["state"]:
-            set_etag(response, doc["version"])
-            return _out(doc, today(), kind)  # idempotent: nothing changed, no event
-        else:
-            expected = if_match(request)
-            if expected is not None and expected != doc["version"]:
-                raise problems.precondition_failed(doc["version"], expected)
-            doc = await repo.update(uid, doc["version"], Change(stored, f"{kind.aggregate}.{verb}", nta))
-        await service.catalogue_written(kind.name, doc)
-        set_etag(response, doc["version"])
-        return _out(doc, today(), kind)
+        set_etag(response, written["version"])
+        return _out(written, today(), kind)
 
     def slice_body(kind: Kind, body: dict[str, Any], principal: auth.Principal) -> Any:
         body = dict(body)
@@ -234,12 +245,16 @@ def build_router(service: AccessService) -> APIRouter:
             raise problems.rule("not-pending", "Only a pending assignment can be approved.", status=409)
         timeline = [{**s, "status": "approved"} for s in state["timeline"]]
         new = {**state, "timeline": timeline, "approved_by": principal.subject}
-        doc = await repo_a.update(
-            uid, doc["version"], Change(new, "assignment.approved", doc.get("next_transition_at"))
-        )
-        await service.catalogue_written("assignments", doc)
-        set_etag(response, doc["version"])
-        return _out(doc, today(), kind_a)
+        change = Change(new, "assignment.approved", doc.get("next_transition_at"))
+
+        async def approve_and_recompute(ticket: SectionTicket) -> Doc:
+            written = await repo_a.update(uid, doc["version"], change)
+            await service.catalogue_written(ticket, "assignments", written)
+            return written
+
+        written = await service.in_section(approve_and_recompute)
+        set_etag(response, written["version"])
+        return _out(written, today(), kind_a)
 
     @router.post("/assignments/{uid}/exclusions", tags=["assignments"])
     async def exclude(
@@ -318,9 +333,9 @@ def build_router(service: AccessService) -> APIRouter:
     ) -> dict[str, Any]:
         """The person's effective rights on ``at`` with reasons (``history=true``: all periods)."""
         day = parse_day(at_, today())
-        if not org.person_known(uid) and uid not in service.published:
+        if not await service.person_exists(uid):
             raise problems.not_found("person", uid)
-        rights = service.rights_of(uid)
+        rights = service.visible_rights(uid)
         chosen = rights if history else list(domain.held_at(rights, day).values())
         return {"person": uid, "at": day.isoformat(), "rights": [named(dump(r)) for r in chosen]}
 
@@ -341,7 +356,7 @@ def build_router(service: AccessService) -> APIRouter:
         after = decode_cursor(cursor) if cursor else ""
         items: list[dict[str, Any]] = []
         for person in sorted(p for p in candidates if p > after):
-            right = domain.held_at(service.rights_of(person), day).get(uid)
+            right = domain.held_at(service.visible_rights(person), day).get(uid)
             if right is not None:
                 items.append(
                     {

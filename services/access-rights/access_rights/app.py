@@ -1,4 +1,8 @@
-"""The access-rights app: ``uvicorn --factory access_rights.app:create_app``."""
+"""The access-rights app: ``uvicorn --factory access_rights.app:create_app``.
+
+Any number of replicas: see ``engine`` for how they share decisions and keep
+their read models current.
+"""
 
 from __future__ import annotations
 
@@ -35,17 +39,24 @@ def create_app(settings: AccessRightsSettings | None = None, clock: Clock | None
     settings = settings or AccessRightsSettings()
     configure_logging(settings)
     runtime = Runtime(settings, clock)
-    service = AccessService(runtime, settings, runtime.clock)
-    runtime.consumer(consumers.CONSUMER, consumers.build_router(service))
+    service = AccessService(runtime, settings, runtime.clock)  # declares indexes, view, section, loader
+    # Single-active with takeover: one replica at a time applies org events.
+    org = runtime.consumer(consumers.CONSUMER, consumers.build_router(service), on_takeover=service.taken_over)
     runtime.every(settings.scheduler_interval_seconds, service.tick)
     observe_revocations(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.access = service
-        await service.load()
         async with runtime.lifespan(app):
-            yield
+            try:
+                yield
+            finally:
+                # Stop taking org events, then let what is queued finish inside the section,
+                # so another replica takes the queue over without waiting for a lease to expire.
+                with contextlib.suppress(Exception):
+                    await org.stop()
+                await service.drain()
 
     app = create_base_app(settings.service_name, title="Orgdir access rights", ready=runtime.ready, lifespan=lifespan)
     app.include_router(api.build_router(service))

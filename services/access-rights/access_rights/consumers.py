@@ -1,8 +1,10 @@
 """Consumers: projections of the unit tree (orgunits) and of persons and engagements (registry).
 
-Each event updates the stored projection (skipped when stale by ``sequence``)
-and the in-memory view, then recomputes exactly the persons it can affect. The
-recomputation runs even for a redelivered event: it is a diff, so it is idempotent.
+The queue is single-active (one replica handles it at a time, with failover;
+see ``engine``). Each event updates the stored projection (skipped when stale
+by ``sequence``) and the in-memory view, then recomputes exactly the persons
+it can affect, all inside the ``rights`` section. The recomputation runs even
+for a redelivered event: it is a diff, so it is idempotent.
 """
 
 from __future__ import annotations
@@ -21,18 +23,18 @@ def build_router(service: AccessService) -> Router:
 
     @router.on("orgunit.*")
     async def on_unit(event: CloudEvent, data: OrgUnitState) -> None:
-        await service.on_unit(event, data)
+        await service.on_org_event(event, data)
 
     @router.on("engagement.*")
     async def on_engagement(event: CloudEvent, data: EngagementState) -> None:
-        await service.on_engagement(event, data)
+        await service.on_org_event(event, data)
 
     @router.on("person.*")
     async def on_person(event: CloudEvent, data: PersonState) -> None:
-        await service.on_person(event, data)
+        await service.on_org_event(event, data)
 
     @router.on("class.*")
     async def on_class(event: CloudEvent, data: ClassState) -> None:
-        await service.on_class(event, data)
+        await service.on_org_event(event, data)
 
     return router

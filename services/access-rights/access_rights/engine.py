@@ -1,27 +1,77 @@
 """Change propagation: from an input change to exactly the access and account events it causes.
 
-Every input change (an org event, a catalogue write, a day boundary) names the
-persons it can affect; those are recomputed with the pure ``domain`` functions,
-diffed against what was published for them (``person_rights``), and the
-differences are written through the outbox. One asyncio lock serialises
-recomputations in this process, so a person's diff is never computed twice at once.
+Every input change (an org event, a catalogue write, a held batch released, a
+day boundary) names the persons it can affect; those are recomputed with the
+pure ``domain`` functions, diffed against what was published for them
+(``person_rights``), and the differences are written through the outbox.
+
+Replicas (any number, all alike; none has to run alone):
+
+- **One critical section for every decision.** Everything that decides
+  rights (the handling of an org event, a catalogue write with its rules and
+  its recomputation, a batch release, the day-boundary recomputation) runs
+  inside the service's ``rights`` section (``orgdir.store.Section``, a lease in
+  the database shared by all replicas, renewed while held). No two
+  recomputations ever run at once, on one replica or on two. Each
+  recomputation has one cause (one org event, one catalogue write, one
+  release, one tick) and the mass-change guard counts the revocations of that
+  one recomputation, as with one replica: two changes made at once through
+  two replicas are counted separately, as they are through one, and one
+  change is counted whole and once on whichever replica makes it.
+- **Catch-up on entry.** Every document written inside the section is
+  recorded on the ticket (org projections, catalogue documents,
+  ``person_rights``, accounts, held batches); a replica entering the section
+  re-reads what the others wrote since it last held it (``refresh_one``), or
+  everything when it has fallen too far behind (``load``), so every input of
+  its decision is as current as the database. The org projections are written
+  inside the section too, by whichever replica consumes the org queue. Every
+  write is still a compare-and-swap (version, unique ``_id``); should one find
+  memory stale anyway (a holder that died before logging its writes), that
+  person is re-read and planned again.
+- **Org events** arrive on the durable queue ``access-rights.org``, which is
+  single-active: RabbitMQ gives it to one replica at a time and fails over.
+  A replica that takes it over reloads its whole model inside the section
+  before its next decision, in case the replica before it died holding the
+  section. Handled events and concurrent API writes of one replica queue up
+  for one section entry (``in_section``: group commit, pure speed) and run one
+  after another.
+- **Two org models.** Decisions use ``org``: the org events as consumed (the
+  projections), so a recomputation never acts on an org change whose own
+  recomputation has not run yet, and the guard counts each revocation with
+  the change that caused it. Reads use ``view_org``: the same, plus the org
+  events this replica's view feed has seen and the consumer has not handled
+  yet. Both hold the same state objects; only the indexes are kept twice.
+- **Reads on every replica** (a person's rights, a role's holders, a unit's
+  rights, and the rules a catalogue write checks) come from memory, which each
+  replica keeps current through its view feed (``Runtime.view``: a per-replica
+  auto-delete queue bound to the org events and to the service's catalogue
+  events, newer-only by sequence or version), within moments of any replica's
+  write; the writing replica updates its memory at once (read-your-writes).
+  Accounts, held batches and catalogue documents are read from the database.
+  ``person_rights``, accounts and pins (held revocations) in memory are inputs
+  of decisions only: caught up on entry to the section, not fed by the view.
+- **Day boundary.** Every replica runs ``tick``: the scheduler's guarded write
+  fires each ``assignment.effective`` once (a loser's stale version counts as
+  done), and a second recomputation of the same persons finds nothing to do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from access_rights import domain
 from access_rights.settings import AccessRightsSettings
 from access_rights.store import (
+    INDEXES,
     account_id,
     dump,
     from_projection,
@@ -41,13 +91,16 @@ from orgdir.contracts.access import (
 )
 from orgdir.contracts.orgunits import ClassState, OrgUnitState
 from orgdir.contracts.registry import EngagementState, PersonState
-from orgdir.events import CloudEvent
+from orgdir.events import CloudEvent, EventRejected, typed_data
 from orgdir.scheduler import EffectiveScheduler
 from orgdir.service import Runtime
-from orgdir.store import Change, Doc, StaleVersion
+from orgdir.store import Change, Doc, SectionTicket, StaleVersion
 from orgdir.validity import Validity
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = Callable[[SectionTicket], Coroutine[Any, Any, T]]
 
 CATALOGUE_MODELS: dict[str, type[BaseModel]] = {
     "it_systems": ITSystemState,
@@ -55,6 +108,36 @@ CATALOGUE_MODELS: dict[str, type[BaseModel]] = {
     "role_groups": RoleGroupState,
     "assignments": AssignmentState,
 }
+CATALOGUE_KINDS = {"it_system": "it_systems", "role": "roles", "role_group": "role_groups", "assignment": "assignments"}
+ORG_MODELS: dict[str, type[BaseModel]] = {
+    "units": OrgUnitState,
+    "engagements": EngagementState,
+    "persons": PersonState,
+    "classes": ClassState,
+}
+ORG_KINDS = {"orgunit": "units", "engagement": "engagements", "person": "persons", "class": "classes"}
+# What each replica's in-memory read model follows: the org events and its own catalogue events.
+VIEW_PATTERNS = [f"{kind}.*" for kind in (*ORG_KINDS, *CATALOGUE_KINDS)]
+
+HOLD_BUDGET_S = 1.0  # stop starting queued jobs in one section entry after this
+STEP_ASIDE_S = 0.1  # after a second of back-to-back entries, let a waiting replica in (it polls every ≤ 75 ms)
+STALE_ATTEMPTS = 3  # a person's write found memory stale: re-read and recompute that often
+
+
+def _put_org(org: domain.OrgView, sequence: int, state: BaseModel) -> bool:
+    """Newer-only by the producer's sequence."""
+    uid: str = state.uuid  # type: ignore[attr-defined]
+    if not org.newer(uid, sequence):
+        return False
+    if isinstance(state, OrgUnitState):
+        org.put_unit(state)
+    elif isinstance(state, EngagementState):
+        org.put_engagement(state)
+    elif isinstance(state, PersonState):
+        org.persons[state.uuid] = state
+    elif isinstance(state, ClassState):
+        org.classes[state.uuid] = state
+    return True
 
 
 @dataclass
@@ -78,13 +161,15 @@ class AccessService:
         self.settings = settings
         self.clock = clock
         self.db = runtime.db
-        self.org = domain.OrgView()
+        self.org = domain.OrgView()  # decisions: the org events consumed (the projections)
+        self.view_org = domain.OrgView()  # reads: also the org events not consumed yet (the view feed)
         self.cat = domain.CatalogueView()
         self.repos = {name: runtime.repository(name) for name in CATALOGUE_MODELS}
         # One write may publish several events (one per changed right): Repository.write_events.
         self.rights = runtime.repository("person_rights")
         self.accounts = runtime.repository("accounts")
-        self.projections = {name: runtime.projection(name) for name in ("units", "engagements", "persons", "classes")}
+        self.projections = {name: runtime.projection(name) for name in ORG_MODELS}
+        runtime.declare(*INDEXES)
         self.assignment_scheduler = EffectiveScheduler(
             self.repos["assignments"],
             "assignment",
@@ -92,42 +177,119 @@ class AccessService:
             clock,
             settings.timezone,
         )
+        self.section = runtime.section("rights", self.refresh_one, self.load)
+        runtime.view(VIEW_PATTERNS, self.on_view, self.reload_view)
+        runtime.loaders.append(self.start)
+        # Decision inputs, current whenever this replica holds the section.
         self.published: dict[str, Published] = {}
         self.account_docs: dict[str, dict[str, Doc]] = {}
         self.pins: dict[str, dict[str, str]] = {}
-        self.lock = asyncio.Lock()
-        self.username_hints: dict[str, int] = {}
+        self._jobs: list[tuple[Job[Any], contextvars.Context, asyncio.Future[Any], bool]] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._reload_on_entry = False
+        self.handled = 0  # org events this replica handled (tests, metrics)
 
-    # ------------------------------------------------------------------ startup
+    # ------------------------------------------------------------------ model
+
+    async def start(self) -> None:
+        """The runtime's loader: after the view queue is bound, before consumers start."""
+        await self.section.baseline()
+        await self.load()
 
     async def load(self) -> None:
-        """Rebuild the in-memory views from the projections and repositories."""
-        for doc in await load_all(self.db, "units"):
-            self.org.put_unit(from_projection(OrgUnitState, doc))
-            self.org.seq[doc["_id"]] = int(doc["sequence"])
-        for doc in await load_all(self.db, "engagements"):
-            self.org.put_engagement(from_projection(EngagementState, doc))
-            self.org.seq[doc["_id"]] = int(doc["sequence"])
-        for doc in await load_all(self.db, "persons"):
-            self.org.persons[doc["_id"]] = from_projection(PersonState, doc)
-            self.org.seq[doc["_id"]] = int(doc["sequence"])
-        for doc in await load_all(self.db, "classes"):
-            self.org.classes[doc["_id"]] = from_projection(ClassState, doc)
-            self.org.seq[doc["_id"]] = int(doc["sequence"])
+        """Everything from the database: at start, and inside the section when fallen behind.
+
+        The org and catalogue models keep what is newer in memory (the view
+        feed may be ahead); the decision inputs are replaced by what the
+        database holds (only the section's holder writes them).
+        """
+        for collection in ORG_MODELS:
+            for doc in await load_all(self.db, collection):
+                self._put_org_doc(collection, doc)
+        await self._reload_catalogue()
+        published: dict[str, Published] = {}
+        for doc in await load_all(self.db, "person_rights"):
+            published[doc["_id"]] = self._published(doc)
+        accounts: dict[str, dict[str, Doc]] = {}
+        for doc in await load_all(self.db, "accounts"):
+            accounts.setdefault(doc["state"]["person"], {})[doc["state"]["it_system"]] = doc
+        pins: dict[str, dict[str, str]] = {}
+        async for batch in self.db["held_batches"].find({"status": "held"}):
+            for entry in batch["revocations"]:
+                pins.setdefault(entry["person"], {})[entry["role"]] = batch["_id"]
+        self.published, self.account_docs, self.pins = published, accounts, pins
+        self._gauge()
+
+    async def reload_view(self) -> None:
+        """The read model from the database, newer-only: the view feed's reload (outside the section)."""
+        for collection in ORG_MODELS:
+            for doc in await load_all(self.db, collection):
+                _put_org(self.view_org, int(doc["sequence"]), from_projection(ORG_MODELS[collection], doc))
+        await self._reload_catalogue()
+
+    async def _reload_catalogue(self) -> None:
         for name, model in CATALOGUE_MODELS.items():
             for doc in await load_all(self.db, name):
                 self.put_catalogue(name, from_repository(model, doc))
-        for doc in await load_all(self.db, "person_rights"):
-            held = {r["role"]: Right.model_validate(r) for r in doc["state"]["rights"]}
-            self.published[doc["_id"]] = Published(int(doc["version"]), held, doc.get("next_transition_at"))
-        for doc in await load_all(self.db, "accounts"):
-            self.account_docs.setdefault(doc["state"]["person"], {})[doc["state"]["it_system"]] = doc
-        async for batch in self.db["held_batches"].find({"status": "held"}):
-            for entry in batch["revocations"]:
-                self.pins.setdefault(entry["person"], {})[entry["role"]] = batch["_id"]
-        self._gauge()
 
-    def put_catalogue(self, name: str, state: BaseModel) -> None:
+    async def refresh_one(self, collection: str, uid: str) -> None:
+        """Re-read one document another replica wrote inside the section."""
+        if collection in ORG_MODELS:
+            doc = await self.projections[collection].get(uid)
+            if doc is not None:
+                self._put_org_doc(collection, doc)
+        elif collection in CATALOGUE_MODELS:
+            doc = await self.repos[collection].get(uid)
+            if doc is not None:
+                self.put_catalogue(collection, from_repository(CATALOGUE_MODELS[collection], doc))
+        elif collection == "person_rights":
+            await self._refresh_published(uid)
+        elif collection == "accounts":
+            doc = await self.accounts.get(uid)
+            if doc is not None:
+                self._put_account(doc)
+        elif collection == "held_batches":
+            batch = await self.db["held_batches"].find_one({"_id": uid})
+            if batch is not None:
+                self._put_batch(batch)
+        else:
+            log.warning("unknown collection in the section log", extra={"collection": collection})
+
+    async def on_view(self, event: CloudEvent) -> None:
+        """The view feed: an org event, or a catalogue write of any replica; kept if newer."""
+        kind = event.type.split(".", 1)[0]
+        try:
+            data = typed_data(event)
+        except EventRejected as exc:
+            log.warning("view: event not understood", extra={"type": event.type, "error": str(exc)})
+            return
+        if kind in ORG_KINDS:  # the read model only: decisions take org events as consumed
+            _put_org(self.view_org, event.sequence, data)
+        elif kind in CATALOGUE_KINDS:
+            self.put_catalogue(CATALOGUE_KINDS[kind], data)
+
+    def _put_org_doc(self, collection: str, doc: Doc) -> None:
+        self._put_org(int(doc["sequence"]), from_projection(ORG_MODELS[collection], doc))
+
+    def _put_org(self, sequence: int, state: BaseModel) -> None:
+        """A consumed org state: into the decision model and the read model (each newer-only)."""
+        _put_org(self.org, sequence, state)
+        _put_org(self.view_org, sequence, state)
+
+    def _catalogue(self, name: str) -> dict[str, Any]:
+        views: dict[str, dict[str, Any]] = {
+            "it_systems": self.cat.it_systems,
+            "roles": self.cat.roles,
+            "role_groups": self.cat.role_groups,
+            "assignments": self.cat.assignments,
+        }
+        return views[name]
+
+    def put_catalogue(self, name: str, state: BaseModel) -> bool:
+        """Newer-only by version."""
+        old = self._catalogue(name).get(state.uuid)  # type: ignore[attr-defined]
+        if old is not None and old.version >= state.version:  # type: ignore[attr-defined]
+            return False
         if isinstance(state, ITSystemState):
             self.cat.it_systems[state.uuid] = state
         elif isinstance(state, RoleState):
@@ -136,35 +298,149 @@ class AccessService:
             self.cat.role_groups[state.uuid] = state
         elif isinstance(state, AssignmentState):
             self.cat.put_assignment(state)
+        return True
+
+    @staticmethod
+    def _published(doc: Doc) -> Published:
+        held = {r["role"]: Right.model_validate(r) for r in doc["state"]["rights"]}
+        return Published(int(doc["version"]), held, doc.get("next_transition_at"))
+
+    async def _refresh_published(self, person: str) -> None:
+        doc = await self.rights.get(person)
+        if doc is None:
+            self.published.pop(person, None)
+        else:
+            self.published[person] = self._published(doc)
+
+    def _put_account(self, doc: Doc) -> None:
+        mine = self.account_docs.setdefault(doc["state"]["person"], {})
+        old = mine.get(doc["state"]["it_system"])
+        if old is None or int(old["version"]) <= int(doc["version"]):
+            mine[doc["state"]["it_system"]] = doc
+
+    def _put_batch(self, batch: Doc) -> None:
+        for entry in batch["revocations"]:
+            pins = self.pins.setdefault(entry["person"], {})
+            if batch["status"] == "held":
+                pins[entry["role"]] = batch["_id"]
+            elif pins.get(entry["role"]) == batch["_id"]:
+                del pins[entry["role"]]
+        self._gauge()
+
+    async def _reload_person(self, person: str) -> None:
+        """Everything decided about one person, from the database (memory was found stale)."""
+        await self._refresh_published(person)
+        async for doc in self.accounts.col.find({"state.person": person}, {"outbox": 0, "registrations": 0}):
+            self._put_account(doc)
+        async for batch in self.db["held_batches"].find({"revocations.person": person}):
+            self._put_batch(batch)
+
+    async def person_exists(self, person: str) -> bool:
+        if self.view_org.person_known(person) or person in self.published:
+            return True
+        return await self.rights.get(person) is not None
+
+    # ------------------------------------------------------------------ the section
+
+    async def in_section(self, job: Job[T], *, patient: bool = False) -> T:
+        """Run ``job`` holding the ``rights`` section (on any replica, one holder at a time).
+
+        Jobs queued meanwhile in this replica share one entry (group commit),
+        run one after another in the order they came, each in its caller's
+        context (actor, correlation id). A job that fails fails alone. When
+        the section stays busy (``Section.wait``), a request's job fails with
+        503; a ``patient`` one (a consumed event, the timer) waits on, so a
+        replica that died holding the lease costs the queue time, not
+        delivery attempts (which would dead-letter its events).
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.append((job, contextvars.copy_context(), future, patient))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run_jobs(), name="access-rights-section")
+        return await future
+
+    async def _run_jobs(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)  # let the callers woken with us queue their jobs
+        current: asyncio.Future[Any] | None = None
+        streak = loop.time()
+        while self._jobs:
+            if loop.time() - streak > HOLD_BUDGET_S:  # busy for a while: the others get their turn
+                await asyncio.sleep(STEP_ASIDE_S)
+                streak = loop.time()
+            entered = False
+            try:
+                async with self.section.hold() as ticket:
+                    entered = True
+                    started = loop.time()
+                    while self._jobs and loop.time() - started < HOLD_BUDGET_S:
+                        if self._reload_on_entry:  # took over the org queue: the one before may have died
+                            await self.load()
+                            self._reload_on_entry = False
+                        job, context, current, _ = self._jobs.pop(0)
+                        if current.done():  # the caller went away before it ran
+                            continue
+                        try:
+                            result = await asyncio.create_task(job(ticket), context=context)
+                        except Exception as exc:
+                            if not current.done():
+                                current.set_exception(exc)
+                        else:
+                            if not current.done():
+                                current.set_result(result)
+            except Exception as exc:
+                if not entered:  # busy, or the catch-up failed: what waits fails (503 / retry)
+                    busy = isinstance(exc, problems.Problem) and exc.status == 503
+                    jobs, self._jobs = self._jobs, []
+                    for queued in jobs:
+                        if busy and queued[3]:
+                            self._jobs.append(queued)  # patient: try again
+                        elif not queued[2].done():
+                            queued[2].set_exception(exc)
+                else:  # a reload or the release failed; what waits gets the next entry
+                    log.warning("rights section failed after entry", extra={"error": str(exc)})
+                    await asyncio.sleep(0.1)
+            except BaseException:  # cancelled: nobody waits for ever
+                jobs, self._jobs = self._jobs, []
+                for future in [queued[2] for queued in jobs] + ([current] if current is not None else []):
+                    if not future.done():
+                        future.cancel()
+                raise
+
+    async def taken_over(self) -> None:
+        """This replica now consumes the org queue: reload everything on the next entry."""
+        log.info("org queue taken over; reloading inside the section before deciding")
+        self._reload_on_entry = True
+
+    async def drain(self, timeout: float = 30) -> None:
+        """At shutdown: finish the jobs already queued, so the section is not left held."""
+        runner = self._runner
+        if runner is not None and not runner.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(runner), timeout)
+            except (TimeoutError, Exception) as exc:
+                log.warning("section jobs not finished at shutdown", extra={"error": str(exc)})
 
     # ------------------------------------------------------------------ inputs
 
-    async def on_unit(self, event: CloudEvent, data: OrgUnitState) -> None:
-        await self.projections["units"].apply(event.subject, event.sequence, dump(data))
-        if self.org.newer(event.subject, event.sequence):
-            self.org.put_unit(data)
-        affected = self.org.members_any_time(self.org.descendants_any_time(data.uuid))
-        await self.recompute(affected, Cause(event.time, event.type))
+    async def on_org_event(self, event: CloudEvent, data: BaseModel) -> None:
+        """The single active consumer of the org queue: project, then recompute whom it reaches."""
+        self.handled += 1
+        await self.in_section(lambda ticket: self._org_event(ticket, event, data), patient=True)
 
-    async def on_engagement(self, event: CloudEvent, data: EngagementState) -> None:
-        await self.projections["engagements"].apply(event.subject, event.sequence, dump(data))
-        old = self.org.engagements.get(data.uuid)
-        if self.org.newer(event.subject, event.sequence):
-            self.org.put_engagement(data)
-        affected = {data.person} | ({old.person} if old else set())
-        await self.recompute(affected, Cause(event.time, event.type))
-
-    async def on_person(self, event: CloudEvent, data: PersonState) -> None:
-        # In memory before the write: an engagement event handled meanwhile must
-        # find the person's name for the account's username.
-        if self.org.newer(event.subject, event.sequence):
-            self.org.persons[data.uuid] = data
-        await self.projections["persons"].apply(event.subject, event.sequence, dump(data))
-
-    async def on_class(self, event: CloudEvent, data: ClassState) -> None:
-        await self.projections["classes"].apply(event.subject, event.sequence, dump(data))
-        if self.org.newer(event.subject, event.sequence):
-            self.org.classes[data.uuid] = data
+    async def _org_event(self, ticket: SectionTicket, event: CloudEvent, data: BaseModel) -> None:
+        collection = ORG_KINDS[event.type.split(".", 1)[0]]
+        old = self.org.engagements.get(data.uuid) if isinstance(data, EngagementState) else None
+        # In memory before the write (which another replica's catch-up then re-reads).
+        self._put_org(event.sequence, data)
+        if await self.projections[collection].apply(event.subject, event.sequence, dump(data)):
+            ticket.wrote(collection, event.subject)
+        affected: set[str] = set()
+        if isinstance(data, OrgUnitState):
+            affected = self.org.members_any_time(self.org.descendants_any_time(data.uuid))
+        elif isinstance(data, EngagementState):
+            affected = {data.person} | ({old.person} if old else set())
+        await self.recompute(ticket, affected, Cause(event.time, event.type))
 
     def affected_by(self, name: str, old: BaseModel | None, new: BaseModel) -> set[str]:
         """Who a catalogue change can reach (old and new state both count)."""
@@ -186,63 +462,81 @@ class AccessService:
             out |= domain.assignment_candidates(self.cat.assignments[a], self.org)
         return out
 
-    async def catalogue_written(self, name: str, doc: Doc) -> None:
-        model = CATALOGUE_MODELS[name]
-        new = from_repository(model, doc)
-        old: BaseModel | None = {
-            "it_systems": self.cat.it_systems,
-            "roles": self.cat.roles,
-            "role_groups": self.cat.role_groups,
-            "assignments": self.cat.assignments,
-        }[name].get(new.uuid)  # type: ignore[attr-defined]
-        if old is not None and old.version >= new.version:  # type: ignore[attr-defined]
-            return
+    async def catalogue_written(self, ticket: SectionTicket, name: str, doc: Doc) -> None:
+        """In the section, right after the write: memory at once (read-your-writes), then recompute."""
+        ticket.wrote(name, doc["_id"])
+        new = from_repository(CATALOGUE_MODELS[name], doc)
+        old: BaseModel | None = self._catalogue(name).get(doc["_id"])
         self.put_catalogue(name, new)
         affected = self.affected_by(name, old, new)
-        await self.recompute(affected, Cause(self.clock.now(), f"{name} write"))
+        await self.recompute(ticket, affected, Cause(self.clock.now(), f"{name} write"))
 
     async def tick(self) -> int:
-        """The day boundary job: future-dated changes grant and revoke on their day."""
+        """The day boundary job (every replica): future-dated changes grant and revoke on their day."""
         await self.assignment_scheduler.run_due()
-        due = await self.rights.due(self.clock.now(), limit=1_000_000)
-        return await self.recompute([d["_id"] for d in due], Cause(None, "day boundary"))
+        due = [d["_id"] for d in await self.rights.due(self.clock.now(), limit=1_000_000)]
+        if not due:
+            return 0
+        return await self.in_section(
+            lambda ticket: self.recompute(ticket, due, Cause(None, "day boundary")), patient=True
+        )
 
     # ------------------------------------------------------------------ recomputation
 
     def rights_of(self, person: str) -> list[Right]:
+        """What decisions use: the org events consumed."""
         return domain.compute_rights(person, self.org, self.cat)
 
-    async def recompute(self, persons: Iterable[str], cause: Cause, *, guard: bool = True) -> int:
-        """Recompute, diff and publish; returns the number of access events written."""
+    def visible_rights(self, person: str) -> list[Right]:
+        """What reads answer: every org event this replica has seen."""
+        return domain.compute_rights(person, self.view_org, self.cat)
+
+    def _plan(self, person: str, today: date) -> domain.RightsPlan:
+        old = self.published.get(person)
+        return domain.plan_rights(old.held if old else {}, self.rights_of(person), today, self.pins.get(person, {}))
+
+    async def recompute(
+        self, ticket: SectionTicket, persons: Iterable[str], cause: Cause, *, guard: bool = True
+    ) -> int:
+        """Recompute, diff and publish (holding the section); returns the number of access events written."""
         wanted = sorted(set(persons))
         if not wanted:
             return 0
-        async with self.lock:
-            today = self.clock.today()
-            plans: dict[str, tuple[list[Right], domain.RightsPlan]] = {}
-            for p in wanted:
-                rights = self.rights_of(p)
-                old = self.published.get(p)
-                plans[p] = (
-                    rights,
-                    domain.plan_rights(old.held if old else {}, rights, today, self.pins.get(p, {})),
-                )
-            revoking = [p for p in wanted if plans[p][1].revoked]
-            if guard and len(revoking) > self.settings.mass_revoke_threshold:
-                await self._hold(revoking, {p: plans[p][1] for p in revoking}, cause)
-            sem = asyncio.Semaphore(self.settings.recompute_concurrency)
+        today = self.clock.today()
+        plans = {p: self._plan(p, today) for p in wanted}
+        revoking = [p for p in wanted if plans[p].revoked]
+        if guard and len(revoking) > self.settings.mass_revoke_threshold:
+            await self._hold(ticket, revoking, {p: plans[p] for p in revoking}, cause)
+        sem = asyncio.Semaphore(self.settings.recompute_concurrency)
 
-            async def one(p: str) -> int:
-                async with sem:
-                    return await self._apply(p, plans[p][1], cause, today)
+        async def one(p: str) -> int:
+            async with sem:
+                return await self._apply_person(ticket, p, plans[p], cause, today)
 
-            results = await asyncio.gather(*(one(p) for p in wanted), return_exceptions=True)
+        results = await asyncio.gather(*(one(p) for p in wanted), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
         return sum(r for r in results if isinstance(r, int))
 
-    async def _apply(self, person: str, plan: domain.RightsPlan, cause: Cause, today: date) -> int:
+    async def _apply_person(
+        self, ticket: SectionTicket, person: str, plan: domain.RightsPlan, cause: Cause, today: date
+    ) -> int:
+        """Write one person's plan; a stale version means memory missed a write: re-read, re-plan."""
+        for attempt in range(STALE_ATTEMPTS):
+            try:
+                return await self._apply(ticket, person, plan, cause, today)
+            except StaleVersion:
+                if attempt == STALE_ATTEMPTS - 1:
+                    raise
+                log.warning("stale decision input, re-reading the person", extra={"person": person})
+                await self._reload_person(person)
+                plan = self._plan(person, today)
+        raise AssertionError("unreachable")
+
+    async def _apply(
+        self, ticket: SectionTicket, person: str, plan: domain.RightsPlan, cause: Cause, today: date
+    ) -> int:
         old = self.published.get(person)
         held = list(plan.held.values())
         state = {"person": person, "rights": [dump(r) for r in held]}
@@ -290,32 +584,21 @@ class AccessService:
         )
         nothing = old is None and not events and not held and nta is None
         if not unchanged and not nothing:
-            try:
-                version = await self.rights.write_events(person, old.version if old else None, state, events, nta)
-            except StaleVersion:
-                await self._reload_person(person)
-                raise
+            version = await self.rights.write_events(person, old.version if old else None, state, events, nta)
+            ticket.wrote(self.rights.name, person)
             self.published[person] = Published(version, dict(plan.held), nta)
-        await self._accounts(person, plan.held, today)
+        await self._accounts(ticket, person, plan.held, today)
         return len(events)
-
-    async def _reload_person(self, person: str) -> None:
-        doc = await self.rights.get(person)
-        if doc is None:
-            self.published.pop(person, None)
-        else:
-            held = {r["role"]: Right.model_validate(r) for r in doc["state"]["rights"]}
-            self.published[person] = Published(int(doc["version"]), held, doc.get("next_transition_at"))
 
     # ------------------------------------------------------------------ accounts
 
-    async def _accounts(self, person: str, held: dict[str, Right], today: date) -> None:
+    async def _accounts(self, ticket: SectionTicket, person: str, held: dict[str, Right], today: date) -> None:
         systems = sorted({r.it_system for r in held.values()})
         mine = self.account_docs.setdefault(person, {})
         for system in systems:
             acc = mine.get(system)
             if acc is None:
-                mine[system] = await self._request_account(person, system, today)
+                mine[system] = await self._request_account(ticket, person, system, today)
             elif acc["state"]["status"] in ("disabled", "deleted"):
                 status, kind = (
                     ("active", "account.enabled")
@@ -327,6 +610,7 @@ class AccessService:
                     acc["version"],
                     Change({**acc["state"], "status": status, "disable_at": None}, kind),
                 )
+                ticket.wrote(self.accounts.name, acc["_id"])
         for system, acc in sorted(mine.items()):
             if system in systems or acc["state"]["status"] not in ("requested", "active"):
                 continue
@@ -343,11 +627,18 @@ class AccessService:
                     f"account.{status}",
                 ),
             )
+            ticket.wrote(self.accounts.name, acc["_id"])
 
-    async def _request_account(self, person: str, system: str, today: date) -> Doc:
+    async def _request_account(self, ticket: SectionTicket, person: str, system: str, today: date) -> Doc:
+        uid = account_id(person, system)
+        existing = await self.accounts.get(uid)
+        if existing is not None:  # written before a crash, or by a replica whose log was lost
+            return existing
         it = self.cat.it_systems.get(system)
         rule = it.timeline[-1].username_rule if it and it.timeline else "{given:3}{surname:3}"
-        p = self.org.persons.get(person)
+        # The freshest name this replica knows (the read model): a person event may be consumed
+        # after an engagement event of the same person that it preceded.
+        p = self.view_org.persons.get(person)
         ps = p.timeline[-1] if p and p.timeline else None
         base = domain.username_base(
             rule,
@@ -356,7 +647,7 @@ class AccessService:
             ps.user_key if ps else None,
             fallback="u" + person.replace("-", "")[:7],
         )
-        username = await reserve_username(self.db, system, person, base, self.username_hints)
+        username = await reserve_username(self.db, system, person, base)
         end = domain.window_end_after(self.org, self.cat, person, system, today)
         state = {
             "person": person,
@@ -365,21 +656,25 @@ class AccessService:
             "status": "requested",
             "disable_at": end.isoformat() if end else None,
         }
-        uid = account_id(person, system)
-        existing = await self.accounts.get(uid)
-        if existing is not None:  # written before a crash: continue from it
-            return existing
-        return await self.accounts.insert(uid, Change(state, "account.requested"))
+        try:
+            doc = await self.accounts.insert(uid, Change(state, "account.requested"))
+        except problems.Problem as exc:  # the unique _id: created meanwhile
+            if exc.status != 409:
+                raise
+            return await self.accounts.require(uid, "account")
+        ticket.wrote(self.accounts.name, uid)
+        return doc
 
     # ------------------------------------------------------------------ mass-change guard
 
-    async def _hold(self, persons: list[str], plans: dict[str, domain.RightsPlan], cause: Cause) -> None:
+    async def _hold(
+        self, ticket: SectionTicket, persons: list[str], plans: dict[str, domain.RightsPlan], cause: Cause
+    ) -> None:
         batch = str(uuidlib.uuid4())
         entries: list[dict[str, Any]] = []
         counts: dict[tuple[str, str], int] = {}
         for p in persons:
-            plan = plans[p]
-            for rv in plan.revoked:
+            for rv in plans[p].revoked:
                 entries.append(
                     {
                         "person": p,
@@ -390,10 +685,7 @@ class AccessService:
                     }
                 )
                 counts[(rv.right.role, rv.right.it_system)] = counts.get((rv.right.role, rv.right.it_system), 0) + 1
-                plan.held[rv.right.role] = rv.right
-                self.pins.setdefault(p, {})[rv.right.role] = batch
-            plan.held = dict(sorted(plan.held.items()))
-            plan.revoked = []
+        # Stored before the pins exist in memory: a re-read never drops a pin of a stored batch.
         await self.db["held_batches"].insert_one(
             {
                 "_id": batch,
@@ -408,6 +700,14 @@ class AccessService:
                 "revocations": entries,
             }
         )
+        ticket.wrote("held_batches", batch)
+        for p in persons:
+            plan = plans[p]
+            for rv in plan.revoked:
+                plan.held[rv.right.role] = rv.right
+                self.pins.setdefault(p, {})[rv.right.role] = batch
+            plan.held = dict(sorted(plan.held.items()))
+            plan.revoked = []
         log.warning("mass revocation held", extra={"batch": batch, "persons": len(persons)})
         self._gauge()
 
@@ -415,25 +715,28 @@ class AccessService:
         metrics.HELD_REVOCATIONS.set(sum(len(v) for v in self.pins.values()))
 
     async def decide(self, batch_id: str, release: bool, actor: str) -> Doc:
-        doc = await self.db["held_batches"].find_one({"_id": batch_id})
+        return await self.in_section(lambda ticket: self._decide(ticket, batch_id, release, actor))
+
+    async def _decide(self, ticket: SectionTicket, batch_id: str, release: bool, actor: str) -> Doc:
+        col = self.db["held_batches"]
+        doc = await col.find_one({"_id": batch_id})
         if doc is None:
             raise problems.not_found("held batch", batch_id)
         if doc["status"] != "held":
             raise problems.rule("batch-decided", f"The batch is already {doc['status']}.", status=409)
-        persons = sorted({e["person"] for e in doc["revocations"]})
-        for e in doc["revocations"]:
-            pins = self.pins.get(e["person"], {})
-            if pins.get(e["role"]) == batch_id:
-                del pins[e["role"]]
         status = "released" if release else "cancelled"
-        await self.db["held_batches"].update_one(
-            {"_id": batch_id},
+        decided = await col.update_one(
+            {"_id": batch_id, "status": "held"},
             {"$set": {"status": status, "decided_by": actor, "decided_at": self.clock.now()}},
         )
-        self._gauge()
+        if decided.matched_count != 1:
+            raise problems.rule("batch-decided", "The batch was decided meanwhile.", status=409)
+        ticket.wrote("held_batches", batch_id)
+        self._put_batch({**doc, "status": status})
         if release:
+            persons = sorted({e["person"] for e in doc["revocations"]})
             cause = doc.get("cause") or {}
-            await self.recompute(persons, Cause(cause.get("time"), f"release {batch_id}"), guard=False)
-        updated = await self.db["held_batches"].find_one({"_id": batch_id})
+            await self.recompute(ticket, persons, Cause(cause.get("time"), f"release {batch_id}"), guard=False)
+        updated = await col.find_one({"_id": batch_id})
         assert updated is not None
         return updated

@@ -7,8 +7,10 @@ contract events ourselves, exactly as they would put them on the exchange.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -204,5 +206,41 @@ async def env(ns: str, amqp_url: str, mongodb_url: str, request: pytest.FixtureR
         try:
             async with RunningApp(create_app(settings, clock)) as running:
                 yield Env(running, OrgFeed(bus), events, clock, settings)
+        finally:
+            await bus.close()
+
+
+@dataclass
+class Pair:
+    """Two replicas of the app on one database and one broker; A started first (it gets the org queue)."""
+
+    a: RunningApp
+    b: RunningApp
+    feed: OrgFeed
+    events: EventCollector
+    clock: ManualClock
+    settings: AccessRightsSettings
+    stack: contextlib.AsyncExitStack  # A's: ``await pair.stack.aclose()`` stops replica A
+
+    async def settled(self, running: RunningApp, wait_s: float = 20) -> None:
+        await settled(running, self.feed, wait_s)
+
+
+@pytest.fixture
+async def pair(ns: str, amqp_url: str, mongodb_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    overrides = getattr(request, "param", {}) or {}
+    settings = settings_for(
+        AccessRightsSettings, ns=ns, service="access-rights", amqp_url=amqp_url, mongodb_url=mongodb_url, **overrides
+    )
+    clock = ManualClock()
+    clock.set_day(START)
+    async with EventCollector(amqp_url, settings.exchange) as events:
+        bus = Bus(settings)
+        await bus.connect()
+        try:
+            async with contextlib.AsyncExitStack() as stack_a:
+                a = await stack_a.enter_async_context(RunningApp(create_app(settings, clock)))
+                async with RunningApp(create_app(settings, clock)) as b:
+                    yield Pair(a, b, OrgFeed(bus), events, clock, settings, stack_a)
         finally:
             await bus.close()
