@@ -290,6 +290,9 @@ class Consumer:
     _queue_name: str = ""
     _channel: AbstractChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # FIFO: messages pass the takeover check in arrival order, and none passes
+    # before the reload it triggered is done.
+    _takeover_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def queue_name(self) -> str:
@@ -342,8 +345,9 @@ class Consumer:
             return
         if self.takeover is not None:
             try:
-                if await self.takeover.claim() and self.on_takeover is not None:
-                    await self.on_takeover()
+                async with self._takeover_lock:
+                    if await self.takeover.claim() and self.on_takeover is not None:
+                        await self.on_takeover()
             except Exception as exc:
                 await self._retry_or_dead(message, exc, kind)
                 return

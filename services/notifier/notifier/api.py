@@ -62,8 +62,21 @@ class DeliveryOut(BaseModel):
     event: dict[str, Any] | None = None
 
 
-def sub_out(core: Core, doc: Doc) -> SubscriptionOut:
-    return SubscriptionOut(**domain.public_view(doc), status=core.dispatcher.status(doc["_id"]))
+async def subs_out(core: Core, docs: list[Doc]) -> list[SubscriptionOut]:
+    """``status``: the backlog as the database counts it (the same through every replica), the
+    circuit and what is in flight as this replica sees them (each replica has its own breaker)."""
+    backlogs = await core.deliveries.backlogs([d["_id"] for d in docs])
+    return [
+        SubscriptionOut(
+            **domain.public_view(d),
+            status={**core.dispatcher.status(d["_id"]), "backlog": backlogs.get(d["_id"], 0)},
+        )
+        for d in docs
+    ]
+
+
+async def sub_out(core: Core, doc: Doc) -> SubscriptionOut:
+    return (await subs_out(core, [doc]))[0]
 
 
 def delivery_out(doc: Doc) -> DeliveryOut:
@@ -83,10 +96,10 @@ async def _write(
     core: Core, sid: str, cfg: dict[str, Any], expected: int | None, response: Response
 ) -> SubscriptionOut:
     doc, created = await core.subscriptions.put(sid, cfg, expected)
-    await core.reload()
+    await core.subscription_changed(sid)  # this replica at once, the others within moments
     response.status_code = 201 if created else 200
     set_etag(response, doc["version"])
-    return sub_out(core, doc)
+    return await sub_out(core, doc)
 
 
 @router.get("/subscriptions", response_model=Page[SubscriptionOut])
@@ -98,7 +111,7 @@ async def list_subscriptions(
 ) -> Page[SubscriptionOut]:
     core = core_of(request)
     docs, nxt = await paginate(core.subscriptions.col, {}, limit=limit, cursor=cursor)
-    return Page(items=[sub_out(core, d) for d in docs], next_cursor=nxt)
+    return Page(items=await subs_out(core, docs), next_cursor=nxt)
 
 
 @router.post("/subscriptions", status_code=201, response_model=SubscriptionOut)
@@ -151,7 +164,7 @@ async def get_subscription(
     core = core_of(request)
     doc = await core.subscriptions.require(_uuid(sid))
     set_etag(response, doc["version"])
-    return sub_out(core, doc)
+    return await sub_out(core, doc)
 
 
 @router.delete("/subscriptions/{sid}", status_code=204)
@@ -163,16 +176,8 @@ async def delete_subscription(
     core = core_of(request)
     sid = _uuid(sid)
     await core.subscriptions.delete(sid, if_match(request))
-    await core.reload()
-    for doc in [
-        d
-        async for d in core.deliveries.col.find(
-            {"subscription": sid, "status": "pending"}, {"event": 0}
-        )
-    ]:
-        await core.deliveries.set(
-            doc["_id"], {"status": "failed", "last_error": "subscription deleted"}
-        )
+    await core.subscription_changed(sid)  # every replica stops its worker
+    await core.deliveries.fail_pending_of(sid, "subscription deleted")
     return Response(status_code=204)
 
 
@@ -205,20 +210,13 @@ async def replay_subscription(
 
 
 async def _replay(core: Core, did: str) -> Doc:
-    now = core.clock.now()
-    await core.deliveries.set(
-        did,
-        {
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "horizon_start": now,
-            "replayed_at": now,
-            "last_error": None,
-        },
-    )
-    doc = await core.deliveries.get(did)
-    assert doc is not None
+    """Back to pending, leased to this replica, which sends it (a conditional write: of two
+    replays at once, one puts it back; the other finds it pending already)."""
+    doc = await core.deliveries.replay(did, core.replica, core.settings.lease_seconds)
+    if doc is None:
+        doc = await core.deliveries.get(did)
+        if doc is None:
+            raise not_found("delivery", did)
     core.dispatcher.add(doc)
     return doc
 

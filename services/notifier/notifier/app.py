@@ -1,4 +1,4 @@
-"""The notifier app: ``uvicorn --factory notifier.app:create_app``."""
+"""The notifier app: ``uvicorn --factory notifier.app:create_app``. Any number of replicas."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import orgdir.contracts  # noqa: F401 - registers the whole event catalogue
 from notifier.api import router
 from notifier.consumers import CONSUMER, Core, build_router
 from notifier.settings import NotifierSettings
-from orgdir.bus import Consumer
 from orgdir.clock import Clock
 from orgdir.http import create_app as base_app
 from orgdir.service import Runtime, configure_logging
@@ -21,22 +20,20 @@ def create_app(settings: NotifierSettings | None = None, clock: Clock | None = N
     settings = settings or NotifierSettings()
     configure_logging(settings)
     runtime = Runtime(settings, clock)
-    core = Core(runtime, settings, runtime.clock)
-    # Stale skipping is done by Core per (aggregate, subject), not by the platform's store.
-    runtime.consumers.append(Consumer(runtime.bus, CONSUMER, build_router(core), None))
-    runtime.every(settings.subscription_reload_seconds, core.reload)
+    core = Core(runtime, settings, runtime.clock)  # declares indexes, registers its loader
+    # Single-active with takeover: one replica handles the stream at a time and reloads before
+    # its first message. Stale skipping is done by Core per (aggregate, subject).
+    runtime.consumer(CONSUMER, build_router(core), skip_stale=False, on_takeover=core.load_for_takeover)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await core.load()  # projections, seen streams and subscriptions before any event
-        async with runtime.lifespan(app):
-            await core.start()
+        async with runtime.lifespan(app):  # indexes, then core.load, then relay and consumer
             try:
                 yield
             finally:
-                await core.stop()
+                await core.stop()  # consumer first, then workers (which hand back their leases)
 
-    app = base_app(settings.service_name, ready=runtime.ready, lifespan=lifespan)
+    app = base_app(settings.service_name, ready=core.ready, lifespan=lifespan)
     app.state.core = core
     app.include_router(router)
     return app

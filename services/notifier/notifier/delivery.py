@@ -1,17 +1,36 @@
-"""The delivery engine: one worker per target, ordered per subject, retried, circuit-broken.
+"""The delivery engine: a worker per target on every replica, ordered per stream, leased, retried.
 
-Each active subscription gets its own worker task and its own HTTP client, so
-a slow or hanging receiver only ever holds up itself. Within a target, each
-stream (one aggregate's subject) has at most one delivery in flight and sends
-in ``sequence`` order; different streams go concurrently.
+Each subscription gets a worker task and its own HTTP client on every
+replica, so a slow or hanging receiver only ever holds up itself. Within a
+target, each stream (one aggregate's subject) has at most one delivery in
+flight and sends in ``sequence`` order; different streams go concurrently.
+
+Replicas. A delivery is sent only by the replica holding its lease in the
+database (``owner``, ``lease_until``): the replica that records it (the one
+handling ``notifier.all``) holds it from the start and sends it at once; an
+attempt that would outlast the lease renews it first, a retry keeps it until
+its next attempt. Any other replica takes a delivery only by a conditional
+write (``Deliveries.claim``) once it was released (a graceful stop hands
+everything back and tells the others) or its lease ran out (a crash): two
+replicas never send the same delivery at once. Per stream, a replica sends only the oldest pending
+delivery it knows of, and it always knows every older one (the recording
+replica queues them in order; a replica taking over the consumer loads every
+pending delivery, the orphan sweep loads whole streams), so the order per
+stream holds across replicas too: a head held by another replica is waited
+for, never skipped.
 
 Exactly-once is not possible over HTTP; this is at-least-once with a tiny
 window: a delivery is marked ``delivered`` right after the receiver's 2xx. If
-the process dies between that 2xx and the write, the delivery is still
-``pending`` and is sent again after the restart with the same
-``webhook-id`` (the event id), which receivers use to de-duplicate. Nothing
-acknowledged is otherwise ever re-sent, and nothing is dropped: every final
-state (delivered, failed, superseded) is stored and failed ones can be replayed.
+the sending replica dies between that 2xx and the write, the delivery stays
+``pending`` and is sent again, by whichever replica takes it over, with the
+same ``webhook-id`` (the event id, stored with the delivery), which receivers
+use to de-duplicate. Nothing acknowledged is otherwise ever re-sent, and
+nothing is dropped: every final state (delivered, failed, superseded) is
+stored and failed ones can be replayed.
+
+The circuit breaker and the concurrency limit are per replica (each one
+protects the target from itself); the backlog the API reports is counted in
+the database.
 """
 
 from __future__ import annotations
@@ -20,11 +39,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -34,6 +54,14 @@ from notifier.store import Deliveries, Doc
 from orgdir import metrics
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# An attempt starts only with this much lease left beyond its timeout; else the lease is renewed.
+LEASE_MARGIN_SECONDS = 2.0
+# Look again at a stream head another replica holds when its lease ends (or when that replica
+# says it released it); a little spread, so replicas do not all claim at the same instant.
+JITTER_SECONDS = 0.2
 
 
 @dataclass
@@ -48,18 +76,31 @@ class Pending:
     attempts: int
     horizon_start: float
     event: dict[str, Any]
+    created_by: str | None = None
+    queued_at: float = 0.0  # recorded, or replayed: when it last became pending
+    held_until: float = 0.0  # the lease this replica holds on it (0: none known)
+    keep: bool = False  # latest-state-only: another replica holds it, so it is sent, not superseded
 
     @classmethod
-    def of(cls, doc: Doc) -> Pending:
+    def of(cls, doc: Doc, replica: str) -> Pending:
+        now = time.time()
+        owner = doc.get("owner")
+        lease = _ts(doc["lease_until"]) if doc.get("lease_until") else 0.0
+        due = _ts(doc.get("next_attempt_at") or doc["created_at"])
+        if owner not in (None, replica) and lease > now:
+            due = max(due, lease + random.uniform(0, JITTER_SECONDS))  # another replica's, for now
         return cls(
             id=doc["_id"],
             stream=doc["stream"],
             sequence=int(doc["sequence"]),
             order=_ts(doc["created_at"]),
-            due=_ts(doc.get("next_attempt_at") or doc["created_at"]),
+            due=due,
             attempts=int(doc.get("attempts", 0)),
             horizon_start=_ts(doc.get("horizon_start") or doc["created_at"]),
             event=doc["event"],
+            created_by=doc.get("created_by"),
+            queued_at=_ts(doc.get("replayed_at") or doc["created_at"]),
+            held_until=lease if owner == replica else 0.0,
         )
 
 
@@ -122,13 +163,15 @@ SenderFactory = Callable[[Doc], Sender]
 
 @dataclass
 class TargetWorker:
-    """All deliveries of one subscription; run() is its task."""
+    """All deliveries of one subscription this replica knows of; run() is its task."""
 
     sub: Doc
     sender: Sender
     store: Deliveries
     settings: NotifierSettings
+    replica: str
     streams: dict[str, list[Pending]] = field(default_factory=dict)
+    known: set[str] = field(default_factory=set)
     inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -142,8 +185,12 @@ class TargetWorker:
     def target(self) -> str:
         return str(self.sub["_id"])
 
+    @property
+    def lease(self) -> float:
+        return self.settings.lease_seconds
+
     def backlog(self) -> int:
-        return sum(len(v) for v in self.streams.values())
+        return len(self.known)
 
     def _gauge(self) -> None:
         metrics.DELIVERY_BACKLOG.labels(self.target).set(self.backlog())
@@ -152,22 +199,31 @@ class TargetWorker:
         )
 
     def add(self, p: Pending) -> None:
-        items = self.streams.setdefault(p.stream, [])
-        if any(x.id == p.id for x in items):
+        if p.id in self.known:
             return
+        self.known.add(p.id)
+        items = self.streams.setdefault(p.stream, [])
         items.append(p)
         items.sort(key=lambda x: (x.sequence, x.order))
         self._gauge()
         self.wake.set()
 
-    def drop(self, did: str) -> None:
-        for stream, items in list(self.streams.items()):
-            if stream in self.inflight:
-                continue
-            self.streams[stream] = [x for x in items if x.id != did]
-            if not self.streams[stream]:
-                del self.streams[stream]
-        self._gauge()
+    def _forget(self, p: Pending) -> None:
+        self.known.discard(p.id)
+        items = [x for x in self.streams.get(p.stream, []) if x.id != p.id]
+        if items:
+            self.streams[p.stream] = items
+        else:
+            self.streams.pop(p.stream, None)
+
+    def look_again(self) -> None:
+        """Deliveries another replica held may be free now: try them without waiting for leases."""
+        now = time.time()
+        for items in self.streams.values():
+            for p in items:
+                if p.held_until == 0.0 and p.due > now:
+                    p.due = now + random.uniform(0, JITTER_SECONDS)
+        self.wake.set()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name=f"deliver-{self.target}")
@@ -175,7 +231,7 @@ class TargetWorker:
     async def stop(self) -> None:
         """Stop starting new attempts, let those in flight finish (bounded), then close.
 
-        Letting them finish keeps a graceful restart from re-sending something the
+        Letting them finish keeps a graceful stop from re-sending something the
         receiver already acknowledged; only a crash leaves that window open.
         """
         if self.task is not None:
@@ -216,8 +272,12 @@ class TargetWorker:
             if stream in self.inflight or not items:
                 continue
             if self.sub.get("latest_state_only") and len(items) > 1:
-                await self._supersede(stream, items[:-1])
-                items = self.streams[stream]
+                older = [x for x in items[:-1] if not x.keep]
+                if older:
+                    await self._supersede(older)
+                    items = self.streams.get(stream, [])
+                    if not items:
+                        continue
             heads.append(items[0])
         ready = sorted((h for h in heads if h.due <= now), key=lambda h: h.order)
         room = self.sender.concurrency - len(self.inflight)
@@ -228,17 +288,18 @@ class TargetWorker:
         later = [h.due for h in heads if h.due > now]
         return max(0.01, min(later) - now) if later else None
 
-    async def _supersede(self, stream: str, older: list[Pending]) -> None:
+    async def _supersede(self, older: list[Pending]) -> None:
         for p in older:
-            await self.store.set(
-                p.id, {"status": "superseded", "last_error": "a newer state replaced it"}
-            )
-            metrics.DELIVERIES.labels(self.target, "superseded").inc()
-        ids = {p.id for p in older}
-        self.streams[stream] = [x for x in self.streams[stream] if x.id not in ids]
+            if await self.store.supersede(p.id, self.replica):
+                self._forget(p)
+                metrics.DELIVERIES.labels(self.target, "superseded").inc()
+            else:
+                p.keep = True  # another replica holds it (or it is final): it is not ours to drop
 
     async def _attempt(self, p: Pending) -> None:
         try:
+            if not await self._hold(p):
+                return
             try:
                 outcome = await self.sender.send(self.sub, p)
             except asyncio.CancelledError:
@@ -252,6 +313,35 @@ class TargetWorker:
             self._gauge()
             self.wake.set()
 
+    async def _hold(self, p: Pending) -> bool:
+        """True when this replica holds the lease long enough for one attempt (renewed if need be).
+
+        False: another replica holds it (look again when its lease ends, or
+        when that replica says it stopped: ``look_again``), it
+        is no longer pending (forgotten here), or its next attempt is later.
+        """
+        now = time.time()
+        if p.held_until - now >= self.settings.delivery_timeout_seconds + LEASE_MARGIN_SECONDS:
+            return True
+        doc = await self.store.claim(p.id, self.replica, self.lease)
+        if doc is None:
+            p.held_until = 0.0
+            current = await self.store.peek(p.id)
+            if current is None or current.get("status") != "pending":
+                self._forget(p)  # sent (or failed, superseded) by another replica
+                return False
+            until = _ts(current["lease_until"]) if current.get("lease_until") else now
+            p.due = max(now + 0.05, until) + random.uniform(0, JITTER_SECONDS)
+            return False
+        p.held_until = _ts(doc["lease_until"])
+        p.attempts = int(doc.get("attempts", 0))
+        p.horizon_start = _ts(doc.get("horizon_start") or doc["created_at"])
+        next_attempt = _ts(doc.get("next_attempt_at") or doc["created_at"])
+        if next_attempt > now + 0.005:  # a retry another replica scheduled before it went away
+            p.due = next_attempt
+            return False
+        return True
+
     async def _record(self, p: Pending, outcome: domain.Outcome) -> None:
         now = time.time()
         p.attempts += 1
@@ -260,7 +350,6 @@ class TargetWorker:
             "last_status": outcome.status,
             "last_error": outcome.error,
         }
-        final = True
         if outcome.kind == "ok":
             fields.update(status="delivered", delivered_at=_dt(now), last_error=None)
             self.breaker.success()
@@ -291,26 +380,24 @@ class TargetWorker:
                 )
                 metrics.DELIVERIES.labels(self.target, "failed").inc()
             else:
-                final = False
-                fields["next_attempt_at"] = _dt(at)
-                p.due = at
                 metrics.DELIVERIES.labels(self.target, "retried").inc()
-        await _persist(lambda: self.store.set(p.id, fields))
-        if final:
-            items = [x for x in self.streams.get(p.stream, []) if x.id != p.id]
-            if items:
-                self.streams[p.stream] = items
-            else:
-                self.streams.pop(p.stream, None)
+                kept = await _persist(
+                    lambda: self.store.reschedule(p.id, self.replica, fields, _dt(at), self.lease)
+                )
+                p.due = at
+                p.held_until = at + self.lease if kept else 0.0
+                return
+        # Stored only while this replica holds the lease; had another taken it over, its outcome counts.
+        await _persist(lambda: self.store.finish(p.id, self.replica, fields))
+        self._forget(p)
 
 
-async def _persist(write: Callable[[], Awaitable[None]]) -> None:
+async def _persist(write: Callable[[], Awaitable[T]]) -> T:
     """Keep trying to store an outcome: re-sending something acknowledged is worse than waiting."""
     delay = 0.2
     while True:
         try:
-            await write()
-            return
+            return await write()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -322,33 +409,48 @@ async def _persist(write: Callable[[], Awaitable[None]]) -> None:
 
 
 class Dispatcher:
-    """Owns the workers; the consumer and the API hand it deliveries and subscription changes."""
+    """This replica's workers; the consumer, the sweep and the API hand it deliveries and subscriptions."""
 
     def __init__(
-        self, settings: NotifierSettings, store: Deliveries, senders: dict[str, SenderFactory]
+        self,
+        settings: NotifierSettings,
+        store: Deliveries,
+        senders: dict[str, SenderFactory],
+        replica: str,
+        unknown: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.unknown = unknown  # called by the sweep for orphans of a subscription it has no worker for
         self.store = store
         self.senders = senders
+        self.replica = replica
         self.workers: dict[str, TargetWorker] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.stopped = False
 
     async def start(self, subs: list[Doc]) -> None:
         self.sync(subs)
-        for doc in await self.store.pending():
-            self.add(doc)
+        await self.sweep()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="delivery-sweep")
 
     def sync(self, subs: list[Doc]) -> None:
         """Create workers for new subscriptions, refresh the config of others, stop removed ones."""
+        if self.stopped:
+            return
         wanted = {s["_id"]: s for s in subs}
         for sid in list(self.workers):
             if sid not in wanted:
                 gone = self.workers.pop(sid)
-                self._stopping.add(asyncio.create_task(gone.stop()))
+                task = asyncio.create_task(gone.stop())
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
         for sid, sub in wanted.items():
             worker = self.workers.get(sid)
             if worker is None:
-                fresh = TargetWorker(sub, self.senders[sub["kind"]](sub), self.store, self.settings)
+                fresh = TargetWorker(
+                    dict(sub), self.senders[sub["kind"]](sub), self.store, self.settings, self.replica
+                )
                 self.workers[sid] = fresh
                 fresh.start()
             else:
@@ -358,25 +460,76 @@ class Dispatcher:
 
     def add(self, doc: Doc) -> None:
         worker = self.workers.get(doc["subscription"])
-        if worker is not None and doc.get("status") == "pending":
-            worker.add(Pending.of(doc))
+        if worker is not None and doc.get("status") == "pending" and not self.stopped:
+            worker.add(Pending.of(doc, self.replica))
 
-    def drop(self, doc: Doc) -> None:
-        worker = self.workers.get(doc["subscription"])
-        if worker is not None:
-            worker.drop(doc["_id"])
+    def released(self, replica: str) -> None:
+        """Another replica stopped and handed its pending deliveries back."""
+        if replica != self.replica:
+            for worker in self.workers.values():
+                worker.look_again()
+
+    def knows(self, did: str, sid: str) -> bool:
+        worker = self.workers.get(sid)
+        return worker is not None and did in worker.known
+
+    async def load_pending(self) -> int:
+        """Queue every pending delivery (a replica taking over the consumer: it must know every
+        older delivery of a stream before it records a newer one)."""
+        docs = await self.store.pending()
+        for doc in docs:
+            self.add(doc)
+        return len(docs)
+
+    async def sweep(self) -> int:
+        """Take up whole streams that have a delivery nobody holds (released, or its holder died)."""
+        orphans = await self.store.orphaned_streams()
+        if self.unknown is not None:
+            for sid in {sid for _, sid, _ in orphans if sid not in self.workers}:
+                await self.unknown(sid)
+        streams = {
+            (sid, stream) for did, sid, stream in orphans
+            if sid in self.workers and not self.knows(did, sid)
+        }
+        if not streams:
+            return 0
+        docs = await self.store.pending_of_streams(streams)
+        for doc in docs:
+            self.add(doc)
+        log.info("took up orphaned deliveries", extra={"streams": len(streams), "deliveries": len(docs)})
+        return len(docs)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.delivery_sweep_seconds * random.uniform(0.8, 1.2))
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("delivery sweep failed", extra={"error": str(exc)[:300]})
 
     def status(self, sid: str) -> dict[str, Any]:
+        """This replica's view of a target: its circuit and what it has in flight."""
         worker = self.workers.get(sid)
         if worker is None:
-            return {"circuit": "closed", "backlog": 0, "in_flight": 0}
+            return {"circuit": "closed", "consecutive_failures": 0, "in_flight": 0}
         return {
             "circuit": worker.breaker.state,
             "consecutive_failures": worker.breaker.failures,
-            "backlog": worker.backlog(),
             "in_flight": len(worker.inflight),
         }
 
     async def stop(self) -> None:
-        await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
+        """Finish what is in flight, then hand every pending delivery back for other replicas."""
+        self.stopped = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await asyncio.gather(
+            *(w.stop() for w in self.workers.values()), *self._stopping, return_exceptions=True
+        )
         self.workers.clear()
+        try:
+            released = await self.store.release(self.replica)
+            log.info("released pending deliveries", extra={"deliveries": released})
+        except Exception as exc:  # they are taken over when their leases run out
+            log.warning("could not release deliveries", extra={"error": str(exc)[:300]})

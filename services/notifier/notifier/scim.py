@@ -8,11 +8,15 @@ A SCIM delivery does not forward the event: it brings the target in line with
 notifier's projections as they are when the delivery runs (converging on the
 latest state), so ``access.granted`` arriving before ``account.requested`` is
 harmless: the account's delivery syncs the groups of every role the person holds.
-Operations for one target run one at a time (groups are replaced whole).
+Operations for one target run one at a time on a replica (groups are replaced
+whole). The projections are those of the replica handling ``notifier.all``,
+which records and sends nearly every delivery; a replica sending a delivery
+it took over from another re-reads them first (``fresh``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, cast
 
@@ -82,9 +86,15 @@ class ScimSender:
     concurrency = 1
 
     def __init__(
-        self, settings: NotifierSettings, projections: Projections, ids: ScimIds, clock: Clock
+        self,
+        settings: NotifierSettings,
+        projections: Projections,
+        ids: ScimIds,
+        clock: Clock,
+        fresh: Callable[[Pending], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.fresh = fresh
         self.p = projections
         self.ids = ids
         self.clock = clock
@@ -114,6 +124,8 @@ class ScimSender:
     async def send(self, sub: Doc, p: Pending) -> domain.Outcome:
         scim: HttpxSCIMClient | None = None
         try:
+            if self.fresh is not None:
+                await self.fresh(p)
             scim = await self._client(sub)
             await self._apply(scim, sub, p.event)
             return domain.Outcome("ok", 200)

@@ -1,4 +1,4 @@
-"""Notifier settings: delivery timing, retries and the circuit breaker."""
+"""Notifier settings: delivery timing, retries, the circuit breaker and the replicas' leases."""
 
 from __future__ import annotations
 
@@ -22,12 +22,27 @@ class NotifierSettings(Settings):
     )
     backoff_max_seconds: float = Field(600.0, gt=0, description="Cap of one retry delay.")
     circuit_failures: int = Field(
-        5, ge=1, description="Consecutive failures that open a target's circuit."
+        5, ge=1, description="Consecutive failures that open a target's circuit (per replica)."
     )
     circuit_cooldown_seconds: float = Field(30.0, gt=0, description="Pause of an open circuit.")
     target_concurrency: int = Field(
-        16, ge=1, le=256, description="Subjects in flight per webhook target."
+        16, ge=1, le=256, description="Subjects in flight per webhook target (per replica)."
     )
-    subscription_reload_seconds: float = Field(
-        15.0, gt=0, description="Re-read subscriptions (replicas)."
+    delivery_lease_seconds: float = Field(
+        15.0,
+        gt=0,
+        description=(
+            "How long a replica holds a delivery it is sending; a crashed replica's deliveries "
+            "are taken over this long after its last claim (never less than the timeout + 5 s)."
+        ),
     )
+    delivery_sweep_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often a replica looks for deliveries nobody holds (released or expired).",
+    )
+
+    @property
+    def lease_seconds(self) -> float:
+        """The lease actually taken: an attempt always fits into it."""
+        return max(self.delivery_lease_seconds, self.delivery_timeout_seconds + 5.0)

@@ -1,9 +1,14 @@
 """Notifier's own state: subscriptions, the delivery log, projections and SCIM id maps.
 
-Hot paths go by ``_id`` only (FerretDB scans everything else); whatever needs a
-walk (unit tree, role holders) is held in memory and loaded once at start.
-Notifier is meant to run as ONE active replica: the delivery workers keep the
-pending queue in memory (rebuilt from the database on start).
+Any number of replicas share these collections. Every write that two
+replicas could make at once is conditional (a subscription's ``version``, a
+delivery's lease, a projection's ``sequence``), so none rests on a
+process-local lock. ``INDEXES`` lists every index the queries below need.
+
+In memory: the projections and the seen-streams cache belong to the replica
+that handles ``notifier.all`` (a single-active queue; the replica that takes
+it over reloads them first); the subscriptions are in every replica's memory,
+kept current by ``SubscriptionFeed`` (see ``notifier.feed``).
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -22,11 +28,42 @@ from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 from orgdir import problems
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
-from orgdir.store import BulkWriter, Doc, MongoSeenStore, doc_lock, key_lock, paginate
+from orgdir.store import BulkWriter, Doc, Index, MongoSeenStore, index, paginate
+
+PROJECTED = {
+    "orgunit": "p_units",
+    "person": "p_persons",
+    "engagement": "p_engagements",
+    "manager": "p_managers",
+    "account": "p_accounts",
+    "access": "p_rights",
+    "role": "p_roles",
+}
+
+# Every index notifier's queries need, created by every replica at start.
+INDEXES: list[Index] = [
+    # take-over load (all pending, oldest first) and the orphan sweep (pending, lease run out)
+    index("deliveries", "status", "created_at"),
+    index("deliveries", "status", "lease_until"),
+    # a subscription's backlog, its deletion, and the re-read of whole streams after a sweep
+    index("deliveries", "subscription", "status", "stream", "sequence"),
+    # replay since an instant
+    index("deliveries", "subscription", "event_time"),
+    # GET /deliveries filters (paged by _id)
+    index("deliveries", "subject"),
+    index("deliveries", "event_type"),
+    # a replica's release of its leases at a graceful stop
+    index("deliveries", "owner", "status"),
+]
+
+
+def _now() -> datetime:
+    """Wall-clock time for leases: every replica compares against the same clock."""
+    return datetime.now(UTC)
 
 
 class Subscriptions:
-    """Plain collection keyed by uuid, with a version for ETag/If-Match."""
+    """Plain collection keyed by uuid, with a version for ETag/If-Match (compare-and-swap)."""
 
     def __init__(self, db: AsyncDatabase[Doc], clock: Clock) -> None:
         self.col: AsyncCollection[Doc] = db["subscriptions"]
@@ -45,8 +82,13 @@ class Subscriptions:
         return doc
 
     async def put(self, uuid: str, cfg: dict[str, Any], expected: int | None) -> tuple[Doc, bool]:
-        """Create or replace; unchanged config keeps the version. Returns (doc, created)."""
-        async with doc_lock(self.col, uuid):
+        """Create or replace; unchanged config keeps the version. Returns (doc, created).
+
+        Each write is conditional (insert, or replace at the version read), so
+        of two replicas writing one subscription at once exactly one wins;
+        the other re-reads (no If-Match) or gets 412 (If-Match).
+        """
+        for _ in range(10):
             current = await self.get(uuid)
             now = self.clock.now()
             if current is None:
@@ -55,23 +97,31 @@ class Subscriptions:
                 doc = {"_id": uuid, "version": 1, **cfg, "created_at": now, "updated_at": now}
                 try:
                     await self.col.insert_one(doc)
-                except DuplicateKeyError as exc:
-                    raise problems.conflict(f"subscription {uuid} already exists") from exc
+                except DuplicateKeyError:
+                    continue  # created meanwhile by another request: decide again
                 return doc, True
             if expected is not None and current["version"] != expected:
                 raise problems.precondition_failed(current["version"], expected)
             if all(current.get(k) == v for k, v in cfg.items()):
                 return current, False
             doc = {**current, **cfg, "version": current["version"] + 1, "updated_at": now}
-            await self.col.replace_one({"_id": uuid}, doc)
-            return doc, False
+            res = await self.col.replace_one({"_id": uuid, "version": current["version"]}, doc)
+            if res.matched_count == 1:
+                return doc, False
+            if expected is not None:
+                latest = await self.get(uuid)
+                raise problems.precondition_failed(latest["version"] if latest else -1, expected)
+        raise problems.conflict(f"subscription {uuid} is being changed concurrently; try again")
 
     async def delete(self, uuid: str, expected: int | None) -> None:
-        async with doc_lock(self.col, uuid):
+        for _ in range(10):
             current = await self.require(uuid)
             if expected is not None and current["version"] != expected:
                 raise problems.precondition_failed(current["version"], expected)
-            await self.col.delete_one({"_id": uuid})
+            res = await self.col.delete_one({"_id": uuid, "version": current["version"]})
+            if res.deleted_count == 1:
+                return
+        raise problems.conflict(f"subscription {uuid} is being changed concurrently; try again")
 
 
 def delivery_id(subscription: str, event_id: str) -> str:
@@ -79,15 +129,29 @@ def delivery_id(subscription: str, event_id: str) -> str:
 
 
 class Deliveries:
-    """The delivery log: one document per (subscription, event), ``_id`` = ``sub:event``."""
+    """The delivery log: one document per (subscription, event), ``_id`` = ``sub:event``.
+
+    A pending delivery is sent only by the replica holding its lease
+    (``owner``, ``lease_until``): the replica that records it holds it from the
+    start; any other replica takes it only with a conditional write once it is
+    released or its lease has run out (see ``claim``).
+    """
 
     def __init__(self, db: AsyncDatabase[Doc], clock: Clock) -> None:
         self.col: AsyncCollection[Doc] = db["deliveries"]
         self.clock = clock
-        self.writer = BulkWriter(self.col)  # a busy target's outcomes go out together
+        self.writer = BulkWriter(self.col)  # concurrent inserts and outcomes go out together
 
-    async def create(self, sub: Mapping[str, Any], event: CloudEvent, stream: str) -> Doc | None:
-        """Record a delivery; None when it exists already (a redelivered event)."""
+    async def create(
+        self, sub: Mapping[str, Any], event: CloudEvent, stream: str, owner: str, lease: float
+    ) -> tuple[Doc | None, bool]:
+        """Record a delivery, leased to ``owner``. Returns (doc, created).
+
+        A redelivered event finds its delivery recorded already: then the
+        stored one comes back (created False), so the caller can still queue it
+        in order when it is pending (the previous handler may have died between
+        recording it and queueing it).
+        """
         now = self.clock.now()
         doc: Doc = {
             "_id": delivery_id(sub["_id"], event.id),
@@ -104,6 +168,9 @@ class Deliveries:
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
+            "created_by": owner,
+            "owner": owner,
+            "lease_until": _now() + timedelta(seconds=lease),
             "horizon_start": now,
             "updated_at": now,
             "delivered_at": None,
@@ -111,24 +178,147 @@ class Deliveries:
             "last_error": None,
         }
         try:
-            async with key_lock(self.col, doc["_id"]):
-                await self.writer.write(InsertOne(doc))
+            await self.writer.write(InsertOne(doc))
         except DuplicateKeyError:
-            return None
-        return doc
+            return await self.get(doc["_id"]), False
+        return doc, True
 
     async def get(self, did: str) -> Doc | None:
         return await self.col.find_one({"_id": did})
 
-    async def set(self, did: str, fields: dict[str, Any]) -> None:
-        async with key_lock(self.col, did):
-            await self.writer.write(
-                UpdateOne({"_id": did}, {"$set": {**fields, "updated_at": self.clock.now()}})
-            )
+    async def peek(self, did: str) -> Doc | None:
+        """Just what a worker needs to decide whether to wait for another replica's lease."""
+        return await self.col.find_one({"_id": did}, {"status": 1, "owner": 1, "lease_until": 1})
+
+    @staticmethod
+    def claimable(owner: str, now: datetime) -> dict[str, Any]:
+        """Pending, and held by ``owner`` already, or by nobody, or by a lease that ran out."""
+        return {
+            "status": "pending",
+            "$or": [{"owner": owner}, {"owner": None}, {"lease_until": {"$lt": now}}],
+        }
+
+    async def claim(self, did: str, owner: str, lease: float) -> Doc | None:
+        """Take (or renew) the lease: one conditional write; None when another replica holds it
+        or the delivery is no longer pending. Of two replicas claiming at once, one gets it."""
+        now = _now()
+        return await self.col.find_one_and_update(
+            {"_id": did, **self.claimable(owner, now)},
+            {"$set": {"owner": owner, "lease_until": now + timedelta(seconds=lease)}},
+            projection={"event": 0},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def finish(self, did: str, owner: str, fields: dict[str, Any]) -> None:
+        """A final outcome (delivered, failed), stored only while ``owner`` still holds the lease."""
+        update = {**fields, "owner": None, "lease_until": None, "updated_at": self.clock.now()}
+        await self.writer.write(UpdateOne({"_id": did, "owner": owner}, {"$set": update}))
+
+    async def reschedule(
+        self, did: str, owner: str, fields: dict[str, Any], next_attempt: datetime, lease: float
+    ) -> bool:
+        """A retry: keep the lease until the next attempt (plus a lease); False if it was lost."""
+        update = {
+            **fields,
+            "next_attempt_at": next_attempt,
+            "lease_until": next_attempt + timedelta(seconds=lease),
+            "updated_at": self.clock.now(),
+        }
+        res = await self.col.update_one({"_id": did, "owner": owner}, {"$set": update})
+        return res.matched_count == 1
+
+    async def supersede(self, did: str, owner: str) -> bool:
+        """A newer state replaced this undelivered one; only if no other replica holds it."""
+        res = await self.col.update_one(
+            {"_id": did, **self.claimable(owner, _now())},
+            {
+                "$set": {
+                    "status": "superseded",
+                    "last_error": "a newer state replaced it",
+                    "owner": None,
+                    "lease_until": None,
+                    "updated_at": self.clock.now(),
+                }
+            },
+        )
+        return res.modified_count == 1
+
+    async def replay(self, did: str, owner: str, lease: float) -> Doc | None:
+        """A final delivery back to pending, leased to ``owner``; None when it is pending already."""
+        now = self.clock.now()
+        return await self.col.find_one_and_update(
+            {"_id": did, "status": {"$ne": "pending"}},
+            {
+                "$set": {
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "horizon_start": now,
+                    "replayed_at": now,
+                    "last_error": None,
+                    "owner": owner,
+                    "lease_until": _now() + timedelta(seconds=lease),
+                    "updated_at": now,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def fail_pending_of(self, sub: str, reason: str) -> int:
+        res = await self.col.update_many(
+            {"subscription": sub, "status": "pending"},
+            {
+                "$set": {
+                    "status": "failed",
+                    "last_error": reason,
+                    "owner": None,
+                    "lease_until": None,
+                    "updated_at": self.clock.now(),
+                }
+            },
+        )
+        return res.modified_count
+
+    async def release(self, owner: str) -> int:
+        """A replica stopping hands its pending deliveries back at once (no wait for the lease)."""
+        res = await self.col.update_many(
+            {"owner": owner, "status": "pending"}, {"$set": {"owner": None, "lease_until": None}}
+        )
+        return res.modified_count
 
     async def pending(self) -> list[Doc]:
-        """Everything still to send (start-up: rebuilds the in-memory queues)."""
+        """Everything still to send, oldest first (a replica taking over the consumer)."""
         return [d async for d in self.col.find({"status": "pending"}).sort("created_at", 1)]
+
+    async def orphaned_streams(self) -> list[tuple[str, str, str]]:
+        """(id, subscription, stream) of each pending delivery nobody holds."""
+        q = {"status": "pending", "$or": [{"owner": None}, {"lease_until": {"$lt": _now()}}]}
+        return [
+            (d["_id"], d["subscription"], d["stream"])
+            async for d in self.col.find(q, {"subscription": 1, "stream": 1})
+        ]
+
+    async def pending_of_streams(self, streams: set[tuple[str, str]]) -> list[Doc]:
+        """Every pending delivery of those streams, so a replica sends them in order."""
+        subs = sorted({s for s, _ in streams})
+        names = sorted({n for _, n in streams})
+        q = {"status": "pending", "subscription": {"$in": subs}, "stream": {"$in": names}}
+        docs = [d async for d in self.col.find(q)]
+        return sorted(
+            (d for d in docs if (d["subscription"], d["stream"]) in streams),
+            key=lambda d: (d["sequence"], d["created_at"]),
+        )
+
+    async def backlogs(self, subs: list[str]) -> dict[str, int]:
+        """Pending deliveries per subscription, as the database has them (same on every replica)."""
+        if not subs:
+            return {}
+        out = dict.fromkeys(subs, 0)
+        async for d in self.col.find(
+            {"status": "pending", "subscription": {"$in": subs}}, {"subscription": 1}
+        ):
+            out[d["subscription"]] = out.get(d["subscription"], 0) + 1
+        return out
 
     async def of_subscription_since(
         self, sub: str, since: datetime, statuses: list[str]
@@ -143,36 +333,61 @@ class Deliveries:
 
 
 class ProjectionCache:
-    """Another service's aggregates, newest sequence wins; in memory, persisted by ``_id``."""
+    """Another service's aggregates, newest sequence wins; in memory, persisted by ``_id``.
+
+    The stored copy is written conditionally (only over an older one), so a
+    replica whose memory is behind can never make the database older; memory
+    only ever holds what the database held, so it never runs ahead of it.
+    """
 
     def __init__(self, db: AsyncDatabase[Doc], collection: str) -> None:
         self.col: AsyncCollection[Doc] = db[collection]
         self.items: dict[str, Doc] = {}
         self.writer = BulkWriter(self.col)
 
+    def _keep(self, doc: Doc) -> bool:
+        current = self.items.get(doc["_id"])
+        if current is not None and int(current["sequence"]) >= int(doc["sequence"]):
+            return False
+        self.items[doc["_id"]] = doc
+        return True
+
     async def load(self) -> None:
-        self.items = {d["_id"]: d async for d in self.col.find({})}
+        """Everything stored; what memory holds is replaced only by newer copies."""
+        async for d in self.col.find({}):
+            self._keep(d)
 
     def get(self, key: str) -> Doc | None:
         return self.items.get(key)
 
     async def apply(self, key: str, sequence: int, body: dict[str, Any]) -> bool:
-        async with key_lock(self.col, key):
-            current = self.items.get(key)
-            if current is not None and int(current["sequence"]) >= sequence:
-                return False
-            doc = {**body, "_id": key, "sequence": sequence}
-            await self.writer.write(ReplaceOne({"_id": key}, doc, upsert=True))
-            self.items[key] = doc
-            return True
+        current = self.items.get(key)
+        if current is not None and int(current["sequence"]) >= sequence:
+            return False
+        doc = {**body, "_id": key, "sequence": sequence}
+        try:
+            # Replaces only an older copy; no match inserts, which a newer copy turns into E11000.
+            await self.writer.write(
+                ReplaceOne({"_id": key, "sequence": {"$lt": sequence}}, doc, upsert=True)
+            )
+        except DuplicateKeyError:
+            stored = await self.col.find_one({"_id": key})
+            if stored is not None:
+                self._keep(stored)
+            return False
+        self._keep(doc)
+        return True
 
 
 class StreamSeen(MongoSeenStore):
     """The platform's seen-store, cached in memory, with a lock per stream.
 
     The consumer holds the stream's lock from the stale check to the mark, so
-    one subject's deliveries are created in sequence order. The cache is
-    loaded at start: notifier runs one active consumer.
+    one subject's deliveries are recorded in sequence order. The lock only
+    orders this process's concurrent handlers: ``notifier.all`` is
+    single-active, so one replica handles the stream at a time, and a replica
+    taking it over reloads the cache first (``load``). The stored sequence is
+    written with ``$max``, so even a stale handler cannot lower it.
     """
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
@@ -181,7 +396,9 @@ class StreamSeen(MongoSeenStore):
         self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def load(self) -> None:
-        self.cache = {d["_id"]: int(d["sequence"]) async for d in self.col.find({})}
+        async for d in self.col.find({}):
+            k = d["_id"]
+            self.cache[k] = max(self.cache.get(k, 0), int(d["sequence"]))
 
     def lock(self, consumer: str, event: CloudEvent) -> asyncio.Lock:
         k = self.key(consumer, event)
@@ -220,17 +437,6 @@ class ScimIds:
         await self.col.delete_one({"_id": f"{sub}:{kind}:{key}"})
 
 
-PROJECTED = {
-    "orgunit": "p_units",
-    "person": "p_persons",
-    "engagement": "p_engagements",
-    "manager": "p_managers",
-    "account": "p_accounts",
-    "access": "p_rights",
-    "role": "p_roles",
-}
-
-
 class Projections:
     """Notifier-side copies of what the filters and the SCIM connector need."""
 
@@ -238,14 +444,17 @@ class Projections:
         self.caches = {agg: ProjectionCache(db, col) for agg, col in PROJECTED.items()}
         self.engagements_of: dict[str, set[str]] = {}
         self.accounts_of: dict[str, set[str]] = {}
+        self.loaded_at: datetime | None = None  # when memory last caught up with the database
 
     async def load(self) -> None:
+        started = _now()
         for cache in self.caches.values():
             await cache.load()
         for uid, doc in self.caches["engagement"].items.items():
             self.engagements_of.setdefault(str(doc.get("person")), set()).add(uid)
         for uid, doc in self.caches["account"].items.items():
             self.accounts_of.setdefault(str(doc.get("person")), set()).add(uid)
+        self.loaded_at = started
 
     def __getitem__(self, aggregate: str) -> ProjectionCache:
         return self.caches[aggregate]
@@ -256,13 +465,12 @@ class Projections:
         if cache is None:
             return
         body: dict[str, Any] = {"data": event.data, "type": event.type}
-        if aggregate == "engagement":
+        if aggregate in ("engagement", "account"):
             body["person"] = event.data.get("person")
-            self.engagements_of.setdefault(str(event.data.get("person")), set()).add(event.subject)
-        if aggregate == "account":
-            body["person"] = event.data.get("person")
-            self.accounts_of.setdefault(str(event.data.get("person")), set()).add(event.subject)
-        await cache.apply(event.subject, event.sequence, body)
+        if await cache.apply(event.subject, event.sequence, body):
+            index = {"engagement": self.engagements_of, "account": self.accounts_of}.get(aggregate)
+            if index is not None:
+                index.setdefault(str(event.data.get("person")), set()).add(event.subject)
 
     def parents(self) -> dict[str, set[str]]:
         """Every parent a unit's timeline names (a move keeps the old tree reachable)."""
