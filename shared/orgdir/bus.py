@@ -125,6 +125,23 @@ class Bus:
         )
         metrics.EVENTS_PUBLISHED.labels(self.settings.service_name, event.type).inc()
 
+    async def echo(self, exchange: str, message: AbstractIncomingMessage) -> None:
+        """Pass a handled message on to the replicas' view queues (fanout ``exchange``), confirmed."""
+        if self._channel is None or not self.is_ready():
+            raise ConnectionError("broker not connected")
+        target = await self._channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+        await target.publish(
+            aio_pika.Message(
+                message.body,
+                content_type=message.content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message.message_id,
+                type=message.type,
+            ),
+            routing_key="",
+            timeout=10,
+        )
+
     async def publish_dead(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
         """Move a message to ``<queue>.dead`` with the reason; confirmed before the caller acks."""
         if self._dead_exchange is None:
@@ -287,6 +304,7 @@ class Consumer:
     seen: SeenStore | None = None
     takeover: Takeover | None = None
     on_takeover: Callable[[], Awaitable[Any]] | None = None
+    echo: str | None = None  # fanout exchange: handled events go on to every replica's view queue
     _queue_name: str = ""
     _channel: AbstractChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -367,6 +385,8 @@ class Consumer:
         try:
             for handler in self.router.handlers_for(event.type):
                 await handler(event, data)
+            if self.echo is not None:  # before the mark: a failed echo is retried with the event
+                await self.bus.echo(self.echo, message)
             applied = True
         except EventRejected as exc:
             await self._dead(message, f"rejected: {exc}", event.type)
@@ -418,7 +438,11 @@ class ViewFeed:
 
     A classic exclusive, auto-delete queue per replica (``<service>.view.<id>``)
     gets every event the service emits, whichever replica wrote it, so any
-    replica serves what any other committed within moments. Not a work queue:
+    replica serves what any other committed within moments. Other services'
+    events that one replica consumes from a competing or single-active queue
+    (and projects) reach the others through ``echoes``: the consumer passes
+    each event on after handling it, so a replica that binds, then loads the
+    projection, misses none (one handled before the bind is in the load). Not a work queue:
     nothing is lost if it goes away (the durable queues keep their events and
     the database is the truth), so a failed apply or a reconnect (events
     published meanwhile never reached the queue) triggers ``reload`` instead
@@ -430,6 +454,7 @@ class ViewFeed:
     patterns: list[str]
     apply: Callable[[CloudEvent], Awaitable[None]]
     reload: Callable[[], Awaitable[Any]]
+    echoes: list[str] = field(default_factory=list)  # fanout exchanges of consumers' handled events
     bound: asyncio.Event = field(default_factory=asyncio.Event)
     loaded: bool = False  # the model was loaded (set by the runtime); a later bind reloads it
     _channel: AbstractChannel | None = None
@@ -459,6 +484,9 @@ class ViewFeed:
         queue = await self._channel.declare_queue(self.name, exclusive=True, auto_delete=True, durable=False)
         for pattern in self.patterns:
             await queue.bind(self.bus.exchange_name, routing_key=pattern)
+        for echo in self.echoes:
+            exchange = await self._channel.declare_exchange(echo, aio_pika.ExchangeType.FANOUT, durable=True)
+            await queue.bind(exchange)
         await queue.consume(self._on_message)
         self.bus.connection.reconnect_callbacks.add(self._on_reconnect)
         self.bound.set()

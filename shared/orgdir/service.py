@@ -69,13 +69,26 @@ class Runtime:
                              refresh_all=refresh_all)
 
     def view(
-        self, patterns: list[str], apply: Callable[[CloudEvent], Awaitable[None]], reload: Callable[[], Awaitable[Any]]
+        self,
+        patterns: list[str],
+        apply: Callable[[CloudEvent], Awaitable[None]],
+        reload: Callable[[], Awaitable[Any]],
+        *,
+        handled_by: list[str] | None = None,
     ) -> ViewFeed:
-        """Keep this replica's in-memory model current from the service's own events (see ``ViewFeed``)."""
+        """Keep this replica's in-memory model current (see ``ViewFeed``).
+
+        ``patterns``: the service's own events; ``handled_by``: names of this
+        service's consumers whose handled events every replica should see too.
+        """
         name = f"{self.settings.queue_prefix}{self.settings.service_name}.view.{self.replica}"
-        feed = ViewFeed(self.bus, f"{name}.{len(self.views)}", patterns, apply, reload)
+        echoes = [self.echo_exchange(c) for c in handled_by or []]
+        feed = ViewFeed(self.bus, f"{name}.{len(self.views)}", patterns, apply, reload, echoes)
         self.views.append(feed)
         return feed
+
+    def echo_exchange(self, consumer: str) -> str:
+        return f"{self.settings.exchange}.{self.settings.queue(consumer)}.handled"
 
     def projection(self, collection: str) -> store.Projection:
         return store.Projection(self.db, collection)
@@ -104,12 +117,20 @@ class Runtime:
         """Run ``job`` periodically (schedulers); errors are logged, never fatal."""
         self._timers.append((seconds, job))
 
+    def _wire_echoes(self) -> None:
+        """Consumers whose handled events a view wants pass them on (views and consumers declare in any order)."""
+        wanted = {echo for feed in self.views for echo in feed.echoes}
+        for c in self.consumers:
+            if self.echo_exchange(c.name) in wanted:
+                c.echo = self.echo_exchange(c.name)
+
     async def prepare(self) -> None:
         """Indexes (a unique one guards an invariant from the first write), views bound, models loaded.
 
         Retries while the database comes up; does not wait long for the broker.
         """
         self.bus.start()
+        self._wire_echoes()
         while True:
             try:
                 await store.ensure_indexes(self.db, self.indexes)

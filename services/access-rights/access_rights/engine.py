@@ -117,7 +117,7 @@ ORG_MODELS: dict[str, type[BaseModel]] = {
 }
 ORG_KINDS = {"orgunit": "units", "engagement": "engagements", "person": "persons", "class": "classes"}
 # What each replica's in-memory read model follows: the org events and its own catalogue events.
-VIEW_PATTERNS = [f"{kind}.*" for kind in (*ORG_KINDS, *CATALOGUE_KINDS)]
+VIEW_PATTERNS = [f"{kind}.*" for kind in CATALOGUE_KINDS]
 
 HOLD_BUDGET_S = 1.0  # stop starting queued jobs in one section entry after this
 STEP_ASIDE_S = 0.1  # after a second of back-to-back entries, let a waiting replica in (it polls every ≤ 75 ms)
@@ -178,7 +178,8 @@ class AccessService:
             settings.timezone,
         )
         self.section = runtime.section("rights", self.refresh_one, self.load)
-        runtime.view(VIEW_PATTERNS, self.on_view, self.reload_view)
+        # Org events reach every replica after the active consumer projected them; the catalogue is ours.
+        runtime.view(VIEW_PATTERNS, self.on_view, self.reload_view, handled_by=["org"])
         runtime.loaders.append(self.start)
         # Decision inputs, current whenever this replica holds the section.
         self.published: dict[str, Published] = {}

@@ -191,7 +191,8 @@ class Registry:
         self.directory.on_unit_change.append(self._unit_changed)
         runtime.declare(*INDEXES)
         runtime.view([f"{k.agg}.*" for k in KINDS.values()], self.on_event, self.reload)
-        runtime.view(["orgunit.*", "class.*", "facet.*"], self.directory.apply_event, self.directory.load)
+        # Orgunits events reach every replica after the consuming one projected them.
+        runtime.view([], self.directory.apply_event, self.directory.load, handled_by=["orgunits"])
         runtime.loaders.append(self.start)
         self.loaded = False
 
