@@ -10,7 +10,7 @@ latency from the write to the receiver's arrival.
 
     python benchmarks/bench_notifier.py                     # 200 writes/s for 60 s
     python benchmarks/bench_notifier.py --rate 100 --seconds 20 --replicas 2
-    python benchmarks/bench_notifier.py --matrix            # 100 and 300 writes/s × 1 and 2 replicas
+    python benchmarks/bench_notifier.py --matrix            # 100 and 300 writes/s, 1 and 2 replicas
 
 ``--replicas N`` runs N processes of registry and of notifier on one database
 and broker; the load generator spreads its writes over the registry replicas.

@@ -124,7 +124,8 @@ async def test_two_replicas_each_killed_once_end_in_the_single_replica_state(
             "kind": "scim", "name": "AD via SCIM", "url": scim.url, "token": scim.token, "it_system": ad}))
 
         kommune, skole_a, skole_b = uid(), uid(), uid()
-        classes = {"unit_type": class_uuid("unit_type", "forvaltning"), "unit_level": class_uuid("unit_level", "kommune")}
+        classes = {"unit_type": class_uuid("unit_type", "forvaltning"),
+                   "unit_level": class_uuid("unit_level", "kommune")}
         for unit, key, parent in ((kommune, "K", None), (skole_a, "K-A", kommune), (skole_b, "K-B", kommune)):
             await ok(org.next().put(f"/api/v1/orgunits/{unit}", json={
                 "user_key": key, "name": f"Enhed {key}", "parent": parent, "validity": {"from": "2020-01-01"},
