@@ -125,8 +125,6 @@ async def orgdir_path(amqp_url: str, mongodb_url: str, n: int) -> tuple[float, f
     await asyncio.gather(*(write(u) for u in ids))
     writes_per_s = n / (time.perf_counter() - write_started)
     print(f"  (wrote {n} aggregates with their events: {writes_per_s:,.0f} writes/s)")
-    for uid in ids:
-        runtime.relay.notify("items", uid)
     started = time.perf_counter()
     runtime.relay.start()
     await asyncio.wait_for(done.wait(), 600)

@@ -426,17 +426,19 @@ class MongoSeenStore:
         while True:
             now = datetime.now(UTC)
             try:
-                await self.col.update_one(
-                    {
-                        "_id": key,
-                        "sequence": {"$lt": event.sequence},
-                        "$or": [{"claim_until": None}, {"claim_until": {"$lt": now}}],
-                    },
-                    {
-                        "$set": {"claim_until": now + timedelta(seconds=self.lease), "claimed": event.sequence},
-                        "$setOnInsert": {"sequence": 0},
-                    },
-                    upsert=True,
+                await self.writer.write(  # concurrent handlers' claims share one command
+                    UpdateOne(
+                        {
+                            "_id": key,
+                            "sequence": {"$lt": event.sequence},
+                            "$or": [{"claim_until": None}, {"claim_until": {"$lt": now}}],
+                        },
+                        {
+                            "$set": {"claim_until": now + timedelta(seconds=self.lease), "claimed": event.sequence},
+                            "$setOnInsert": {"sequence": 0},
+                        },
+                        upsert=True,
+                    )
                 )
                 return True
             except DuplicateKeyError:  # exists, and either newer or claimed by another delivery

@@ -108,9 +108,16 @@ class OrgUnits:
         log.info("units loaded", extra={"units": n})
 
     async def on_event(self, event: CloudEvent) -> None:
-        """The view feed: any replica's write, re-read by ``_id`` (events of one kind map to one collection)."""
+        """The view feed: any replica's write, re-read by ``_id`` unless memory holds that version already."""
+        kind = event.type.split(".", 1)[0]
+        models: dict[str, dict[str, Any]] = {
+            "orgunit": self.cache.units, "class": self.vocab.classes, "facet": self.vocab.facets
+        }
+        held = models[kind].get(event.subject)
+        if held is not None and held.version >= event.sequence:
+            return  # this replica's own write, or already re-read
         collection = {"orgunit": self.units_repo.name, "class": self.classes_repo.name, "facet": self.facets_repo.name}
-        await self.refresh_one(collection[event.type.split(".", 1)[0]], event.subject)
+        await self.refresh_one(collection[kind], event.subject)
 
     async def seed(self) -> int:
         """Create missing default facets and classes; idempotent, safe with several replicas."""
