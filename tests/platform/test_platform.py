@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -349,3 +350,31 @@ async def test_topology_declared_up_front_and_republish_catches_up_a_late_consum
             assert by_subject[uids[1]].type == "widget.created"
         r = await running.http.post("/api/v1/republish", headers={"Authorization": "Bearer dev-writer"})
         assert r.status_code == 403
+
+
+async def test_two_replicas_sweeping_one_outbox_publish_each_event_once(
+    ns: str, amqp_url: str, mongodb_url: str
+) -> None:
+    """The sweep's lease is a conditional write: of two replicas claiming a document, one publishes it."""
+    settings = toy_settings(ns, amqp_url, mongodb_url)
+    async with EventCollector(amqp_url, settings.exchange, "widget.*") as events:
+        async with RunningApp(toy.create(settings)) as a, RunningApp(toy.create(settings)) as b:
+            for running in (a, b):
+                await running.runtime.relay.stop()  # only the sweeps below publish
+            uids = []
+            for i in range(40):
+                r = await a.http.post("/api/v1/widgets", json={"name": f"w{i}"})
+                assert r.status_code == 201, r.text
+                uids.append(r.json()["uuid"])
+            for relay in (a.runtime.relay, b.runtime.relay):
+                relay._pending.clear()  # forget the fast path: as if the writer had died
+            await asyncio.gather(
+                a.runtime.relay.sweep(min_age=timedelta(0)), b.runtime.relay.sweep(min_age=timedelta(0))
+            )
+            await events.wait_type("widget.created", 40)
+            await asyncio.sleep(1)  # a second publication would arrive within this
+            ids = [e.id for e in events.of_type("widget.created")]
+            assert len(ids) == len(set(ids)) == 40
+            assert a.runtime.relay.published + b.runtime.relay.published == 40
+            left = await a.runtime.db.widgets.count_documents({"outbox.0": {"$exists": True}})
+            assert left == 0
