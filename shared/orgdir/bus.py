@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -125,22 +126,13 @@ class Bus:
         )
         metrics.EVENTS_PUBLISHED.labels(self.settings.service_name, event.type).inc()
 
-    async def echo(self, exchange: str, message: AbstractIncomingMessage) -> None:
-        """Pass a handled message on to the replicas' view queues (fanout ``exchange``), confirmed."""
+    async def fanout(self, exchange: str, body: bytes, *, type: str | None = None) -> None:
+        """Publish to a fanout ``exchange`` of every replica's own queue (echoes, signals), confirmed."""
         if self._channel is None or not self.is_ready():
             raise ConnectionError("broker not connected")
         target = await self._channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-        await target.publish(
-            aio_pika.Message(
-                message.body,
-                content_type=message.content_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message.message_id,
-                type=message.type,
-            ),
-            routing_key="",
-            timeout=10,
-        )
+        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, type=type)
+        await target.publish(message, routing_key="", timeout=10)
 
     async def publish_dead(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
         """Move a message to ``<queue>.dead`` with the reason; confirmed before the caller acks."""
@@ -386,7 +378,7 @@ class Consumer:
             for handler in self.router.handlers_for(event.type):
                 await handler(event, data)
             if self.echo is not None:  # before the mark: a failed echo is retried with the event
-                await self.bus.echo(self.echo, message)
+                await self.bus.fanout(self.echo, message.body, type=message.type)
             applied = True
         except EventRejected as exc:
             await self._dead(message, f"rejected: {exc}", event.type)
@@ -432,34 +424,25 @@ class Consumer:
         metrics.EVENTS_CONSUMED.labels(self.bus.settings.service_name, self.queue_name, kind, "dead").inc()
 
 
-@dataclass
-class ViewFeed:
-    """Keeps one replica's in-memory read model current from its own service's events.
+class ReplicaQueue:
+    """One replica's own queue (classic, exclusive, auto-delete) that keeps its memory current.
 
-    A classic exclusive, auto-delete queue per replica (``<service>.view.<id>``)
-    gets every event the service emits, whichever replica wrote it, so any
-    replica serves what any other committed within moments. Other services'
-    events that one replica consumes from a competing or single-active queue
-    (and projects) reach the others through ``echoes``: the consumer passes
-    each event on after handling it, so a replica that binds, then loads the
-    projection, misses none (one handled before the bind is in the load). Not a work queue:
-    nothing is lost if it goes away (the durable queues keep their events and
-    the database is the truth), so a failed apply or a reconnect (events
-    published meanwhile never reached the queue) triggers ``reload`` instead
-    of retries or dead-lettering.
+    Not a work queue: nothing is lost if it goes away (the durable queues
+    keep their events and the database is the truth), so a failed message or
+    a reconnect (what was published meanwhile never reached the queue)
+    triggers ``reload`` instead of retries or dead-lettering. ``Runtime``
+    binds it before the model loads, so nothing written in between is missed.
     """
 
-    bus: Bus
-    name: str
-    patterns: list[str]
-    apply: Callable[[CloudEvent], Awaitable[None]]
-    reload: Callable[[], Awaitable[Any]]
-    echoes: list[str] = field(default_factory=list)  # fanout exchanges of consumers' handled events
-    bound: asyncio.Event = field(default_factory=asyncio.Event)
-    loaded: bool = False  # the model was loaded (set by the runtime); a later bind reloads it
-    _channel: AbstractChannel | None = None
-    _reloading: asyncio.Task[None] | None = None
-    _task: asyncio.Task[None] | None = None
+    def __init__(self, bus: Bus, name: str, reload: Callable[[], Awaitable[Any]]) -> None:
+        self.bus = bus
+        self.name = name
+        self.reload = reload
+        self.bound = asyncio.Event()
+        self.loaded = False  # the model was loaded (set by the runtime); a later bind reloads it
+        self._channel: AbstractChannel | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._bind_forever(), name=f"bind-{self.name}")
@@ -470,26 +453,27 @@ class ViewFeed:
                 await self._bind()
                 break
             except Exception as exc:
-                log.warning("view queue not bound, retrying", extra={"view": self.name, "error": str(exc)})
+                log.warning("replica queue not bound, retrying", extra={"queue": self.name, "error": str(exc)})
                 await asyncio.sleep(1)
         if self.loaded:  # loaded while the broker was away: what was missed meanwhile is in the database
             await self._reload()
 
     async def _bind(self) -> None:
-        """Bind before the model loads where possible, so nothing written in between is missed."""
         await self.bus.wait_connected()
         assert self.bus.connection is not None
         self._channel = await self.bus.connection.channel()
         await self._channel.set_qos(prefetch_count=256)
         queue = await self._channel.declare_queue(self.name, exclusive=True, auto_delete=True, durable=False)
-        for pattern in self.patterns:
-            await queue.bind(self.bus.exchange_name, routing_key=pattern)
-        for echo in self.echoes:
-            exchange = await self._channel.declare_exchange(echo, aio_pika.ExchangeType.FANOUT, durable=True)
-            await queue.bind(exchange)
+        await self._bindings(self._channel, queue)
         await queue.consume(self._on_message)
         self.bus.connection.reconnect_callbacks.add(self._on_reconnect)
         self.bound.set()
+
+    async def _bindings(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
+        raise NotImplementedError
+
+    async def _handle(self, body: bytes) -> None:
+        raise NotImplementedError
 
     def _on_reconnect(self, *_: Any) -> None:
         self.schedule_reload()
@@ -504,14 +488,14 @@ class ViewFeed:
                 await self.reload()
                 return
             except Exception as exc:
-                log.warning("view reload failed, retrying", extra={"view": self.name, "error": str(exc)})
+                log.warning("reload failed, retrying", extra={"queue": self.name, "error": str(exc)})
                 await asyncio.sleep(1)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            await self.apply(parse(message.body))
+            await self._handle(message.body)
         except Exception as exc:
-            log.warning("view update failed, reloading", extra={"view": self.name, "error": str(exc)})
+            log.warning("replica queue message failed, reloading", extra={"queue": self.name, "error": str(exc)})
             self.schedule_reload()
         await message.ack()
 
@@ -522,4 +506,93 @@ class ViewFeed:
         if self.bus.connection is not None:
             self.bus.connection.reconnect_callbacks.discard(self._on_reconnect)
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+
+class ViewFeed(ReplicaQueue):
+    """Feeds one replica's in-memory read model with its own service's events.
+
+    Every event the service emits (``patterns``), whichever replica wrote it,
+    so any replica serves what any other committed within moments. Other
+    services' events that one replica consumes from a competing or
+    single-active queue (and projects) reach the others through ``echoes``:
+    the consumer passes each event on after handling it, so a replica that
+    binds, then loads the projection, misses none (one handled before the
+    bind is in the load).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        name: str,
+        patterns: list[str],
+        apply: Callable[[CloudEvent], Awaitable[None]],
+        reload: Callable[[], Awaitable[Any]],
+        echoes: list[str] | None = None,
+    ) -> None:
+        super().__init__(bus, name, reload)
+        self.patterns = patterns
+        self.apply = apply
+        self.echoes = echoes or []  # fanout exchanges of consumers' handled events
+
+    async def _bindings(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
+        for pattern in self.patterns:
+            await queue.bind(self.bus.exchange_name, routing_key=pattern)
+        for echo in self.echoes:
+            await queue.bind(await channel.declare_exchange(echo, aio_pika.ExchangeType.FANOUT, durable=True))
+
+    async def _handle(self, body: bytes) -> None:
+        await self.apply(parse(body))
+
+
+class Signals(ReplicaQueue):
+    """Small JSON notices to every replica of a service, for state that emits no domain event.
+
+    Each replica binds its own queue to the fanout exchange ``<exchange>.<name>``;
+    ``send`` reaches all of them (the sender too). Like a view, nothing rests
+    on a notice arriving: a rebind or reconnect reloads.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        name: str,
+        exchange: str,
+        apply: Callable[[dict[str, Any]], Awaitable[None]],
+        reload: Callable[[], Awaitable[Any]],
+    ) -> None:
+        super().__init__(bus, name, reload)
+        self.exchange = exchange
+        self.apply = apply
+        self._sending: set[asyncio.Task[Any]] = set()
+
+    async def _bindings(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
+        await queue.bind(await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.FANOUT, durable=True))
+
+    async def _handle(self, body: bytes) -> None:
+        await self.apply(json.loads(body))
+
+    def send(self, notice: dict[str, Any]) -> None:
+        """Send in the background, retried a while; receivers that miss it catch up on reconnect."""
+        task = asyncio.create_task(self.send_now(notice), name=f"signal-{self.name}")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def send_now(self, notice: dict[str, Any], attempts: int = 10) -> bool:
+        body = json.dumps(notice).encode()
+        for attempt in range(attempts):
+            try:
+                await self.bus.fanout(self.exchange, body)
+                return True
+            except Exception as exc:
+                log.warning("signal not sent, retrying", extra={"signal": notice, "attempt": attempt + 1,
+                                                                  "error": str(exc)})
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        log.error("signal given up", extra={"signal": notice})
+        return False
+
+    async def stop(self) -> None:
+        for task in self._sending:
+            task.cancel()
+        await super().stop()

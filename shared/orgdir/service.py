@@ -20,7 +20,7 @@ from pymongo.errors import ConnectionFailure
 
 from orgdir import logs, store
 from orgdir.auth import Authenticator
-from orgdir.bus import Bus, Consumer, Router, ViewFeed
+from orgdir.bus import Bus, Consumer, ReplicaQueue, Router, Signals, ViewFeed
 from orgdir.clock import Clock, SystemClock
 from orgdir.events import CloudEvent
 from orgdir.relay import OutboxRelay
@@ -41,7 +41,7 @@ class Runtime:
         self.consumers: list[Consumer] = []
         self.repositories: dict[str, store.Repository] = {}
         self.indexes: list[store.Index] = []
-        self.views: list[ViewFeed] = []
+        self.views: list[ReplicaQueue] = []  # view feeds and signals: bound before the load
         self.replica = uuid.uuid4().hex[:12]
         self.loaders: list[Callable[[], Awaitable[Any]]] = []
         self._timers: list[tuple[float, Callable[[], Awaitable[Any]]]] = []
@@ -87,6 +87,16 @@ class Runtime:
         self.views.append(feed)
         return feed
 
+    def signals(
+        self, name: str, apply: Callable[[dict[str, Any]], Awaitable[None]], reload: Callable[[], Awaitable[Any]]
+    ) -> Signals:
+        """Notices to every replica of this service (``Signals``), e.g. for plain documents without events."""
+        queue = f"{self.settings.queue_prefix}{self.settings.service_name}.{name}.{self.replica}"
+        exchange = f"{self.settings.exchange}.{self.settings.service_name}.{name}"
+        feed = Signals(self.bus, queue, exchange, apply, reload)
+        self.views.append(feed)
+        return feed
+
     def echo_exchange(self, consumer: str) -> str:
         return f"{self.settings.exchange}.{self.settings.queue(consumer)}.handled"
 
@@ -119,7 +129,7 @@ class Runtime:
 
     def _wire_echoes(self) -> None:
         """Consumers whose handled events a view wants pass them on (views and consumers declare in any order)."""
-        wanted = {echo for feed in self.views for echo in feed.echoes}
+        wanted = {echo for feed in self.views if isinstance(feed, ViewFeed) for echo in feed.echoes}
         for c in self.consumers:
             if self.echo_exchange(c.name) in wanted:
                 c.echo = self.echo_exchange(c.name)

@@ -134,6 +134,11 @@ class ScimServer:
         out: dict[str, Any] = r.json()
         return out
 
+    def user(self, username: str) -> dict[str, Any] | None:
+        """The SCIM User with ``userName``, or None."""
+        users: list[dict[str, Any]] = self.get("/Users", filter=f'userName eq "{username}"').get("Resources", [])
+        return users[0] if users else None
+
     def stop(self) -> None:
         self.proc.terminate()
         try:

@@ -9,13 +9,10 @@ becomes inactive. Only HTTP APIs and events connect the services.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import uuid
-from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from access_rights.app import create_app as access_app
@@ -24,12 +21,14 @@ from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
 from orgdir.settings import Settings
 from orgdir.testkit import RunningApp, eventually, settings_for
-from orgdir.testpeers import Receiver, ScimServer, new_secret
+from orgdir.testpeers import Receiver, ScimServer
 from orgunits.app import create_app as orgunits_app
 from orgunits.settings import OrgunitsSettings
 from orgunits.vocabulary import class_uuid
 from registry.app import create_app as registry_app
 from registry.settings import RegistrySettings
+
+from .conftest import ok
 
 
 def uid() -> str:
@@ -38,20 +37,8 @@ def uid() -> str:
 
 
 
-async def ok(r: Any) -> dict[str, Any]:
-    response: httpx.Response = await r
-    assert response.status_code in (200, 201), f"{response.request.method} {response.request.url}: {response.text}"
-    body: dict[str, Any] = response.json()
-    return body
 
 
-@pytest.fixture
-def peers() -> Iterator[tuple[Receiver, ScimServer]]:
-    receiver = Receiver(new_secret())
-    scim = ScimServer("scim-" + secrets.token_hex(8))
-    yield receiver, scim
-    receiver.close()
-    scim.stop()
 
 
 @pytest.mark.slow
@@ -140,7 +127,7 @@ async def test_hire_grants_role_provisions_scim_and_offboarding_deactivates(
         username = account["data"]["username"]
         assert username == "annjoe"
         assert receiver.bad_signatures == 0
-        user = await eventually(lambda: _scim_user(scim, username))
+        user = await eventually(lambda: scim.user(username))
         assert user["active"] is True and user["externalId"] == anne
         group = await eventually(lambda: _scim_group_with(scim, user["id"]))
         assert group["displayName"] == "Fællesdrev"
@@ -161,7 +148,7 @@ async def test_hire_grants_role_provisions_scim_and_offboarding_deactivates(
             return any(e["type"] == "account.disabled" for e in receiver.got)
 
         await eventually(disabled)
-        inactive = await eventually(lambda: (u := _scim_user(scim, username)) and u["active"] is False and u)
+        inactive = await eventually(lambda: (u := scim.user(username)) and u["active"] is False and u)
         assert inactive["userName"] == username
         assert await _rights(access, anne) == []
 
@@ -174,10 +161,6 @@ async def _rights(access: RunningApp, person: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = body.get("rights", body.get("items", []))
     return items
 
-
-def _scim_user(scim: ScimServer, username: str) -> dict[str, Any] | None:
-    users = scim.get("/Users", filter=f'userName eq "{username}"').get("Resources", [])
-    return users[0] if users else None
 
 
 def _scim_group_with(scim: ScimServer, user_id: str) -> dict[str, Any] | None:

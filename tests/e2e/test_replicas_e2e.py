@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -24,8 +23,10 @@ import pytest
 
 from orgdir.settings import Settings
 from orgdir.testkit import ADMIN, ServiceProcess, eventually, settings_for
-from orgdir.testpeers import Receiver, ScimServer, new_secret
+from orgdir.testpeers import Receiver, ScimServer
 from orgunits.vocabulary import class_uuid
+
+from .conftest import ok
 
 PEOPLE = 6
 SERVICES = {  # package, service name, extra environment
@@ -67,20 +68,8 @@ class Replicas:
             await c.aclose()
 
 
-async def ok(r: Any) -> dict[str, Any]:
-    response: httpx.Response = await r
-    assert response.status_code in (200, 201), f"{response.request.method} {response.request.url}: {response.text}"
-    body: dict[str, Any] = response.json()
-    return body
 
 
-@pytest.fixture
-def peers() -> Iterator[tuple[Receiver, ScimServer]]:
-    receiver = Receiver(new_secret())
-    scim = ScimServer("scim-" + secrets.token_hex(8))
-    yield receiver, scim
-    receiver.close()
-    scim.stop()
 
 
 @contextlib.asynccontextmanager
@@ -211,7 +200,7 @@ async def test_two_replicas_each_killed_once_end_in_the_single_replica_state(
             groups = {g["displayName"]: {m["value"] for m in g.get("members", [])}
                       for g in scim.get("/Groups").get("Resources", [])}
             for person in people:
-                user = _scim_user(scim, usernames[person])
+                user = scim.user(usernames[person])
                 if user is None:
                     return False
                 want_active = person in moved
@@ -257,7 +246,3 @@ async def _equal(a: Any, b: Any, want: list[str]) -> bool:
     first, second = await a, await b
     return first == second == want
 
-
-def _scim_user(scim: ScimServer, username: str) -> dict[str, Any] | None:
-    users = scim.get("/Users", filter=f'userName eq "{username}"').get("Resources", [])
-    return users[0] if users else None

@@ -12,7 +12,7 @@ seen-streams cache are that replica's, and a replica that takes the queue
 over reloads them, and queues every pending delivery, before it handles its
 first message (``load_for_takeover``). Delivery workers run on every replica
 (see ``notifier.delivery``); subscriptions are in every replica's memory,
-kept current by ``SubscriptionFeed``.
+kept current by notices (``Runtime.signals``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 
 from notifier import domain
 from notifier.delivery import Dispatcher, Pending, SenderFactory, WebhookSender
-from notifier.feed import SubscriptionFeed
 from notifier.scim import ScimSender
 from notifier.settings import NotifierSettings
 from notifier.store import (
@@ -73,13 +72,9 @@ class Core:
         )
         self.subs: dict[str, Doc] = {}
         self._subs_lock = asyncio.Lock()  # applies one subscription change at a time in memory
-        self.feed = SubscriptionFeed(
-            runtime.bus,
-            f"{settings.queue_prefix}{settings.service_name}.subscriptions.{self.replica}",
-            self.refresh_subscription,
-            self.reload_subscriptions,
-            self.dispatcher.released,
-        )
+        # Subscriptions are plain documents (no domain events): a write, or a replica handing its
+        # deliveries back, is a notice to every replica, which re-reads from the database.
+        self.signals = runtime.signals("subscriptions", self.on_signal, self.reload_subscriptions)
         self._fresh_lock = asyncio.Lock()
         self._handling = 0
         self._idle = asyncio.Event()
@@ -89,18 +84,20 @@ class Core:
     # ------------------------------------------------------------------ lifecycle
 
     async def load(self) -> None:
-        """The runtime's loader: subscriptions (feed bound first), then the workers.
+        """The runtime's loader (after the signals queue is bound): subscriptions, then the workers.
 
         Projections and seen streams are loaded when this replica handles its
         first message (a new process is never the recorded holder, so that is
         a takeover), or when a SCIM delivery needs them (``ensure_fresh``).
         """
-        self.feed.start()
-        with contextlib.suppress(TimeoutError):  # bound before the load if the broker answers soon
-            await asyncio.wait_for(self.feed.bound.wait(), 10)
         await self.reload_subscriptions()
-        self.feed.loaded = True
         await self.dispatcher.start(list(self.subs.values()))
+
+    async def on_signal(self, notice: dict[str, Any]) -> None:
+        if "released" in notice:
+            self.dispatcher.released(str(notice["released"]))
+        else:
+            await self.refresh_subscription(str(notice["subscription"]))
 
     async def load_for_takeover(self) -> None:
         """This replica now handles ``notifier.all``: catch up with what the previous one did.
@@ -126,12 +123,14 @@ class Core:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), 10)
         await self.dispatcher.stop()
-        await self.feed.signal_released(self.replica)
-        await self.feed.stop()
+        try:  # the others take the handed-back deliveries at once, not when the leases run out
+            await asyncio.wait_for(self.signals.send_now({"released": self.replica}, attempts=2), 5)
+        except TimeoutError:
+            log.warning("release notice not sent; the leases run out instead")
 
     async def ready(self) -> dict[str, bool]:
         checks = await self.runtime.ready()
-        checks["subscriptions"] = self.feed.bound.is_set() and self.feed.loaded
+        checks["subscriptions"] = self.signals.bound.is_set() and self.signals.loaded
         return checks
 
     # ------------------------------------------------------------------ subscriptions
@@ -159,9 +158,9 @@ class Core:
             await self.deliveries.fail_pending_of(sid, "subscription deleted")
 
     async def subscription_changed(self, sid: str) -> None:
-        """After a write through the API: this replica at once, every other one by the feed."""
+        """After a write through the API: this replica at once, every other one by a notice."""
         await self.refresh_subscription(sid)
-        self.feed.signal(sid)
+        self.signals.send({"subscription": sid})
 
     # ------------------------------------------------------------------ projections for SCIM
 

@@ -8,7 +8,7 @@ process-local lock. ``INDEXES`` lists every index the queries below need.
 In memory: the projections and the seen-streams cache belong to the replica
 that handles ``notifier.all`` (a single-active queue; the replica that takes
 it over reloads them first); the subscriptions are in every replica's memory,
-kept current by ``SubscriptionFeed`` (see ``notifier.feed``).
+kept current by notices to every replica (``Runtime.signals``).
 """
 
 from __future__ import annotations
