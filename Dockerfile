@@ -11,8 +11,12 @@
 # import name is the same with "-" replaced by "_". The final image holds only
 # the Python runtime and a virtual environment with the service, the shared
 # `orgdir` package and their dependencies: no uv, no compiler, no sources of
-# the other services. It runs as UID 10001 and works on a read-only root
-# filesystem (bytecode is compiled at build time; mount a writable /tmp).
+# the other services, and no development tooling (the workspace member tools/,
+# `orgdir-tools`: stack CLI, local servers, demo data, pytest plugin, test kit;
+# only its pyproject.toml is copied, so that the workspace matches uv.lock; the
+# build fails if orgdir_tools, pytest or standardwebhooks got in). It runs as
+# UID 10001 and works on a read-only root filesystem (bytecode is compiled at
+# build time; mount a writable /tmp).
 # The Helm chart in deploy/helm/orgdir runs the same uvicorn command itself.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -35,6 +39,7 @@ COPY services/orgunits/pyproject.toml services/orgunits/pyproject.toml
 COPY services/registry/pyproject.toml services/registry/pyproject.toml
 COPY services/access-rights/pyproject.toml services/access-rights/pyproject.toml
 COPY services/notifier/pyproject.toml services/notifier/pyproject.toml
+COPY tools/pyproject.toml tools/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package "${SERVICE}"
 # Then the workspace packages, installed as wheels (not editable) so that the
@@ -47,7 +52,9 @@ RUN module="$(printf '%s' "${SERVICE}" | tr '-' '_')" \
  && test -f "services/${SERVICE}/${module}/app.py" \
  && printf '#!/bin/sh\nexec uvicorn --factory %s.app:create_app --host 0.0.0.0 --port "${PORT:-8000}" "$@"\n' "${module}" > /app/serve \
  && chmod 0555 /app/serve \
- && /app/.venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)" "${module}"
+ && /app/.venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)" "${module}" \
+ && /app/.venv/bin/python -c "import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) for m in sys.argv[1:]))" \
+        orgdir_tools pytest standardwebhooks
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE

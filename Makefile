@@ -8,19 +8,19 @@ export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 install:  ## uv + the workspace venv (.venv), RabbitMQ and mongo-java-server when missing
 	@bash scripts/bootstrap.sh
-	@$(PY) -m orgdir.cli install
+	@$(PY) -m orgdir_tools.cli install
 
 run: install  ## the whole local stack in the foreground, with demo data; Ctrl-C stops it
-	@$(PY) -m orgdir.cli run
+	@$(PY) -m orgdir_tools.cli run
 
 up: install  ## the same stack in the background
-	@$(PY) -m orgdir.cli up
+	@$(PY) -m orgdir_tools.cli up
 
 down:  ## stop the background stack
-	@$(PY) -m orgdir.cli down
+	@$(PY) -m orgdir_tools.cli down
 
 status:
-	@$(PY) -m orgdir.cli status
+	@$(PY) -m orgdir_tools.cli status
 
 test: install  ## the whole suite against real servers, then lint, types and the chart
 	@$(PY) -m pytest -q --ignore=tests/helm
@@ -31,15 +31,15 @@ test-fast: install
 	@$(PY) -m pytest -q -x -m "not slow"
 
 lint:
-	@.venv/bin/ruff check shared services tests benchmarks
+	@.venv/bin/ruff check shared tools services tests benchmarks
 
 typecheck:
-	@.venv/bin/mypy -p orgdir -p orgunits -p registry -p access_rights -p notifier
+	@.venv/bin/mypy -p orgdir -p orgdir_tools -p orgunits -p registry -p access_rights -p notifier
 
 check: lint typecheck
 
 docs: install  ## JSON Schema and AsyncAPI of the event catalogue
-	@$(PY) -m orgdir.cli docs docs/events
+	@$(PY) -m orgdir_tools.cli docs docs/events
 
 helm-check: install
 	@bash scripts/helm-check.sh

@@ -34,7 +34,7 @@ from orgdir import metrics
 from orgdir.bus import Bus, declare_exchanges
 from orgdir.clock import SystemClock
 from orgdir.events import CloudEvent, new_event
-from orgdir.localservers import ServerSet, free_port, run_dir
+from orgdir_tools.localservers import ServerSet, free_port, run_dir
 
 HEADERS = {"Authorization": "Bearer dev-admin"}
 

@@ -27,10 +27,10 @@ from pydantic import BaseModel
 
 from orgdir.bus import Bus, Consumer, Router
 from orgdir.events import CloudEvent, register_aggregate
-from orgdir.localservers import ServerSet, run_dir
 from orgdir.service import Runtime
 from orgdir.settings import Settings
 from orgdir.store import Change
+from orgdir_tools.localservers import ServerSet, run_dir
 
 
 class BenchState(BaseModel):

@@ -39,8 +39,8 @@ import orgdir.contracts  # noqa: F401 - the event catalogue
 from notifier.settings import NotifierSettings
 from orgdir.bus import Bus
 from orgdir.events import new_event
-from orgdir.localservers import ServerSet, free_port, run_dir
-from orgdir.testkit import ADMIN, WRITER, ServiceProcess, settings_for
+from orgdir_tools.localservers import ServerSet, free_port, run_dir
+from orgdir_tools.testkit import ADMIN, WRITER, ServiceProcess, settings_for
 from registry.settings import RegistrySettings
 
 Write = Callable[[str, int], Awaitable[None]]

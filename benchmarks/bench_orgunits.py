@@ -30,8 +30,8 @@ from pathlib import Path
 
 import httpx
 
-from orgdir.cli import wait_ready
-from orgdir.localservers import ServerSet, free_port, port_open, run_dir
+from orgdir_tools.cli import wait_ready
+from orgdir_tools.localservers import ServerSet, free_port, port_open, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = {"Authorization": "Bearer dev-admin"}

@@ -1,6 +1,6 @@
 """Registry benchmark: bulk import through the API with concurrent clients, then address-book search.
 
-Starts RabbitMQ and FerretDB with orgdir.localservers (unless AMQP_URL /
+Starts RabbitMQ and FerretDB with orgdir_tools.localservers (unless AMQP_URL /
 MONGODB_URL are set), runs the registry under uvicorn in a subprocess, feeds
 the unit tree and the vocabulary as orgunits events on the bus (the way the
 orgunits service publishes them), then PUTs persons and engagements with
@@ -26,11 +26,11 @@ from typing import Any
 import httpx
 
 from orgdir.bus import declare_consumer_queue
-from orgdir.localservers import ServerSet, run_dir
 from orgdir.settings import Settings
-from orgdir.testkit import ServiceProcess, settings_for
+from orgdir_tools.localservers import ServerSet, run_dir
+from orgdir_tools.registry_support import OrgFeed
+from orgdir_tools.testkit import ServiceProcess, settings_for
 from registry.settings import RegistrySettings
-from registry.testsupport import OrgFeed
 
 ROOT = Path(__file__).resolve().parents[1]
 GIVEN = [

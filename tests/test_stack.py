@@ -1,6 +1,6 @@
 """The README's `make run` path: the whole local stack starts, loads its demo data, and stops.
 
-Runs ``python -m orgdir.cli up`` / ``down`` (what ``make up`` / ``make down`` call; ``make run``
+Runs ``python -m orgdir_tools.cli up`` / ``down`` (what ``make up`` / ``make down`` call; ``make run``
 is the same start in the foreground) in a private run directory on free ports.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orgdir.localservers import free_port
+from orgdir_tools.localservers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 READ = {"Authorization": "Bearer dev-reader"}
@@ -30,7 +30,7 @@ def test_stack_up_serves_demo_data_and_down_stops_it(tmp_path: Path) -> None:
         "ORGDIR_STACK_NODE": f"stack{os.getpid()}",
         **{f"ORGDIR_PORT_{k}": str(v) for k, v in ports.items()},
     }
-    up = subprocess.run([sys.executable, "-m", "orgdir.cli", "up"], env=env, cwd=ROOT,
+    up = subprocess.run([sys.executable, "-m", "orgdir_tools.cli", "up"], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -51,7 +51,7 @@ def test_stack_up_serves_demo_data_and_down_stops_it(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert accounts, "no account was requested for the demo people"
     finally:
-        down = subprocess.run([sys.executable, "-m", "orgdir.cli", "down"], env=env, cwd=ROOT,
+        down = subprocess.run([sys.executable, "-m", "orgdir_tools.cli", "down"], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     for port in ports.values():

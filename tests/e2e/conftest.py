@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orgdir.testpeers import Receiver, ScimServer, new_secret
+from orgdir_tools.testpeers import Receiver, ScimServer, new_secret
 
 
 async def ok(r: Any) -> dict[str, Any]:

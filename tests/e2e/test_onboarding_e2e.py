@@ -20,8 +20,8 @@ from access_rights.settings import AccessRightsSettings
 from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
 from orgdir.settings import Settings
-from orgdir.testkit import RunningApp, eventually, settings_for
-from orgdir.testpeers import Receiver, ScimServer
+from orgdir_tools.testkit import RunningApp, eventually, settings_for
+from orgdir_tools.testpeers import Receiver, ScimServer
 from orgunits.app import create_app as orgunits_app
 from orgunits.settings import OrgunitsSettings
 from orgunits.vocabulary import class_uuid

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from orgdir.settings import Settings
-from orgdir.testkit import ADMIN, ServiceProcess, eventually, settings_for
-from orgdir.testpeers import Receiver, ScimServer
+from orgdir_tools.testkit import ADMIN, ServiceProcess, eventually, settings_for
+from orgdir_tools.testpeers import Receiver, ScimServer
 from orgunits.vocabulary import class_uuid
 
 from .conftest import ok

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from orgdir.settings import Settings
-from orgdir.testkit import READER, RunningApp, settings_for
+from orgdir_tools.testkit import READER, RunningApp, settings_for
 from tests.platform import toy
 
 

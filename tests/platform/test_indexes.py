@@ -11,7 +11,7 @@ from access_rights.settings import AccessRightsSettings
 from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
 from orgdir import store
-from orgdir.testkit import RunningApp, settings_for
+from orgdir_tools.testkit import RunningApp, settings_for
 from orgunits.app import create_app as orgunits_app
 from orgunits.settings import OrgunitsSettings
 from registry.app import create_app as registry_app

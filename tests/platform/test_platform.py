@@ -19,10 +19,10 @@ import pytest
 
 from orgdir.bus import Bus, Consumer, Router
 from orgdir.events import CloudEvent, new_event
-from orgdir.localservers import free_port
 from orgdir.settings import Settings
 from orgdir.store import Change, connect
-from orgdir.testkit import EventCollector, RunningApp, eventually, settings_for
+from orgdir_tools.localservers import free_port
+from orgdir_tools.testkit import EventCollector, RunningApp, eventually, settings_for
 from tests.platform import toy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,6 @@ the clock, so the same inputs give the same rights whatever order events came in
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -27,6 +26,7 @@ from orgdir.contracts.access import (
 )
 from orgdir.contracts.orgunits import ClassState, OrgUnitSlice, OrgUnitState
 from orgdir.contracts.registry import EngagementState, PersonState
+from orgdir.text import spell_out
 from orgdir.tree import reachable
 from orgdir.validity import SliceBase, Validity, at, covered, periods
 
@@ -526,14 +526,10 @@ def effective_instant(stop: date, cause_time: datetime | None, timezone: str) ->
 
 # --------------------------------------------------------------------------- usernames
 
-_TRANSLIT = {"æ": "ae", "ø": "oe", "å": "aa", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"}
-
 
 def ascii_fold(text: str) -> str:
-    """Lowercase ASCII letters and digits only; Danish letters spelt out (Ø → oe)."""
-    text = "".join(_TRANSLIT.get(c, c) for c in text.lower())
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]", "", text)
+    """Lowercase ASCII letters and digits only; Danish letters spelt out (Ø → oe): ``orgdir.text.spell_out``."""
+    return re.sub(r"[^a-z0-9]", "", spell_out(text))
 
 
 def username_base(rule: str, given: str, surname: str, user_key: str | None, fallback: str) -> str:

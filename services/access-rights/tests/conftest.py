@@ -21,8 +21,8 @@ from access_rights.settings import AccessRightsSettings
 from orgdir.bus import Bus
 from orgdir.clock import ManualClock
 from orgdir.events import CloudEvent, new_event
-from orgdir.testkit import EventCollector, RunningApp, settings_for
 from orgdir.validity import Validity
+from orgdir_tools.testkit import EventCollector, RunningApp, settings_for
 
 START = date(2025, 3, 3)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from orgdir.testkit import APPROVER, WRITER
+from orgdir_tools.testkit import APPROVER, WRITER
 
 ROOT, FORV_A, FORV_B, TEAM = "u-root", "u-forv-a", "u-forv-b", "u-team"
 JF = "jf-sagsbehandler"

@@ -14,7 +14,7 @@ from access_rights.app import create_app
 from access_rights.settings import AccessRightsSettings
 from orgdir.bus import Bus
 from orgdir.clock import ManualClock
-from orgdir.testkit import RunningApp, settings_for
+from orgdir_tools.testkit import RunningApp, settings_for
 
 ROOT, A, B, T1, T2 = "u-root", "u-a", "u-b", "u-t1", "u-t2"
 JF1, JF2 = "jf-1", "jf-2"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orgdir.testkit import RunningApp, eventually
+from orgdir_tools.testkit import RunningApp, eventually
 
 START = date(2025, 3, 3)  # the fixtures' today
 ROOT, U1, U2, U3 = "u-root", "u-1", "u-2", "u-3"

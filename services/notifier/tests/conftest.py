@@ -11,8 +11,8 @@ import pytest
 from notifier.settings import NotifierSettings
 from orgdir.bus import Bus
 from orgdir.events import CloudEvent, new_event
-from orgdir.testkit import settings_for
-from orgdir.testpeers import Receiver, ScimServer
+from orgdir_tools.testkit import settings_for
+from orgdir_tools.testpeers import Receiver, ScimServer
 
 
 @pytest.fixture

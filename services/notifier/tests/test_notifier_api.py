@@ -7,7 +7,7 @@ import secrets
 import uuid
 
 from notifier.app import create_app
-from orgdir.testkit import READER, WRITER, RunningApp
+from orgdir_tools.testkit import READER, WRITER, RunningApp
 
 
 def secret() -> str:
@@ -85,7 +85,7 @@ async def test_subscription_crud_and_rules(make_settings) -> None:
 
 
 async def test_demo_loads_idempotently(make_settings) -> None:
-    from notifier import demo
+    from orgdir_tools.demo import notifier as demo
 
     async with RunningApp(create_app(make_settings())) as app:
         await demo.load(app.http)

@@ -20,7 +20,7 @@ import aio_pika
 
 from notifier.app import create_app
 from notifier.consumers import Core
-from orgdir.testkit import RunningApp, eventually
+from orgdir_tools.testkit import RunningApp, eventually
 
 
 def secret() -> str:

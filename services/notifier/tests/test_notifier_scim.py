@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from notifier.app import create_app
-from orgdir.testkit import RunningApp, eventually
+from orgdir_tools.testkit import RunningApp, eventually
 
 
 def always(**fields: Any) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from notifier.app import create_app
-from orgdir.testkit import RunningApp, eventually
+from orgdir_tools.testkit import RunningApp, eventually
 
 
 def secret() -> str:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from orgdir import auth, problems
 from orgdir.contracts.orgunits import ClassState, FacetState
 from orgdir.http import if_match, parse_day, set_etag
+from orgdir.text import fold
 from orgdir.validity import at as slice_at
 from orgunits import domain
 from orgunits.service import OrgUnits
@@ -247,7 +248,9 @@ def _unit_at(s: OrgUnits, uid: str, day: date) -> dict[str, Any]:
 @router.get("/orgunits", tags=["orgunits"])
 async def list_units(
     q: str | None = Query(
-        None, description="Part of a name or user_key; case, æ/ae, ø/oe, å/aa insensitive."
+        None,
+        description="Part of a name or user_key; insensitive to case, accents and æ/ae, ø/oe/o, å/aa"
+        " (orgdir.text.fold).",
     ),
     parent: UUID | None = Query(None, description="Only the children of this unit."),
     roots: bool = Query(False, description="Only root units."),
@@ -260,7 +263,7 @@ async def list_units(
     day = parse_day(at, s.today())
     view = s.cache.view(day)
     index = view.search_index()
-    needle = domain.fold(q) if q else None
+    needle = fold(q) if q else None
     wanted: set[str] | None = None
     if parent is not None:
         wanted = set(view.kids.get(str(parent), []))

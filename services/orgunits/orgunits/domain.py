@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -140,23 +139,6 @@ def terminate_day(body: TerminateIn, today: date) -> date:
     if body.validity is not None and body.validity.from_ is not None:
         return body.validity.from_
     return today
-
-
-# --------------------------------------------------------------------------- search
-
-
-_FOLD = str.maketrans({"æ": "ae", "ø": "oe", "å": "aa", "ä": "ae", "ö": "oe", "ü": "ue", "é": "e"})
-
-
-def fold(text: str) -> str:
-    """Case- and Danish-letter-insensitive form: 'Århus' and 'aarhus' fold alike."""
-    folded = unicodedata.normalize("NFC", text).casefold().translate(_FOLD)
-    return " ".join(folded.split())
-
-
-def matches(query: str, *texts: str) -> bool:
-    q = fold(query)
-    return any(q in fold(t) for t in texts)
 
 
 # --------------------------------------------------------------------------- addresses

@@ -28,8 +28,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from orgdir import problems
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState
 from orgdir.store import Doc, decode_cursor, encode_cursor
+from orgdir.text import fold
 from orgdir.validity import at
-from orgunits.domain import fold
 
 T = TypeVar("T")
 

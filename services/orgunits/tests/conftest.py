@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from orgdir.clock import ManualClock
-from orgdir.testkit import EventCollector, RunningApp, settings_for
+from orgdir_tools.testkit import EventCollector, RunningApp, settings_for
 from orgunits.app import create_app
 from orgunits.settings import OrgunitsSettings
 

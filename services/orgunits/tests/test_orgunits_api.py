@@ -13,8 +13,8 @@ from orgdir.bus import Bus
 from orgdir.clock import ManualClock
 from orgdir.contracts.registry import EngagementSlice, EngagementState
 from orgdir.events import new_event
-from orgdir.testkit import READER, WRITER, EventCollector, RunningApp
 from orgdir.validity import Validity
+from orgdir_tools.testkit import READER, WRITER, EventCollector, RunningApp
 from orgunits.app import create_app
 from orgunits.service import OrgUnits
 from orgunits.settings import OrgunitsSettings
@@ -378,7 +378,7 @@ async def test_termination_needs_children_and_engagements_gone(
 
 
 async def test_demo_municipality_loads_idempotently(svc: RunningApp, events: EventCollector) -> None:
-    from orgunits import demo
+    from orgdir_tools.demo import orgunits as demo
 
     await demo.load(svc.http)
     await demo.load(svc.http)  # the second load stores nothing

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from orgdir.clock import ManualClock
-from orgdir.testkit import RunningApp, eventually
+from orgdir_tools.testkit import RunningApp, eventually
 from orgunits.app import create_app
 from orgunits.settings import OrgunitsSettings
 

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from orgdir.clock import ManualClock
-from orgdir.testkit import EventCollector, RunningApp
+from orgdir_tools.testkit import EventCollector, RunningApp
 from orgunits.service import OrgUnits
 
 TODAY = date(2026, 3, 2)

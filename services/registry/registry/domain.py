@@ -1,4 +1,4 @@
-"""The registry's rules as pure functions: CPR numbers, text folding, reference checks.
+"""The registry's rules as pure functions: CPR numbers, search terms, reference checks.
 
 Nothing here does I/O. Timelines of units, classes and the registry's own
 aggregates are passed in, so every rule can be tested and reused alike.
@@ -27,6 +27,7 @@ from orgdir.contracts.registry import (
     PersonSlice,
 )
 from orgdir.problems import rule
+from orgdir.text import fold
 from orgdir.validity import SliceBase, Validity, at, covered, overlapping, uncovered
 
 # --- CPR ---------------------------------------------------------------------------------------
@@ -76,34 +77,16 @@ def format_cpr(digits: str, *, reveal: bool) -> str:
     return f"{digits[:6]}-{digits[6:] if reveal else 'XXXX'}"
 
 
-# --- folding for the address book -------------------------------------------------------------
+# --- terms for the address book ---------------------------------------------------------------
 
-_DANISH_STRICT = str.maketrans({"æ": "ae", "ø": "oe", "å": "aa", "ß": "ss"})
-_DANISH_LOOSE = str.maketrans({"æ": "a", "ø": "o", "å": "a", "ß": "ss"})
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 
-def _strip_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-
-
-def fold(text: str) -> set[str]:
-    """The spellings a token is found under: ``Søren`` → {soeren, soren}.
-
-    Indexing both the strict (ø→oe, å→aa, æ→ae) and the loose (ø→o, å→a, æ→a)
-    form of every token, and querying with both forms of the query, makes
-    "Soren", "Soeren" and "Søren" find each other, and "Aarhus" find "Århus".
-    """
-    low = text.casefold()
-    return {
-        _strip_accents(low.translate(_DANISH_STRICT)),
-        _strip_accents(low.translate(_DANISH_LOOSE)),
-    }
-
-
 def tokens(text: str) -> list[str]:
-    """Words of ``text`` (letters and digits), case kept; e-mail/phone parts become words."""
-    return _TOKEN_RE.findall(text)
+    """Words of ``text`` (letters and digits), case kept; e-mail/phone parts become words.
+
+    Composed first (NFC), so a letter typed as base + combining accent stays in its word."""
+    return _TOKEN_RE.findall(unicodedata.normalize("NFC", text))
 
 
 def search_terms(texts: Iterable[str]) -> set[str]:
@@ -112,8 +95,7 @@ def search_terms(texts: Iterable[str]) -> set[str]:
     for text in texts:
         if not text:
             continue
-        for tok in tokens(text):
-            out |= fold(tok)
+        out |= {fold(tok) for tok in tokens(text)}
         digits = re.sub(r"\D", "", text)
         if len(digits) >= 4:  # phones typed with or without spaces / country code
             out.add(digits)
@@ -123,13 +105,13 @@ def search_terms(texts: Iterable[str]) -> set[str]:
 
 
 def query_terms(q: str) -> list[set[str]]:
-    """One set of alternative folded prefixes per word of the query."""
+    """One set of alternative prefixes per word of the query: its fold (or the phone digits)."""
     out: list[set[str]] = []
     compact = re.sub(r"[\s\-+()]", "", q)
     if compact.isdigit() and len(compact) >= 4:
         return [{compact.removeprefix("45") if len(compact) == 10 else compact}]
     for tok in tokens(q):
-        out.append(fold(tok))
+        out.append({fold(tok)})
     return out
 
 

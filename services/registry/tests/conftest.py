@@ -1,4 +1,4 @@
-"""Fixtures of the registry tests (helpers live in registry.testsupport)."""
+"""Fixtures of the registry tests (helpers live in orgdir_tools.registry_support)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 
 from orgdir.clock import ManualClock
 from orgdir.settings import Settings
-from orgdir.testkit import RunningApp, settings_for
+from orgdir_tools.registry_support import TODAY, OrgFeed, World, registry_settings
+from orgdir_tools.testkit import RunningApp, settings_for
 from registry.app import create_app
-from registry.testsupport import TODAY, OrgFeed, World, registry_settings
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orgdir.testkit import READER
-from registry.testsupport import World, problem_type, uid
+from orgdir_tools.registry_support import World, problem_type, uid
+from orgdir_tools.testkit import READER
 
 
 async def test_person_put_is_idempotent_patch_from_date_and_history(world: World) -> None:

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from orgdir.events import CloudEvent
-from orgdir.testkit import EventCollector, RunningApp, eventually
+from orgdir_tools.registry_support import World, problem_type, uid
+from orgdir_tools.testkit import EventCollector, RunningApp, eventually
 from registry.app import create_app
 from registry.domain import cpr_hash, normalize_cpr
 from registry.service import Registry
-from registry.testsupport import World, problem_type, uid
 
 
 def reg(app: RunningApp) -> Registry:

@@ -37,12 +37,12 @@ import io.netty.channel.Channel;
  * mongo-java-server as a process on a given port: the library has no main of its own.
  *
  * <p>Usage: {@code MongoLauncher --host 127.0.0.1 --port N --backend memory|h2 [--file PATH]}.
- * Started and stopped (SIGTERM) by {@code orgdir.localservers.MongoServer}.
+ * Started and stopped (SIGTERM) by {@code orgdir_tools.localservers.MongoServer}.
  *
  * <p>Both backends are subclassed down to the collection (see {@link IdLookup}) so that a filter
  * with an {@code _id} equality and other keys uses the {@code _id} index, as MongoDB does; the
  * library itself uses an index only when the filter's keys are exactly the index's keys.
- * Everything is in this one file: {@code orgdir.localservers} compiles only this file.
+ * Everything is in this one file: {@code orgdir_tools.localservers} compiles only this file.
  */
 public final class MongoLauncher {
 

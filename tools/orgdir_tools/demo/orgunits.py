@@ -1,7 +1,7 @@
 """Demo municipality: Kolding Kommune's organisation, loaded through the HTTP API.
 
 UUIDs are fixed (uuid5 of the unit's name), so the registry's and the
-access-rights demo loaders can import them: ``from orgunits.demo import UNITS``
+access-rights demo loaders can use them: ``from orgdir_tools.demo.orgunits import UNITS``
 then ``UNITS["Munkevængets Skole"]``. Loading twice changes nothing (PUT).
 """
 

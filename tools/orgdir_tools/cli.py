@@ -1,4 +1,4 @@
-"""``orgdir`` / ``python -m orgdir.cli``: the local stack and the catalogue docs.
+"""``orgdir`` / ``python -m orgdir_tools.cli``: the local stack and the catalogue docs.
 
 ``run`` starts RabbitMQ, the MongoDB-wire server and the four services in
 the foreground, loads the demo data once every service answers, prints the
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import os
 import signal
@@ -25,8 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from orgdir import localservers
-from orgdir.localservers import ServerError, ServerSet, progress
+from orgdir_tools import demo, localservers
+from orgdir_tools.localservers import ServerError, ServerSet, progress
 
 
 @dataclass(frozen=True)
@@ -145,19 +144,16 @@ async def _wait_ready(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 async def _load_demo() -> None:
-    """Each service's demo loader, in dependency order, through its HTTP API."""
+    """The demo data (``orgdir_tools.demo``), service by service in dependency order, through the HTTP APIs."""
     headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
-    for spec in SERVICES:
-        try:
-            demo = importlib.import_module(f"{spec.package}.demo")
-        except ModuleNotFoundError:
-            continue
-        base = f"http://127.0.0.1:{port_of(spec)}"
-        progress(f"loading demo data into {spec.name}")
+    specs = {spec.name: spec for spec in SERVICES}
+    for name, load in demo.LOADERS:
+        base = f"http://127.0.0.1:{port_of(specs[name])}"
+        progress(f"loading demo data into {name}")
         started = time.monotonic()
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
-            await demo.load(client)
-        progress(f"{spec.name} demo data loaded in {time.monotonic() - started:.1f} s")
+            await load(client)
+        progress(f"{name} demo data loaded in {time.monotonic() - started:.1f} s")
 
 
 def _print_urls(servers: ServerSet) -> None:

@@ -1,7 +1,7 @@
 """A small Danish demo catalogue, loaded idempotently through the HTTP API (PUT, fixed UUIDs).
 
-Assignments need units and job functions the orgunits service owns; they are
-added when those are known here (after its events arrived), and skipped otherwise.
+Assignments need the units of the orgunits demo; each is retried until this
+service has received them through orgunits' events.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import uuid
 from typing import Any
 
 import httpx
+
+from orgdir_tools.demo.orgunits import UNITS
 
 NS = uuid.UUID("0f3c2a4e-1b7d-4c55-8e0a-6d2b9c1f7a30")
 
@@ -81,10 +83,6 @@ async def _assignments(http: httpx.AsyncClient, within: float = 60) -> None:
     The units come from the orgunits demo through events, so each PUT is retried
     until this service has projected them (``unknown-unit``), for up to ``within`` s.
     """
-    try:
-        from orgunits.demo import UNITS
-    except ImportError:  # orgunits is not installed beside us: catalogue only
-        return
     wanted = [
         (uid("assign:kontor"), {"validity": ALWAYS, "role_group": uid("group:kontor"),
                                 "unit": UNITS["Kolding Kommune"], "inherit": True}),

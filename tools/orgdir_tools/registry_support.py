@@ -1,4 +1,4 @@
-"""Test and benchmark support: an orgunits stand-in on the bus, and a seeded test world.
+"""Registry test and benchmark support: an orgunits stand-in on the bus, and a seeded test world.
 
 The orgunits service is not imported: tests publish its events (per the
 contract in orgdir.contracts.orgunits) and wait until the registry's
@@ -17,7 +17,7 @@ from orgdir.bus import Bus
 from orgdir.clock import ManualClock
 from orgdir.events import new_event
 from orgdir.settings import Settings
-from orgdir.testkit import RunningApp, settings_for
+from orgdir_tools.testkit import RunningApp, settings_for
 from registry.service import Registry
 from registry.settings import RegistrySettings
 

@@ -1,4 +1,4 @@
-"""pytest plugin (``-p orgdir.testing``): real servers and isolation for tests.
+"""pytest plugin (``-p orgdir_tools.testing``): real servers and isolation for tests.
 
 One RabbitMQ node and one mongo-java-server (memory backend) serve the whole
 session (started concurrently, only when a test asks for them); tests keep
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from orgdir.localservers import (
+from orgdir_tools.localservers import (
     MongoServer,
     RabbitNode,
     ServerSet,

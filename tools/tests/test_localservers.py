@@ -14,7 +14,7 @@ import pymongo
 import pytest
 from pymongo import AsyncMongoClient
 
-from orgdir.localservers import MongoServer, RabbitNode, ServerSet, free_port, port_open
+from orgdir_tools.localservers import MongoServer, RabbitNode, ServerSet, free_port, port_open
 
 
 async def test_session_rabbitmq_declares_a_quorum_queue(amqp_url: str, ns: str) -> None:
@@ -129,7 +129,7 @@ def test_cli_uses_urls_from_the_environment(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "orgdir.localservers", *args],
+            [sys.executable, "-m", "orgdir_tools.localservers", *args],
             env=env,
             capture_output=True,
             text=True,

@@ -1,9 +1,10 @@
 """A small Danish demo: ~40 people with engagements, managers, an association and a leave.
 
 Loaded through the HTTP API with fixed UUIDs (uuid5 of names), so running it
-twice changes nothing. The units and classes are those of the orgunits demo:
-``load`` waits until this registry's projection has received them (orgunits
-events), up to a minute, before writing anything.
+twice changes nothing. The units and classes are those of the orgunits demo
+(``orgdir_tools.demo.orgunits``) and vocabulary: ``load`` waits until this
+registry's projection has received them (orgunits events), up to a minute,
+before writing anything.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import asyncio
 import time
 import uuid
 from datetime import date, timedelta
-from types import ModuleType
 from typing import Any
 
 import httpx
+
+from orgdir_tools.demo.orgunits import UNITS
+from orgunits.vocabulary import class_uuid
 
 NAMESPACE = uuid.UUID("5b0f3c52-4d7e-4b8e-9a53-1d6f6a0e2b11")
 FACETS = (
@@ -85,22 +88,6 @@ def demo_uuid(*parts: str) -> str:
     return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
 
 
-def _uuids_in(module: ModuleType) -> list[str]:
-    """Unit UUIDs the orgunits demo exposes (a ``UNITS`` mapping or any module-level mapping of UUIDs)."""
-    found: list[str] = []
-    candidates = [getattr(module, n, None) for n in ("UNITS", "UNIT_UUIDS", "units")] + list(vars(module).values())
-    for value in candidates:
-        if isinstance(value, dict):
-            for v in value.values():
-                try:
-                    found.append(str(uuid.UUID(str(v))))
-                except ValueError:
-                    continue
-        if found:
-            break
-    return found
-
-
 async def _all(http: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor = None
@@ -133,16 +120,11 @@ async def _wait_for_orgunits(
         await asyncio.sleep(1)
 
 
-def _pick(facet: str, classes: list[dict[str, Any]], vocabulary: ModuleType | None) -> dict[str, Any]:
+def _pick(facet: str, classes: list[dict[str, Any]]) -> dict[str, Any]:
     by_uuid = {c["uuid"]: c for c in classes}
     for key in PREFERRED.get(facet, ()):
-        if vocabulary is not None and hasattr(vocabulary, "class_uuid"):
-            try:
-                u = str(vocabulary.class_uuid(facet, key))
-            except Exception:
-                u = ""
-            if u in by_uuid:
-                return by_uuid[u]
+        if class_uuid(facet, key) in by_uuid:  # the orgunits vocabulary's class
+            return by_uuid[class_uuid(facet, key)]
         for c in classes:
             if (c.get("user_key") or "").lower() == key:
                 return c
@@ -157,23 +139,12 @@ async def _put(http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> None
 
 async def load(http: httpx.AsyncClient, within: float = 60.0) -> None:
     """Load the demo through the registry API (idempotent)."""
-    demo_module: ModuleType | None
-    vocabulary: ModuleType | None
-    try:  # the orgunits demo's UUIDs; imported here only, so the registry never depends on it
-        import orgunits.demo as demo_module
-    except ImportError:
-        demo_module = None
-    try:
-        import orgunits.vocabulary as vocabulary
-    except ImportError:
-        vocabulary = None
-    wanted = _uuids_in(demo_module) if demo_module is not None else []
+    wanted = list(UNITS.values())
     units, classes = await _wait_for_orgunits(http, wanted, within)
-    if wanted:
-        known = {u["uuid"]: u for u in units}
-        units = [known[w] for w in wanted if w in known]
+    known = {u["uuid"]: u for u in units}
+    units = [known[w] for w in wanted]
     units.sort(key=lambda u: (u["parent"] is not None, u["user_key"] or "", u["uuid"]))
-    cls = {f: _pick(f, classes[f], vocabulary) for f in FACETS}
+    cls = {f: _pick(f, classes[f]) for f in FACETS}
 
     def since(*items: dict[str, Any]) -> date:
         days = [START] + [date.fromisoformat(i["active_from"]) for i in items if i.get("active_from")]

@@ -1,6 +1,6 @@
 """Real peers for tests: a webhook receiver that verifies Standard Webhooks signatures, and
 ``scim2-server`` in its own process. Used by the notifier's tests and the cross-service tests;
-needs the dev dependencies ``standardwebhooks`` and ``scim2-server``.
+needs ``standardwebhooks`` and ``scim2-server``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
-from orgdir.localservers import free_port
+from orgdir_tools.localservers import free_port
 
 
 def new_secret() -> str:

@@ -21,12 +21,12 @@ from aio_pika.abc import AbstractIncomingMessage
 from fastapi import FastAPI
 
 from orgdir.bus import declare_exchanges
-from orgdir.cli import uvicorn_command, wait_ready
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
-from orgdir.localservers import free_port
 from orgdir.service import Runtime
 from orgdir.settings import Settings
+from orgdir_tools.cli import uvicorn_command, wait_ready
+from orgdir_tools.localservers import free_port
 
 SettingsT = TypeVar("SettingsT", bound=Settings)
 

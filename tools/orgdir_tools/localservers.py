@@ -8,7 +8,7 @@ MongoDB-wire server is mongo-java-server (jars from Maven Central, our own
 launcher in ``scripts/mongo-java-server``), built once and cached in
 ``~/.cache/orgdir/``.
 
-CLI: ``python -m orgdir.localservers up|down|status|env``.
+CLI: ``python -m orgdir_tools.localservers up|down|status|env``.
 """
 
 from __future__ import annotations
@@ -883,7 +883,7 @@ def cmd_status() -> int:
 def cmd_env() -> int:
     env_file = stack_dir() / "servers.env"
     if not env_file.is_file():
-        print(f"{env_file} does not exist; run `python -m orgdir.localservers up`", file=sys.stderr)
+        print(f"{env_file} does not exist; run `python -m orgdir_tools.localservers up`", file=sys.stderr)
         return 1
     sys.stdout.write(env_file.read_text())
     return 0
@@ -891,7 +891,7 @@ def cmd_env() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m orgdir.localservers",
+        prog="python -m orgdir_tools.localservers",
         description="Local RabbitMQ and MongoDB-wire server for development, under .run/stack/.",
     )
     parser.add_argument("command", choices=["up", "down", "status", "env"])
