@@ -497,7 +497,8 @@ class ReplicaQueue:
         except Exception as exc:
             log.warning("replica queue message failed, reloading", extra={"queue": self.name, "error": str(exc)})
             self.schedule_reload()
-        await message.ack()
+        with contextlib.suppress(Exception):  # closed while stopping: the queue goes with it
+            await message.ack()
 
     async def stop(self) -> None:
         for task in (self._task, self._reloading):

@@ -21,7 +21,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from orgdir import context, metrics
 from orgdir.auth import admin
@@ -152,11 +151,13 @@ def _install_errors(app: FastAPI) -> None:
 
 
 def _route_template(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+    """The matched route's template (``/api/v1/persons/{uuid}``): bounded label values.
+
+    Routing records the route in the scope; included routers are not in
+    ``app.router.routes`` as plain routes, so matching them again here would miss.
+    """
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
 
 
 def _install_middleware(app: FastAPI, service: str) -> None:

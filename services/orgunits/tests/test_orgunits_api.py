@@ -394,3 +394,12 @@ async def test_demo_municipality_loads_idempotently(svc: RunningApp, events: Eve
     await events.wait_type("orgunit.created", len(demo.UNITS))
     assert len(events.of_type("orgunit.created")) == len(demo.UNITS)
     assert events.of_type("orgunit.updated", "orgunit.moved") == []
+
+
+async def test_request_metrics_are_labelled_by_route_template(svc: RunningApp) -> None:
+    """Routes come from an included router; the label must be the template, not the path or 'unmatched'."""
+    unit = str(uuid.uuid4())
+    assert (await svc.http.get(f"/api/v1/orgunits/{unit}")).status_code == 404
+    scrape = (await svc.http.get("/metrics")).text
+    assert 'route="/api/v1/orgunits/{uid}"' in scrape
+    assert unit not in scrape
