@@ -8,7 +8,7 @@ to the last resulting access event, events/s, and the revocation latency
 (p50/p99, exact from the events and from the exported histogram).
 
 Usage: ``python benchmarks/bench_access.py [--people N] [--units N]``; the default is the
-issue's 2,000 people (about a minute in all on FerretDB/SQLite, 2 cores). Uses
+issue's 2,000 people (about a minute in all on mongo-java-server, 2 cores). Uses
 AMQP_URL / MONGODB_URL when set, else starts private servers under .run/.
 """
 

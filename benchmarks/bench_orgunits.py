@@ -1,6 +1,6 @@
 """Benchmark of services/orgunits: build a 3,000-unit tree of depth 8 through the API, read it whole.
 
-Starts its own RabbitMQ and FerretDB (unless AMQP_URL / MONGODB_URL are set),
+Starts its own RabbitMQ and mongo-java-server (unless AMQP_URL / MONGODB_URL are set),
 runs the service under uvicorn in a subprocess on a free port, and drives it
 with concurrent httpx clients. Prints:
 

@@ -1,6 +1,6 @@
 """Registry benchmark: bulk import through the API with concurrent clients, then address-book search.
 
-Starts RabbitMQ and FerretDB with orgdir_tools.localservers (unless AMQP_URL /
+Starts RabbitMQ and mongo-java-server with orgdir_tools.localservers (unless AMQP_URL /
 MONGODB_URL are set), runs the registry under uvicorn in a subprocess, feeds
 the unit tree and the vocabulary as orgunits events on the bus (the way the
 orgunits service publishes them), then PUTs persons and engagements with
@@ -229,7 +229,7 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
     n_engagements = n_persons + n_persons // 5
     ns = f"bench{os.getpid()}"
     # The outbox fast path publishes each write; the crash-recovery sweep scans every
-    # collection (a full scan on FerretDB), so run it rarely during a bulk import.
+    # collection (a full scan), so run it rarely during a bulk import.
     registry_settings = settings_for(
         RegistrySettings, ns=ns, service="registry", amqp_url=amqp_url, mongodb_url=mongodb_url
     )

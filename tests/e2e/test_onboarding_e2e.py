@@ -1,4 +1,4 @@
-"""All four services on real RabbitMQ and FerretDB, with a real webhook receiver and scim2-server.
+"""All four services on real RabbitMQ and a MongoDB-wire server, with a real webhook receiver and scim2-server.
 
 Create a unit, give it a role, hire a person into it: access-rights grants the role and requests
 an account, the notifier delivers the events in order with valid signatures and provisions the

@@ -1,4 +1,4 @@
-"""Acceptance: org events in, access and account events out, on real RabbitMQ and FerretDB."""
+"""Acceptance: org events in, access and account events out, on real RabbitMQ and a MongoDB-wire server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The orgunits API against real RabbitMQ and FerretDB: vocabulary, rules, as-of reads, events."""
+"""The orgunits API against real RabbitMQ and a MongoDB-wire server: vocabulary, rules, as-of reads, events."""
 
 from __future__ import annotations
 
