@@ -116,7 +116,7 @@ ORG_MODELS: dict[str, type[BaseModel]] = {
     "classes": ClassState,
 }
 ORG_KINDS = {"orgunit": "units", "engagement": "engagements", "person": "persons", "class": "classes"}
-# What each replica's in-memory read model follows: the org events and its own catalogue events.
+# Its own catalogue events reach every replica's view directly; org events arrive as the org consumer's echo.
 VIEW_PATTERNS = [f"{kind}.*" for kind in CATALOGUE_KINDS]
 
 HOLD_BUDGET_S = 1.0  # stop starting queued jobs in one section entry after this
