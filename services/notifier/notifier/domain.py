@@ -190,10 +190,25 @@ def matches(patterns: Iterable[str], event_type: str) -> bool:
     return any(amqp_matches(p, event_type) for p in patterns)
 
 
+class UnitNotYetKnown(Exception):
+    """An event names a unit whose creation this service has not yet seen.
+
+    Events from different services arrive in no fixed order (a unit's
+    creation and its first engagement may cross), so a subtree filter cannot
+    decide yet: the consumer retries the event, and dead-letters it (visible,
+    replayable) if the unit never turns up, rather than drop it.
+    """
+
+
 def in_subtree(units: Iterable[str], root: str, parents: Mapping[str, Iterable[str]]) -> bool:
-    """True when any of ``units`` is ``root`` or below it (any parent the timeline ever had)."""
+    """True when any of ``units`` is ``root`` or below it (any parent the timeline ever had).
+
+    ``parents`` holds every known unit (a root with no parents); meeting a
+    unit outside it before ``root`` raises ``UnitNotYetKnown``.
+    """
     seen: set[str] = set()
     todo = list(units)
+    unknown: set[str] = set()
     while todo:
         u = todo.pop()
         if u == root:
@@ -201,7 +216,11 @@ def in_subtree(units: Iterable[str], root: str, parents: Mapping[str, Iterable[s
         if u in seen:
             continue
         seen.add(u)
+        if u not in parents:
+            unknown.add(u)
         todo.extend(parents.get(u, ()))
+    if unknown:
+        raise UnitNotYetKnown(f"units not yet known: {', '.join(sorted(unknown))}")
     return False
 
 

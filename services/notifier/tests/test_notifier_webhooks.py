@@ -173,6 +173,35 @@ async def test_unit_subtree_filter(make_settings, receiver, publisher) -> None:
         assert len(rcv.got) == 4
 
 
+async def test_unit_filter_waits_for_a_unit_it_has_not_seen_yet(
+    make_settings, receiver, publisher
+) -> None:
+    """Services publish in no common order: an engagement may arrive before its unit's creation.
+    The filter cannot decide then; the event is retried and delivered, not dropped."""
+    s = secret()
+    rcv = receiver(s)
+    async with RunningApp(create_app(make_settings())) as app:
+        root, child, p = uid(), uid(), uid()
+        await subscribe(app, rcv.url, s, unit=root, event_types=["engagement.*"])
+        await publisher.publish("orgunit.created", root, {"timeline": always(user_key="R", name="Rod")})
+        await publisher.publish(
+            "engagement.created",
+            uid(),
+            {
+                "person": p,
+                "unit": child,
+                "timeline": always(person=p, unit=child, job_function=uid(), engagement_type=uid()),
+            },
+        )
+        await asyncio.sleep(0.3)
+        assert rcv.got == []  # undecided: the child unit is unknown
+        await publisher.publish(
+            "orgunit.created", child, {"timeline": always(user_key="C", name="Barn", parent=root)}
+        )
+        await eventually(lambda: len(rcv.got) >= 1)
+        assert [e["type"] for e in rcv.got] == ["engagement.created"]
+
+
 async def test_500s_then_recovery_every_event_once_in_order(
     make_settings, receiver, publisher
 ) -> None:
