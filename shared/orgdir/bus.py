@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import aio_pika
 from aio_pika.abc import (
@@ -257,6 +258,48 @@ class Router:
             if amqp_matches(p, event_type) and fn not in seen:
                 seen.append(fn)
         return seen
+
+
+T_co = TypeVar("T_co")
+
+
+class Routes(Generic[T_co]):
+    """A consumer queue declared at module level: its name, patterns and handlers.
+
+    Handlers take the service they work for first (``async def on_x(svc, event,
+    data)``); ``bind`` gives the ``Router`` a ``Consumer`` runs. Declared at
+    import time, so the queue topology (``orgdir.topology``) is derived from
+    these declarations, never listed by hand.
+    """
+
+    def __init__(self, service: str, queue: str, *, single_active: bool = False) -> None:
+        self.service = service
+        self.queue = queue  # the consumer name; the queue is ``<service>.<queue>``
+        self.single_active = single_active
+        self.routes: list[tuple[str, Callable[..., Awaitable[Any]]]] = []
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.service}.{self.queue}"
+
+    def on(self, *patterns: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            for p in patterns:
+                self.routes.append((p, fn))
+            return fn
+
+        return deco
+
+    @property
+    def patterns(self) -> list[str]:
+        return sorted({p for p, _ in self.routes})
+
+    def bind(self, target: T_co) -> Router:
+        router = Router()
+        bound: dict[Callable[..., Awaitable[Any]], Handler] = {}
+        for pattern, fn in self.routes:  # one bound handler per function: called once per event
+            router.routes.append((pattern, bound.setdefault(fn, functools.partial(fn, target))))
+        return router
 
 
 class SeenStore(Protocol):

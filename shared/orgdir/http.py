@@ -11,20 +11,22 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orgdir import context, metrics
+from orgdir import context, metrics, problems
 from orgdir.auth import admin
-from orgdir.problems import PROBLEM_MEDIA_TYPE, Problem, precondition_failed, unavailable
+from orgdir.problems import PROBLEM_MEDIA_TYPE, precondition_failed, unavailable
 from orgdir.store import StaleVersion
 
 log = logging.getLogger(__name__)
@@ -41,13 +43,34 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-def problem_response(problem: Problem, request: Request) -> JSONResponse:
-    headers = {"Retry-After": "5"} if problem.status == 503 else None
+# The one place a domain error becomes an HTTP status.
+STATUS: dict[type[problems.Problem], int] = {
+    problems.BadRequest: 400,
+    problems.Unauthorized: 401,
+    problems.Forbidden: 403,
+    problems.NotFound: 404,
+    problems.Conflict: 409,
+    problems.VersionMismatch: 412,
+    problems.Invalid: 422,
+    problems.Failed: 500,
+    problems.Unavailable: 503,
+}
+
+
+def status_of(problem: problems.Problem) -> int:
+    for cls in type(problem).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def problem_response(problem: problems.Problem, request: Request | None = None) -> JSONResponse:
+    status = status_of(problem)
     return JSONResponse(
-        problem.body(instance=request.url.path),
-        status_code=problem.status,
+        problem.body(status, instance=request.url.path if request is not None else None),
+        status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
+        headers={"Retry-After": "5"} if status == 503 else None,
     )
 
 
@@ -68,6 +91,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
+    app.openapi = lambda: complete_openapi(app)  # type: ignore[method-assign]
     _install_errors(app)
     _install_middleware(app, service)
 
@@ -82,10 +106,8 @@ def create_app(
         metrics.READY.labels(service).set(1 if ok else 0)
         if ok:
             return JSONResponse({"status": "ready", "checks": checks})
-        return JSONResponse(
-            Problem(503, "not-ready", "Not ready", "A dependency does not answer.", checks=checks).body(),
-            status_code=503,
-            media_type=PROBLEM_MEDIA_TYPE,
+        return problem_response(
+            problems.Unavailable("not-ready", "Not ready", "A dependency does not answer.", checks=checks)
         )
 
     @app.post("/api/v1/republish", tags=["operations"], dependencies=[Depends(admin)])
@@ -93,7 +115,7 @@ def create_app(
         """Publish the current state of every aggregate again (consumers skip what they hold)."""
         runtime = getattr(request.app.state, "runtime", None)
         if runtime is None:
-            raise Problem(404, "not-found", "Nothing to republish")
+            raise problems.NotFound("not-found", "Nothing to republish")
         return {"published": await runtime.republish()}
 
     @app.get("/metrics", include_in_schema=False)
@@ -104,8 +126,8 @@ def create_app(
 
 
 def _install_errors(app: FastAPI) -> None:
-    @app.exception_handler(Problem)
-    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+    @app.exception_handler(problems.Problem)
+    async def on_problem(request: Request, exc: problems.Problem) -> JSONResponse:
         return problem_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
@@ -120,18 +142,21 @@ def _install_errors(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return problem_response(Problem(422, "validation-error", "Invalid request", detail, errors=errors), request)
+        return problem_response(
+            problems.Invalid("validation-error", "Invalid request", detail, errors=errors), request
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem_response(Problem(exc.status_code, kind, str(exc.detail), None), request)
+        body = problems.Problem(kind, str(exc.detail)).body(exc.status_code, instance=request.url.path)
+        return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_MEDIA_TYPE)
 
     @app.exception_handler(StaleVersion)
     async def on_stale(request: Request, exc: StaleVersion) -> JSONResponse:
         if request.headers.get("if-match"):
             return problem_response(precondition_failed(exc.current, exc.expected), request)
-        return problem_response(Problem(409, "conflict", "Conflict", str(exc), current_version=exc.current), request)
+        return problem_response(problems.conflict(str(exc), current_version=exc.current), request)
 
     @app.exception_handler(ConnectionFailure)
     async def on_db_down(request: Request, exc: ConnectionFailure) -> JSONResponse:
@@ -146,7 +171,7 @@ def _install_errors(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return problem_response(
-            Problem(500, "internal-error", "Internal server error", "An unexpected error occurred."), request
+            problems.Failed("internal-error", "Internal server error", "An unexpected error occurred."), request
         )
 
 
@@ -194,7 +219,7 @@ def if_match(request: Request) -> int | None:
     try:
         return int(value)
     except ValueError as exc:
-        raise Problem(400, "invalid-if-match", "Invalid If-Match", 'If-Match must name a version, e.g. "3".') from exc
+        raise problems.bad_request("invalid-if-match", 'If-Match must name a version, e.g. "3".') from exc
 
 
 def set_etag(response: Response, version: int) -> None:
@@ -207,4 +232,149 @@ def parse_day(value: str | None, default: date) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError as exc:
-        raise Problem(400, "invalid-date", "Invalid date", f"{value!r} is not a date (YYYY-MM-DD).") from exc
+        raise problems.bad_request("invalid-date", f"{value!r} is not a date (YYYY-MM-DD).") from exc
+
+
+# ---------------------------------------------------------------------------- shared parameters
+
+
+async def _at_day(
+    request: Request,
+    at: Annotated[
+        str | None,
+        Query(description="The day to read (YYYY-MM-DD); default today.", json_schema_extra={"format": "date"}),
+    ] = None,
+) -> date:
+    return parse_day(at, request.app.state.runtime.clock.today())
+
+
+AtDay = Annotated[date, Depends(_at_day)]
+"""``?at=`` resolved to a day (today in the service's zone when absent; 400 ``invalid-date``)."""
+
+
+def _if_match_header(
+    value: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description='Apply only at this version (`"3"`); 412 otherwise. The ETag of a read.',
+        ),
+    ] = None,
+) -> int | None:
+    if value is None or value.strip() == "*":
+        return None
+    try:
+        return int(value.strip().removeprefix("W/").strip('"'))
+    except ValueError as exc:
+        raise problems.bad_request("invalid-if-match", 'If-Match must name a version, e.g. "3".') from exc
+
+
+IfMatch = Annotated[int | None, Depends(_if_match_header)]
+"""The version ``If-Match`` names, or None (no header, or ``*``)."""
+
+
+@dataclass(frozen=True)
+class Paging:
+    """One cursor page's request: the same sizes on every list of every service."""
+
+    limit: int
+    cursor: str | None
+
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def _paging(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> Paging:
+    return Paging(limit, cursor)
+
+
+PageQuery = Annotated[Paging, Depends(_paging)]
+
+
+# ---------------------------------------------------------------------------- OpenAPI
+
+
+class FieldError(BaseModel):
+    field: str
+    location: str
+    message: str
+    code: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details; ``type`` is ``urn:orgdir:problem:<kind>``, extra members may follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["urn:orgdir:problem:not-found"])
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = Field(None, description="Per field, for `validation-error`.")
+
+
+_WHY = {
+    400: "A parameter is not well-formed (date, cursor, If-Match, UUID).",
+    401: "No valid bearer token.",
+    403: "The token lacks the role this operation needs.",
+    404: "Not found.",
+    409: "The current state forbids the change, or it collided with a concurrent one.",
+    412: "If-Match names another version than the current one.",
+    422: "The request breaks a rule (`validation-error` lists the fields).",
+    503: "A dependency does not answer; retry after `Retry-After` seconds.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can answer more than the statuses documented for all."""
+    return {s: {"description": _WHY.get(s, "Problem."), "model": ProblemDetails} for s in statuses}
+
+
+def _statuses_of(method: str, op: dict[str, Any]) -> set[int]:
+    """The problems any operation of this shape can answer (routes add their own with
+    ``problem_responses``)."""
+    params = op.get("parameters", [])
+    out = {503}
+    if op.get("security"):
+        out |= {401, 403}
+    if params or "requestBody" in op:
+        out |= {400, 422}
+    if any(p.get("in") == "path" for p in params):
+        out.add(404)
+    if method in ("post", "put", "patch", "delete"):
+        out.add(409)
+    if any(p.get("in") == "header" and p.get("name", "").lower() == "if-match" for p in params):
+        out.add(412)
+    return out
+
+
+def complete_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus what ours does on every route: each problem status documented with
+    ``application/problem+json`` and the ``ProblemDetails`` schema (instead of FastAPI's 422 shape)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    problem_schema = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(problem_schema.pop("$defs", {}))
+    components["ProblemDetails"] = problem_schema
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    ref = {"$ref": "#/components/schemas/ProblemDetails"}
+    for item in schema.get("paths", {}).values():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = op.setdefault("responses", {})
+            for status in _statuses_of(method, op) | {int(s) for s in responses if s.isdigit() and int(s) >= 400}:
+                entry = responses.setdefault(str(status), {"description": _WHY.get(status, "Problem.")})
+                entry["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ref}}
+    app.openapi_schema = schema
+    return schema

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
@@ -20,12 +20,13 @@ from pymongo.errors import ConnectionFailure
 
 from orgdir import logs, store
 from orgdir.auth import Authenticator
-from orgdir.bus import Bus, Consumer, ReplicaQueue, Router, Signals, ViewFeed
+from orgdir.bus import Bus, Consumer, ReplicaQueue, Router, Routes, Signals, ViewFeed
 from orgdir.clock import Clock, SystemClock
 from orgdir.events import CloudEvent
 from orgdir.relay import OutboxRelay
 from orgdir.settings import Settings
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -122,6 +123,25 @@ class Runtime:
         c = Consumer(self.bus, name, router, self.seen if skip_stale else None, holder, on_takeover)
         self.consumers.append(c)
         return c
+
+    def consume(
+        self,
+        routes: Routes[T],
+        target: T,
+        *,
+        skip_stale: bool = True,
+        on_takeover: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Consumer:
+        """Run a module-level ``Routes`` declaration for ``target`` (its handlers' first argument).
+
+        A single-active declaration needs ``on_takeover``: the reload a replica
+        does before it handles the queue's first message.
+        """
+        if routes.service != self.settings.service_name:
+            raise ValueError(f"{routes.full_name} is not a queue of {self.settings.service_name}")
+        if routes.single_active != (on_takeover is not None):
+            raise ValueError(f"{routes.full_name}: on_takeover is needed exactly when the queue is single-active")
+        return self.consumer(routes.queue, routes.bind(target), skip_stale=skip_stale, on_takeover=on_takeover)
 
     def every(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
         """Run ``job`` periodically (schedulers); errors are logged, never fatal."""

@@ -28,6 +28,7 @@ from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 from orgdir import context, problems
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent, new_event
+from orgdir.schemas import History, history_of
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +345,13 @@ class Repository:
                     raise problems.precondition_failed(exc.current, if_match) from exc
         raise problems.conflict(f"{what} {uuid} is being changed concurrently; try again")
 
+    async def full_history(self, uuid: str, what: str) -> History:
+        """The aggregate's history in the one response shape every service serves."""
+        doc = await self.get_full(uuid)
+        if doc is None:
+            raise problems.not_found(what, uuid)
+        return history_of(doc)
+
     async def history(self, uuid: str) -> list[Doc]:
         doc = await self.col.find_one({"_id": uuid}, {"registrations": 1})
         if doc is None:
@@ -376,9 +384,7 @@ def decode_cursor(cursor: str) -> str:
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError) as exc:
-        raise problems.Problem(
-            400, "invalid-cursor", "Invalid cursor", "The cursor is not one this API gave out."
-        ) from exc
+        raise problems.bad_request("invalid-cursor", "The cursor is not one this API gave out.") from exc
 
 
 async def paginate(
