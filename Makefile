@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: install run up down status test test-fast lint typecheck check docs helm-check \
+.PHONY: install run up down status test test-fast lint typecheck check docs helm-check topology \
         bench bench-bus bench-orgunits bench-registry bench-access bench-notifier clean
 
 install:  ## uv + the workspace venv (.venv), RabbitMQ and mongo-java-server when missing
@@ -63,3 +63,6 @@ bench-notifier: install
 
 clean: down
 	rm -rf .run
+
+topology: install  ## regenerate shared/orgdir/queues.py from the services' consumers.QUEUES
+	@$(PY) -m orgdir_tools.topology

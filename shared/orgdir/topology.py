@@ -4,7 +4,8 @@ Events are routed only to queues that exist when they are published. Were
 each service to declare just its own queues, the first start of a fresh
 installation would send orgunits' seeded vocabulary to the unrouted queue
 before registry had declared its queue. Every service therefore declares the
-whole table at connect time; each consumer re-declares and binds its own
+whole table (``orgdir.queues``, generated from every service's
+``consumers.QUEUES``) at connect time; each consumer re-declares and binds its own
 queue as usual (same arguments, so it is idempotent). Vendors' consumers
 declare their own queues, and can catch up with ``POST /api/v1/republish``.
 """
@@ -16,18 +17,12 @@ import logging
 
 from aio_pika.abc import AbstractRobustConnection
 
+from orgdir.queues import CONSUMER_QUEUES, SINGLE_ACTIVE
 from orgdir.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CONSUMER_QUEUES: dict[str, list[str]] = {
-    "orgunits.registry": ["engagement.*"],
-    "registry.orgunits": ["orgunit.*", "class.*", "facet.*"],
-    "access-rights.org": ["orgunit.*", "engagement.*", "person.*", "class.*"],
-    "notifier.all": ["#"],
-}
-# Queues one replica handles at a time (must match the consumer's own declaration).
-SINGLE_ACTIVE = frozenset({"access-rights.org", "notifier.all"})
+__all__ = ["CONSUMER_QUEUES", "SINGLE_ACTIVE", "declare_all"]
 
 
 async def declare_all(connection: AbstractRobustConnection, settings: Settings) -> None:
