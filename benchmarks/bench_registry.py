@@ -169,7 +169,7 @@ async def wait_projection(http: httpx.AsyncClient, n_units: int, within: float =
         while True:
             r = await http.get(
                 "/api/v1/projection/orgunits",
-                params={"limit": 5000, **({"cursor": cursor} if cursor else {})},
+                params={"limit": 1000, **({"cursor": cursor} if cursor else {})},
             )
             body = r.json()
             count += len(body["items"])

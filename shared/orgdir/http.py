@@ -64,6 +64,10 @@ def status_of(problem: problems.Problem) -> int:
     return 500
 
 
+class Republished(BaseModel):
+    published: int
+
+
 def problem_response(problem: problems.Problem, request: Request | None = None) -> JSONResponse:
     status = status_of(problem)
     return JSONResponse(
@@ -110,13 +114,19 @@ def create_app(
             problems.Unavailable("not-ready", "Not ready", "A dependency does not answer.", checks=checks)
         )
 
-    @app.post("/api/v1/republish", tags=["operations"], dependencies=[Depends(admin)])
-    async def republish(request: Request) -> dict[str, int]:
+    @app.post(
+        "/api/v1/republish",
+        tags=["operations"],
+        dependencies=[Depends(admin)],
+        response_model=Republished,
+        responses=problem_responses(404),
+    )
+    async def republish(request: Request) -> Republished:
         """Publish the current state of every aggregate again (consumers skip what they hold)."""
         runtime = getattr(request.app.state, "runtime", None)
         if runtime is None:
             raise problems.NotFound("not-found", "Nothing to republish")
-        return {"published": await runtime.republish()}
+        return Republished(published=await runtime.republish())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

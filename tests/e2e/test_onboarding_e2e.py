@@ -140,7 +140,7 @@ async def test_hire_grants_role_provisions_scim_and_offboarding_deactivates(
                 assert seqs == sorted(seqs), (subject, aggregate, seqs)
 
         # Offboarding: the engagement ends today; the right goes, the account is disabled downstream.
-        await ok(registry.http.post(f"/api/v1/engagements/{job}/terminate", json={"from": today.isoformat()}))
+        await ok(registry.http.post(f"/api/v1/engagements/{job}/terminate", json={"to": today.isoformat()}))
         await eventually(lambda: delivered("access.revoked"))
 
         async def disabled() -> bool:

@@ -172,7 +172,7 @@ async def test_two_replicas_each_killed_once_end_in_the_single_replica_state(
                 "unit": skole_b, "validity": {"from": today.isoformat()}}))
         for person in leaving:
             await ok(reg.next().post(f"/api/v1/engagements/{jobs[person]}/terminate",
-                                     json={"from": today.isoformat()}))
+                                     json={"to": today.isoformat()}))
 
         for person in moved:
             await eventually(lambda person=person: _equal(rights(person, 0), rights(person, 1), [drev]), within=60)

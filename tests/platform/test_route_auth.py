@@ -11,7 +11,6 @@ before auth: FastAPI parses the body before it runs any dependency.)
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -67,11 +66,9 @@ def required_roles(dependant: Dependant | None) -> set[str]:
     """The roles named by the ``orgdir.auth.require`` dependencies anywhere in the dependency tree."""
     out: set[str] = set()
     for dep in dependant.dependencies if dependant is not None else []:
-        call = dep.call
-        if getattr(call, "__module__", None) == auth.__name__ and getattr(call, "__qualname__", "").startswith(
-            "require.<locals>."
-        ):
-            out.add(inspect.getclosurevars(call).nonlocals["role"])
+        role = auth.role_of(dep.call)
+        if role is not None:
+            out.add(role)
         out |= required_roles(dep)
     return out
 

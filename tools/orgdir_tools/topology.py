@@ -9,6 +9,7 @@ is generated here from the services' module-level ``Routes`` and committed;
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,12 @@ def render() -> str:
     ]
     routes = declared()
     for r in routes:
-        lines.append(f"    {r.full_name!r}: {r.patterns!r},")
+        lines.append(f"    {json.dumps(r.full_name)}: {json.dumps(r.patterns)},")
     lines.append("}")
     single = sorted(r.full_name for r in routes if r.single_active)
     lines.append("# Queues one replica handles at a time (RabbitMQ single-active consumer).")
-    lines.append(f"SINGLE_ACTIVE = frozenset({{{', '.join(repr(s) for s in single)}}})")
-    return "\n".join(lines).replace("'", '"') + "\n"
+    lines.append(f"SINGLE_ACTIVE = frozenset({{{', '.join(json.dumps(s) for s in single)}}})")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

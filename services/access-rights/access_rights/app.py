@@ -1,6 +1,6 @@
 """The access-rights app: ``uvicorn --factory access_rights.app:create_app``.
 
-Any number of replicas: see ``engine`` for how they share decisions and keep
+Any number of replicas: see ``service`` for how they share decisions and keep
 their read models current.
 """
 
@@ -13,7 +13,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from access_rights import api, consumers
-from access_rights.engine import AccessService
+from access_rights.service import AccessService
 from access_rights.settings import AccessRightsSettings
 from orgdir import metrics
 from orgdir.clock import Clock
@@ -41,7 +41,7 @@ def create_app(settings: AccessRightsSettings | None = None, clock: Clock | None
     runtime = Runtime(settings, clock)
     service = AccessService(runtime, settings, runtime.clock)  # declares indexes, view, section, loader
     # Single-active with takeover: one replica at a time applies org events.
-    org = runtime.consumer(consumers.CONSUMER, consumers.build_router(service), on_takeover=service.taken_over)
+    org = runtime.consume(consumers.routes, service, on_takeover=service.taken_over)
     runtime.every(settings.scheduler_interval_seconds, service.tick)
     observe_revocations(runtime)
 
@@ -59,5 +59,5 @@ def create_app(settings: AccessRightsSettings | None = None, clock: Clock | None
                 await service.drain()
 
     app = create_base_app(settings.service_name, title="Orgdir access rights", ready=runtime.ready, lifespan=lifespan)
-    app.include_router(api.build_router(service))
+    app.include_router(api.router)
     return app

@@ -1,20 +1,26 @@
-"""Access-rights rules as pure functions: catalogue validation, effective rights, diffs, usernames.
+"""Access-rights rules as pure functions: catalogue validation, the approval workflow's steps,
+effective rights, diffs, usernames.
 
-Everything here works on in-memory views (``OrgView`` of the unit tree and
-engagements learnt from events, ``CatalogueView`` of IT systems, roles, role
-groups and assignments) and returns new values; nothing touches a database or
-the clock, so the same inputs give the same rights whatever order events came in.
+Everything here works on the in-memory views of ``readmodel`` (``OrgView`` of
+the unit tree and engagements learnt from events, ``CatalogueView`` of IT
+systems, roles, role groups and assignments) and returns new values or raises
+``orgdir.problems`` errors; nothing touches a database or the clock, so the
+same inputs give the same rights whatever order events came in.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from access_rights.readmodel import CatalogueView, OrgView
 from orgdir import problems
+from orgdir.clock import start_of_day
 from orgdir.contracts.access import (
     AssignmentSlice,
     AssignmentState,
@@ -24,139 +30,13 @@ from orgdir.contracts.access import (
     RoleGroupState,
     RoleState,
 )
-from orgdir.contracts.orgunits import ClassState, OrgUnitSlice, OrgUnitState
-from orgdir.contracts.registry import EngagementState, PersonState
+from orgdir.contracts.registry import EngagementState
 from orgdir.text import spell_out
-from orgdir.tree import reachable
-from orgdir.validity import SliceBase, Validity, at, covered, periods
+from orgdir.validity import SliceBase, Validity, apply, at, covered, truncate
+
+S = TypeVar("S", bound=SliceBase)
 
 DAY = timedelta(days=1)
-
-
-# --------------------------------------------------------------------------- views
-
-
-@dataclass
-class OrgView:
-    """The organisation as learnt from orgunits and registry events, with any-time indexes."""
-
-    units: dict[str, list[OrgUnitSlice]] = field(default_factory=dict)
-    engagements: dict[str, EngagementState] = field(default_factory=dict)
-    persons: dict[str, PersonState] = field(default_factory=dict)
-    classes: dict[str, ClassState] = field(default_factory=dict)
-    children: dict[str, set[str]] = field(default_factory=dict)
-    eng_by_person: dict[str, set[str]] = field(default_factory=dict)
-    eng_by_unit: dict[str, set[str]] = field(default_factory=dict)
-    eng_by_job_function: dict[str, set[str]] = field(default_factory=dict)
-    seq: dict[str, int] = field(default_factory=dict)
-
-    def newer(self, subject: str, sequence: int) -> bool:
-        """True (and remembered) when ``sequence`` is newer than what memory holds."""
-        if self.seq.get(subject, 0) >= sequence:
-            return False
-        self.seq[subject] = sequence
-        return True
-
-    def put_unit(self, state: OrgUnitState) -> None:
-        for s in self.units.get(state.uuid, []):
-            if s.parent:
-                self.children.get(s.parent, set()).discard(state.uuid)
-        self.units[state.uuid] = list(state.timeline)
-        for s in state.timeline:
-            if s.parent:
-                self.children.setdefault(s.parent, set()).add(state.uuid)
-
-    def put_engagement(self, state: EngagementState) -> None:
-        old = self.engagements.get(state.uuid)
-        if old is not None:
-            self.eng_by_person.get(old.person, set()).discard(state.uuid)
-            for s in old.timeline:
-                self.eng_by_unit.get(s.unit, set()).discard(state.uuid)
-                self.eng_by_job_function.get(s.job_function, set()).discard(state.uuid)
-        self.engagements[state.uuid] = state
-        self.eng_by_person.setdefault(state.person, set()).add(state.uuid)
-        for s in state.timeline:
-            self.eng_by_unit.setdefault(s.unit, set()).add(state.uuid)
-            self.eng_by_job_function.setdefault(s.job_function, set()).add(state.uuid)
-
-    def ancestors_any_time(self, unit: str) -> set[str]:
-        """The unit and every unit that was ever above it (cycle-safe)."""
-        return reachable(unit, lambda u: (s.parent for s in self.units.get(u, []) if s.parent))
-
-    def descendants_any_time(self, unit: str) -> set[str]:
-        """The unit and every unit that was ever below it (cycle-safe)."""
-        return reachable(unit, lambda u: self.children.get(u, ()))
-
-    def chain_at(self, unit: str, day: date) -> list[str]:
-        """``[unit, parent, grandparent, …]`` as the tree stands on ``day``."""
-        chain = [unit]
-        current = unit
-        while True:
-            s = at(self.units.get(current, []), day)
-            if s is None or s.parent is None or s.parent in chain:
-                return chain
-            chain.append(s.parent)
-            current = s.parent
-
-    def members_any_time(self, units: Iterable[str]) -> set[str]:
-        out: set[str] = set()
-        for u in units:
-            for e in self.eng_by_unit.get(u, ()):
-                out.add(self.engagements[e].person)
-        return out
-
-    def engagement_periods(self, person: str) -> list[Validity]:
-        slices: list[SliceBase] = []
-        for e in self.eng_by_person.get(person, ()):
-            slices.extend(self.engagements[e].timeline)
-        return periods(slices)
-
-    def person_known(self, person: str) -> bool:
-        return person in self.persons or bool(self.eng_by_person.get(person))
-
-
-@dataclass
-class CatalogueView:
-    """IT systems, roles, role groups and assignments, with indexes by what they point at."""
-
-    it_systems: dict[str, ITSystemState] = field(default_factory=dict)
-    roles: dict[str, RoleState] = field(default_factory=dict)
-    role_groups: dict[str, RoleGroupState] = field(default_factory=dict)
-    assignments: dict[str, AssignmentState] = field(default_factory=dict)
-    by_person: dict[str, set[str]] = field(default_factory=dict)
-    by_unit: dict[str, set[str]] = field(default_factory=dict)
-    by_job_function: dict[str, set[str]] = field(default_factory=dict)
-
-    def put_assignment(self, state: AssignmentState) -> None:
-        old = self.assignments.get(state.uuid)
-        if old is not None:
-            for key, index in self._keys(old):
-                index.get(key, set()).discard(old.uuid)
-        self.assignments[state.uuid] = state
-        for key, index in self._keys(state):
-            index.setdefault(key, set()).add(state.uuid)
-
-    def _keys(self, a: AssignmentState) -> list[tuple[str, dict[str, set[str]]]]:
-        out: list[tuple[str, dict[str, set[str]]]] = []
-        for s in a.timeline:
-            if a.target == "person" and s.person:
-                out.append((s.person, self.by_person))
-            elif a.target == "unit" and s.unit:
-                out.append((s.unit, self.by_unit))
-            elif a.target == "job_function" and s.job_function:
-                out.append((s.job_function, self.by_job_function))
-        return out
-
-    def assignments_with_role(self, role: str) -> set[str]:
-        groups = {g.uuid for g in self.role_groups.values() if any(role in s.roles for s in g.timeline)}
-        return {
-            a.uuid
-            for a in self.assignments.values()
-            if any(s.role == role or (s.role_group in groups) for s in a.timeline)
-        }
-
-    def assignments_with_group(self, group: str) -> set[str]:
-        return {a.uuid for a in self.assignments.values() if any(s.role_group == group for s in a.timeline)}
 
 
 # --------------------------------------------------------------------------- catalogue rules
@@ -190,16 +70,23 @@ def check_username_rule(rule: str) -> None:
         )
 
 
-def check_role(slices: Sequence[Any], cat: CatalogueView) -> None:
-    for s in slices:
+def check_it_system(state: ITSystemState) -> None:
+    for s in state.timeline:
+        check_username_rule(s.username_rule)
+
+
+def check_role(state: RoleState, cat: CatalogueView) -> None:
+    if len({s.it_system for s in state.timeline}) > 1:
+        raise problems.rule("it-system-fixed", "A role belongs to one IT system for its whole life.")
+    for s in state.timeline:
         system = cat.it_systems.get(s.it_system)
         if system is None:
             raise unknown("it_system", s.it_system)
         require_covering("it_system", s.it_system, system.timeline, s.validity)
 
 
-def check_role_group(slices: Sequence[Any], cat: CatalogueView) -> None:
-    for s in slices:
+def check_role_group(state: RoleGroupState, cat: CatalogueView) -> None:
+    for s in state.timeline:
         dupes = sorted({r for r in s.roles if s.roles.count(r) > 1})
         if dupes:
             raise problems.rule("duplicate-role", f"A role group lists each role once; twice: {dupes}.", roles=dupes)
@@ -269,6 +156,80 @@ def is_sensitive(s: AssignmentSlice, cat: CatalogueView) -> bool:
     if group is not None:
         roles |= {r for g in group.timeline for r in g.roles}
     return any(t.sensitive for r in roles if r in cat.roles for t in cat.roles[r].timeline)
+
+
+def role_fields(timeline: Sequence[Any], prev: dict[str, Any]) -> dict[str, Any]:
+    """A role's state names its IT system (fixed for its life) beside the timeline."""
+    return {"it_system": timeline[-1].it_system if timeline else prev.get("it_system", "")}
+
+
+def assignment_fields(timeline: Sequence[AssignmentSlice], prev: dict[str, Any]) -> dict[str, Any]:
+    """An assignment's state beside the timeline: its kind of target and its workflow so far."""
+    return {
+        "target": assignment_target(timeline[0]) if timeline else prev.get("target", "person"),
+        "requested_by": prev.get("requested_by"),
+        "approved_by": prev.get("approved_by"),
+        "exclusions": prev.get("exclusions", []),
+    }
+
+
+def with_approval_status(
+    timeline: Sequence[AssignmentSlice], fields: dict[str, Any], cat: CatalogueView
+) -> list[AssignmentSlice]:
+    """Person assignments of sensitive roles wait for approval; the status spans all slices."""
+    sensitive = fields.get("target") == "person" and any(is_sensitive(s, cat) for s in timeline)
+    status = "active"
+    if sensitive:
+        status = "approved" if fields.get("approved_by") else "pending"
+    return [s.model_copy(update={"status": status}) for s in timeline]
+
+
+def approved(state: dict[str, Any], approver: str) -> dict[str, Any]:
+    """A pending assignment approved by someone other than its requester (the four-eyes rule)."""
+    if state.get("requested_by") == approver:
+        raise problems.Forbidden("self-approval", "Self-approval", "The requester cannot approve their own assignment.")
+    if not state["timeline"] or state["timeline"][0].get("status") != "pending":
+        raise problems.conflict("Only a pending assignment can be approved.", kind="not-pending")
+    timeline = [{**s, "status": "approved"} for s in state["timeline"]]
+    return {**state, "timeline": timeline, "approved_by": approver}
+
+
+def with_exclusion(state: dict[str, Any], person: str, reason: str, by: str, org: OrgView) -> list[dict[str, str]]:
+    """The exclusions of an inherited (unit or job-function) assignment with ``person`` excluded."""
+    if state["target"] == "person":
+        raise problems.rule("not-inherited", "Only unit and job-function assignments have exclusions.")
+    if not org.person_known(person):
+        raise unknown("person", person)
+    others = [x for x in state.get("exclusions", []) if x.get("person") != person]
+    return sorted([*others, {"person": person, "reason": reason, "by": by}], key=lambda x: x["person"])
+
+
+def without_exclusion(state: dict[str, Any], person: str) -> list[dict[str, str]]:
+    return [x for x in state.get("exclusions", []) if x.get("person") != person]
+
+
+def patched(timeline: Sequence[S], period: Validity, changes: dict[str, Any], what: str) -> list[S]:
+    """``changes`` applied within ``period``; the thing must exist in some of it."""
+    if not any(s.validity.overlaps(period) for s in timeline):
+        raise problems.rule("not-active", f"The {what} does not exist in that period.")
+    try:
+        return apply(timeline, period, changes)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise problems.Invalid("validation-error", "Invalid request", detail) from exc
+
+
+def terminated(timeline: Sequence[S], day: date, what: str) -> list[S]:
+    """Ended from ``day`` (the first day it no longer holds); something must be left."""
+    out = truncate(timeline, day)
+    if not out:
+        raise problems.rule("terminate-before-start", f"{day} is not after the {what}'s first day.")
+    return out
+
+
+def require_timeline(timeline: Sequence[SliceBase], what: str) -> None:
+    if not timeline:
+        raise problems.rule("empty-timeline", f"The {what} would have no validity left.")
 
 
 # --------------------------------------------------------------------------- effective rights
@@ -518,8 +479,6 @@ def stop_day(old: Right, new_periods: Sequence[Right], today: date) -> date:
 
 
 def effective_instant(stop: date, cause_time: datetime | None, timezone: str) -> datetime:
-    from orgdir.clock import start_of_day
-
     instant = start_of_day(stop, timezone)
     return max(instant, cause_time) if cause_time is not None else instant
 

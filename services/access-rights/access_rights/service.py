@@ -1,6 +1,10 @@
-"""Change propagation: from an input change to exactly the access and account events it causes.
+"""Use cases of access-rights, and change propagation: from an input change to exactly the access
+and account events it causes.
 
-Every input change (an org event, a catalogue write, a held batch released, a
+The API and the org consumer call ``AccessService``: catalogue writes (load →
+check the ``domain`` rules → write → propagate), the approval workflow,
+exclusions, held batches, and the reads of effective rights, accounts and
+batches. Every input change (an org event, a catalogue write, a held batch released, a
 day boundary) names the persons it can affect; those are recomputed with the
 pure ``domain`` functions, diffed against what was published for them
 (``person_rights``), and the differences are written through the outbox.
@@ -61,7 +65,7 @@ import asyncio
 import contextvars
 import logging
 import uuid as uuidlib
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -69,6 +73,20 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from access_rights import domain
+from access_rights.readmodel import CatalogueView, OrgView
+from access_rights.schemas import (
+    ExclusionIn,
+    HeldBatch,
+    HeldBatchDetail,
+    Holder,
+    Holders,
+    NamedRight,
+    PatchIn,
+    PersonRights,
+    SliceIn,
+    UnitRight,
+    UnitRights,
+)
 from access_rights.settings import AccessRightsSettings
 from access_rights.store import (
     INDEXES,
@@ -83,19 +101,26 @@ from orgdir import metrics, problems
 from orgdir.clock import Clock, start_of_day
 from orgdir.contracts.access import (
     AccessChange,
+    AccountState,
+    AssignmentSlice,
     AssignmentState,
+    ITSystemSlice,
     ITSystemState,
     Right,
+    RoleGroupSlice,
     RoleGroupState,
+    RoleSlice,
     RoleState,
 )
 from orgdir.contracts.orgunits import ClassState, OrgUnitState
 from orgdir.contracts.registry import EngagementState, PersonState
 from orgdir.events import CloudEvent, EventRejected, typed_data
-from orgdir.scheduler import EffectiveScheduler
+from orgdir.http import Page, Paging
+from orgdir.scheduler import EffectiveScheduler, next_transition_at
+from orgdir.schemas import History
 from orgdir.service import Runtime
-from orgdir.store import Change, Doc, SectionTicket, StaleVersion
-from orgdir.validity import Validity
+from orgdir.store import Change, Doc, SectionTicket, StaleVersion, decode_cursor, encode_cursor, paginate
+from orgdir.validity import SliceBase, Validity, put
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +149,32 @@ STEP_ASIDE_S = 0.1  # after a second of back-to-back entries, let a waiting repl
 STALE_ATTEMPTS = 3  # a person's write found memory stale: re-read and recompute that often
 
 
-def _put_org(org: domain.OrgView, sequence: int, state: BaseModel) -> bool:
-    """Newer-only by the producer's sequence."""
-    uid: str = state.uuid  # type: ignore[attr-defined]
-    if not org.newer(uid, sequence):
-        return False
-    if isinstance(state, OrgUnitState):
-        org.put_unit(state)
-    elif isinstance(state, EngagementState):
-        org.put_engagement(state)
-    elif isinstance(state, PersonState):
-        org.persons[state.uuid] = state
-    elif isinstance(state, ClassState):
-        org.classes[state.uuid] = state
-    return True
+@dataclass(frozen=True)
+class Kind:
+    """One catalogue resource: its collection, event prefix, models and the state beside its timeline."""
+
+    name: str
+    aggregate: str
+    what: str
+    slice_model: type[SliceBase]
+    state_model: type[BaseModel]
+    fields: Callable[[Sequence[Any], dict[str, Any]], dict[str, Any]]
+
+
+IT_SYSTEMS = Kind("it_systems", "it_system", "IT system", ITSystemSlice, ITSystemState, lambda t, p: {})
+ROLES = Kind("roles", "role", "role", RoleSlice, RoleState, domain.role_fields)
+ROLE_GROUPS = Kind("role_groups", "role_group", "role group", RoleGroupSlice, RoleGroupState, lambda t, p: {})
+ASSIGNMENTS = Kind(
+    "assignments", "assignment", "assignment", AssignmentSlice, AssignmentState, domain.assignment_fields
+)
+
+
+@dataclass
+class Written:
+    """A catalogue write's outcome: the document, and whether this write created it."""
+
+    doc: Doc
+    created: bool
 
 
 @dataclass
@@ -161,9 +198,9 @@ class AccessService:
         self.settings = settings
         self.clock = clock
         self.db = runtime.db
-        self.org = domain.OrgView()  # decisions: the org events consumed (the projections)
-        self.view_org = domain.OrgView()  # reads: also the org events not consumed yet (the view feed)
-        self.cat = domain.CatalogueView()
+        self.org = OrgView()  # decisions: the org events consumed (the projections)
+        self.view_org = OrgView()  # reads: also the org events not consumed yet (the view feed)
+        self.cat = CatalogueView()
         self.repos = {name: runtime.repository(name) for name in CATALOGUE_MODELS}
         # One write may publish several events (one per changed right): Repository.write_events.
         self.rights = runtime.repository("person_rights")
@@ -225,13 +262,13 @@ class AccessService:
         """The read model from the database, newer-only: the view feed's reload (outside the section)."""
         for collection in ORG_MODELS:
             for doc in await load_all(self.db, collection):
-                _put_org(self.view_org, int(doc["sequence"]), from_projection(ORG_MODELS[collection], doc))
+                self.view_org.put(int(doc["sequence"]), from_projection(ORG_MODELS[collection], doc))
         await self._reload_catalogue()
 
     async def _reload_catalogue(self) -> None:
         for name, model in CATALOGUE_MODELS.items():
             for doc in await load_all(self.db, name):
-                self.put_catalogue(name, from_repository(model, doc))
+                self.cat.put(from_repository(model, doc))
 
     async def refresh_one(self, collection: str, uid: str) -> None:
         """Re-read one document another replica wrote inside the section."""
@@ -242,7 +279,7 @@ class AccessService:
         elif collection in CATALOGUE_MODELS:
             doc = await self.repos[collection].get(uid)
             if doc is not None:
-                self.put_catalogue(collection, from_repository(CATALOGUE_MODELS[collection], doc))
+                self.cat.put(from_repository(CATALOGUE_MODELS[collection], doc))
         elif collection == "person_rights":
             await self._refresh_published(uid)
         elif collection == "accounts":
@@ -265,41 +302,17 @@ class AccessService:
             log.warning("view: event not understood", extra={"type": event.type, "error": str(exc)})
             return
         if kind in ORG_KINDS:  # the read model only: decisions take org events as consumed
-            _put_org(self.view_org, event.sequence, data)
+            self.view_org.put(event.sequence, data)
         elif kind in CATALOGUE_KINDS:
-            self.put_catalogue(CATALOGUE_KINDS[kind], data)
+            self.cat.put(data)
 
     def _put_org_doc(self, collection: str, doc: Doc) -> None:
         self._put_org(int(doc["sequence"]), from_projection(ORG_MODELS[collection], doc))
 
     def _put_org(self, sequence: int, state: BaseModel) -> None:
         """A consumed org state: into the decision model and the read model (each newer-only)."""
-        _put_org(self.org, sequence, state)
-        _put_org(self.view_org, sequence, state)
-
-    def _catalogue(self, name: str) -> dict[str, Any]:
-        views: dict[str, dict[str, Any]] = {
-            "it_systems": self.cat.it_systems,
-            "roles": self.cat.roles,
-            "role_groups": self.cat.role_groups,
-            "assignments": self.cat.assignments,
-        }
-        return views[name]
-
-    def put_catalogue(self, name: str, state: BaseModel) -> bool:
-        """Newer-only by version."""
-        old = self._catalogue(name).get(state.uuid)  # type: ignore[attr-defined]
-        if old is not None and old.version >= state.version:  # type: ignore[attr-defined]
-            return False
-        if isinstance(state, ITSystemState):
-            self.cat.it_systems[state.uuid] = state
-        elif isinstance(state, RoleState):
-            self.cat.roles[state.uuid] = state
-        elif isinstance(state, RoleGroupState):
-            self.cat.role_groups[state.uuid] = state
-        elif isinstance(state, AssignmentState):
-            self.cat.put_assignment(state)
-        return True
+        self.org.put(sequence, state)
+        self.view_org.put(sequence, state)
 
     @staticmethod
     def _published(doc: Doc) -> Published:
@@ -391,7 +404,7 @@ class AccessService:
                                 current.set_result(result)
             except Exception as exc:
                 if not entered:  # busy, or the catch-up failed: what waits fails (503 / retry)
-                    busy = isinstance(exc, problems.Problem) and exc.status == 503
+                    busy = isinstance(exc, problems.Unavailable)
                     jobs, self._jobs = self._jobs, []
                     for queued in jobs:
                         if busy and queued[3]:
@@ -467,8 +480,8 @@ class AccessService:
         """In the section, right after the write: memory at once (read-your-writes), then recompute."""
         ticket.wrote(name, doc["_id"])
         new = from_repository(CATALOGUE_MODELS[name], doc)
-        old: BaseModel | None = self._catalogue(name).get(doc["_id"])
-        self.put_catalogue(name, new)
+        old: BaseModel | None = self.cat.of(name).get(doc["_id"])
+        self.cat.put(new)
         affected = self.affected_by(name, old, new)
         await self.recompute(ticket, affected, Cause(self.clock.now(), f"{name} write"))
 
@@ -659,9 +672,7 @@ class AccessService:
         }
         try:
             doc = await self.accounts.insert(uid, Change(state, "account.requested"))
-        except problems.Problem as exc:  # the unique _id: created meanwhile
-            if exc.status != 409:
-                raise
+        except problems.Conflict:  # the unique _id: created meanwhile
             return await self.accounts.require(uid, "account")
         ticket.wrote(self.accounts.name, uid)
         return doc
@@ -724,14 +735,14 @@ class AccessService:
         if doc is None:
             raise problems.not_found("held batch", batch_id)
         if doc["status"] != "held":
-            raise problems.rule("batch-decided", f"The batch is already {doc['status']}.", status=409)
+            raise problems.conflict(f"The batch is already {doc['status']}.", kind="batch-decided")
         status = "released" if release else "cancelled"
         decided = await col.update_one(
             {"_id": batch_id, "status": "held"},
             {"$set": {"status": status, "decided_by": actor, "decided_at": self.clock.now()}},
         )
         if decided.matched_count != 1:
-            raise problems.rule("batch-decided", "The batch was decided meanwhile.", status=409)
+            raise problems.conflict("The batch was decided meanwhile.", kind="batch-decided")
         ticket.wrote("held_batches", batch_id)
         self._put_batch({**doc, "status": status})
         if release:
@@ -741,3 +752,231 @@ class AccessService:
         updated = await col.find_one({"_id": batch_id})
         assert updated is not None
         return updated
+
+    # ------------------------------------------------------------------ catalogue writes
+
+    def _check(self, state: BaseModel) -> None:
+        """The rules a catalogue state must keep; they read the read model (every event seen here)."""
+        if isinstance(state, ITSystemState):
+            domain.check_it_system(state)
+        elif isinstance(state, RoleState):
+            domain.check_role(state, self.cat)
+        elif isinstance(state, RoleGroupState):
+            domain.check_role_group(state, self.cat)
+        elif isinstance(state, AssignmentState):
+            domain.check_assignment(state, self.view_org, self.cat)
+
+    @staticmethod
+    def _timeline(kind: Kind, doc: Doc) -> list[Any]:
+        return [kind.slice_model.model_validate(s) for s in doc["state"]["timeline"]]
+
+    def _slice(self, kind: Kind, body: SliceIn) -> Any:
+        validity = body.validity.resolve(self.clock.today())
+        return kind.slice_model.model_validate({**body.fields(), "validity": validity})
+
+    async def _write(
+        self,
+        kind: Kind,
+        uid: str,
+        doc: Doc | None,
+        timeline: list[Any],
+        prev: dict[str, Any],
+        verb: str,
+        if_match: int | None = None,
+    ) -> Written:
+        """Validate the whole new state, write it if it differs, then propagate.
+
+        All inside the ``rights`` section (any replica, one at a time): the
+        rules read other aggregates from memory, which is current on entry,
+        and the recomputation follows the write before another one starts.
+        ``If-Match`` counts only when something changes (the same PUT twice is no change).
+        """
+        domain.require_timeline(timeline, kind.what)
+        repo = self.repos[kind.name]
+
+        async def decide_and_write(ticket: SectionTicket) -> Written:
+            fields = kind.fields(timeline, prev)
+            slices = domain.with_approval_status(timeline, fields, self.cat) if kind is ASSIGNMENTS else timeline
+            state = kind.state_model.model_validate(
+                {
+                    "uuid": uid,
+                    "version": (doc["version"] + 1) if doc else 1,
+                    "timeline": [dump(s) for s in slices],
+                    **fields,
+                }
+            )
+            self._check(state)
+            stored = {k: v for k, v in dump(state).items() if k not in ("uuid", "version")}
+            nta = next_transition_at(slices, self.clock.today(), self.settings.timezone)
+            if doc is None:
+                new = await repo.insert(uid, Change(stored, f"{kind.aggregate}.created", nta))
+            elif stored == doc["state"]:
+                return Written(doc, False)  # idempotent: nothing changed, no event
+            else:
+                if if_match is not None and if_match != doc["version"]:
+                    raise problems.precondition_failed(doc["version"], if_match)
+                new = await repo.update(uid, doc["version"], Change(stored, f"{kind.aggregate}.{verb}", nta))
+            await self.catalogue_written(ticket, kind.name, new)
+            return Written(new, doc is None)
+
+        return await self.in_section(decide_and_write)
+
+    async def create(self, kind: Kind, body: SliceIn, actor: str) -> Written:
+        """A new one with a UUID of ours."""
+        new = self._slice(kind, body)
+        prev = {"requested_by": actor} if kind is ASSIGNMENTS else {}
+        return await self._write(kind, str(uuidlib.uuid4()), None, [new], prev, "created")
+
+    async def put(self, kind: Kind, uid: str, body: SliceIn, actor: str, if_match: int | None) -> Written:
+        """Create with this UUID, or set the slice over its period; the same body twice changes nothing."""
+        new = self._slice(kind, body)
+        doc = await self.repos[kind.name].get(uid)
+        if doc is None:
+            prev = {"requested_by": actor} if kind is ASSIGNMENTS else {}
+            return await self._write(kind, uid, None, [new], prev, "created")
+        timeline = self._timeline(kind, doc)
+        if kind is ASSIGNMENTS:
+            new = new.model_copy(update={"status": timeline[0].status if timeline else "active"})
+        return await self._write(kind, uid, doc, put(timeline, new), doc["state"], "updated", if_match)
+
+    async def patch(self, kind: Kind, uid: str, body: PatchIn, if_match: int | None) -> Written:
+        """Change the named fields from ``validity.from`` (default today) to ``validity.to`` (or open)."""
+        doc = await self.repos[kind.name].require(uid, kind.what)
+        period = body.validity.resolve(self.clock.today())
+        timeline = domain.patched(self._timeline(kind, doc), period, body.changes(), kind.what)
+        return await self._write(kind, uid, doc, timeline, doc["state"], "updated", if_match)
+
+    async def terminate(self, kind: Kind, uid: str, to: date, if_match: int | None) -> Written:
+        """End from ``to``, the first day it no longer holds."""
+        doc = await self.repos[kind.name].require(uid, kind.what)
+        timeline = domain.terminated(self._timeline(kind, doc), to, kind.what)
+        return await self._write(kind, uid, doc, timeline, doc["state"], "terminated", if_match)
+
+    async def approve(self, uid: str, approver: str) -> Doc:
+        """The four-eyes step: a pending assignment approved by another than its requester, then propagated."""
+        repo = self.repos[ASSIGNMENTS.name]
+        doc = await repo.require(uid, ASSIGNMENTS.what)
+        change = Change(domain.approved(doc["state"], approver), "assignment.approved", doc.get("next_transition_at"))
+
+        async def approve_and_recompute(ticket: SectionTicket) -> Doc:
+            written = await repo.update(uid, doc["version"], change)
+            await self.catalogue_written(ticket, ASSIGNMENTS.name, written)
+            return written
+
+        return await self.in_section(approve_and_recompute)
+
+    async def exclude(self, uid: str, body: ExclusionIn, by: str, if_match: int | None) -> Written:
+        """Exempt a person from an inherited assignment (a leave, a conflict of interest)."""
+        doc = await self.repos[ASSIGNMENTS.name].require(uid, ASSIGNMENTS.what)
+        exclusions = domain.with_exclusion(doc["state"], body.person, body.reason, by, self.view_org)
+        timeline = self._timeline(ASSIGNMENTS, doc)
+        prev = {**doc["state"], "exclusions": exclusions}
+        return await self._write(ASSIGNMENTS, uid, doc, timeline, prev, "updated", if_match)
+
+    async def include(self, uid: str, person: str, if_match: int | None) -> Written:
+        """Undo an exclusion (none: no change)."""
+        doc = await self.repos[ASSIGNMENTS.name].require(uid, ASSIGNMENTS.what)
+        prev = {**doc["state"], "exclusions": domain.without_exclusion(doc["state"], person)}
+        timeline = self._timeline(ASSIGNMENTS, doc)
+        return await self._write(ASSIGNMENTS, uid, doc, timeline, prev, "updated", if_match)
+
+    # ------------------------------------------------------------------ catalogue reads
+
+    async def get(self, kind: Kind, uid: str) -> Doc:
+        return await self.repos[kind.name].require(uid, kind.what)
+
+    async def page(self, kind: Kind, filters: dict[str, str | None], paging: Paging) -> tuple[list[Doc], str | None]:
+        """A page of documents whose timeline has a slice with each given field value."""
+        query = {f"state.timeline.{key}": value for key, value in filters.items() if value}
+        return await self.repos[kind.name].page(query, limit=paging.limit, cursor=paging.cursor)
+
+    async def history(self, kind: Kind, uid: str) -> History:
+        return await self.repos[kind.name].full_history(uid, kind.what)
+
+    # ------------------------------------------------------------------ effective rights (the read model)
+
+    def _named(self, right: dict[str, Any]) -> dict[str, Any]:
+        role_name, system_name = self.cat.names(right["role"], right["it_system"])
+        return {**right, "role_name": role_name, "it_system_name": system_name}
+
+    async def person_rights(self, person: str, day: date, history: bool) -> PersonRights:
+        """The person's effective rights on ``day`` with reasons (``history``: every period)."""
+        if not await self.person_exists(person):
+            raise problems.not_found("person", person)
+        rights = self.visible_rights(person)
+        chosen = rights if history else list(domain.held_at(rights, day).values())
+        return PersonRights(
+            person=person, at=day, rights=[NamedRight.model_validate(self._named(dump(r))) for r in chosen]
+        )
+
+    async def holders(self, role: str, day: date, paging: Paging) -> Holders:
+        """Who holds the role on ``day``, by person id, a cursor page at a time."""
+        if role not in self.cat.roles:
+            raise problems.not_found("role", role)
+        candidates: set[str] = set()
+        for a in self.cat.assignments_with_role(role):
+            candidates |= domain.assignment_candidates(self.cat.assignments[a], self.view_org)
+        after = decode_cursor(paging.cursor) if paging.cursor else ""
+        items: list[Holder] = []
+        for person in sorted(p for p in candidates if p > after):
+            right = domain.held_at(self.visible_rights(person), day).get(role)
+            if right is not None:
+                items.append(Holder(person=person, validity=right.validity, reasons=right.reasons))
+                if len(items) > paging.limit:
+                    break
+        more = len(items) > paging.limit
+        items = items[: paging.limit]
+        return Holders(role=role, at=day, items=items, next_cursor=encode_cursor(items[-1].person) if more else None)
+
+    async def unit_rights(self, unit: str, day: date) -> UnitRights:
+        """What being a member of the unit confers on ``day``, and who its members are."""
+        org = self.view_org
+        if unit not in org.units:
+            raise problems.not_found("unit", unit)
+        return UnitRights(
+            unit=unit,
+            at=day,
+            ancestors=org.chain_at(unit, day)[1:],
+            rights=[UnitRight.model_validate(self._named(r)) for r in domain.unit_rights(unit, day, org, self.cat)],
+            members=org.members_at(unit, day),
+        )
+
+    # ------------------------------------------------------------------ accounts and held batches
+
+    async def account_page(self, filters: dict[str, str | None], paging: Paging) -> Page[AccountState]:
+        query = {f"state.{key}": value for key, value in filters.items() if value}
+        docs, nxt = await self.accounts.page(query, limit=paging.limit, cursor=paging.cursor)
+        return Page[AccountState](items=[_account(d) for d in docs], next_cursor=nxt)
+
+    async def account(self, uid: str) -> AccountState:
+        return _account(await self.accounts.require(uid, "account"))
+
+    def _batch(self, doc: Doc) -> dict[str, Any]:
+        out = {k: v for k, v in doc.items() if k != "_id"}
+        out["id"] = doc["_id"]
+        out["counts"] = [self._named(c) for c in doc.get("counts", [])]
+        return out
+
+    async def batch_page(self, status: str | None, paging: Paging) -> Page[HeldBatch]:
+        docs, nxt = await paginate(
+            self.db["held_batches"],
+            {"status": status} if status else {},
+            limit=paging.limit,
+            cursor=paging.cursor,
+            projection={"revocations": 0},
+        )
+        return Page[HeldBatch](items=[HeldBatch.model_validate(self._batch(d)) for d in docs], next_cursor=nxt)
+
+    async def batch(self, batch_id: str) -> HeldBatchDetail:
+        doc = await self.db["held_batches"].find_one({"_id": batch_id})
+        if doc is None:
+            raise problems.not_found("held batch", batch_id)
+        return HeldBatchDetail.model_validate(self._batch(doc))
+
+    async def decide_batch(self, batch_id: str, release: bool, actor: str) -> HeldBatch:
+        """Release (the revocations go out) or cancel (they never do) a held batch, once."""
+        return HeldBatch.model_validate(self._batch(await self.decide(batch_id, release, actor)))
+
+
+def _account(doc: Doc) -> AccountState:
+    return AccountState.model_validate({"uuid": doc["_id"], "version": doc["version"], **doc["state"]})

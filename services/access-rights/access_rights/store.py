@@ -3,7 +3,7 @@
 ``INDEXES`` is every index the service's queries and invariants need, declared
 once and created at every start (``Runtime.prepare``). Hot paths are by
 ``_id``; the unit tree, engagements and the catalogue live in memory (see
-``engine``) and are loaded from here.
+``readmodel`` and ``service``) and are loaded from here.
 """
 
 from __future__ import annotations

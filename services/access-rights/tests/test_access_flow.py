@@ -283,11 +283,28 @@ async def test_catalogue_crud_validity_history_and_idempotency(env: Any) -> None
     done = await env.ok("POST", "/api/v1/it-systems/sys-opus/terminate", json={"to": "2026-01-01"})
     assert done["timeline"][-1]["validity"]["to"] == "2026-01-01"
     history = await env.ok("GET", "/api/v1/it-systems/sys-opus/history")
-    assert [h["event_type"] for h in history["items"]] == [
+    assert history["uuid"] == "sys-opus" and history["version"] == 3
+    assert [h["event_type"] for h in history["registrations"]] == [
         "it_system.created",
         "it_system.updated",
         "it_system.terminated",
     ]
+    assert history["registrations"][0]["timeline"][0]["grace_days"] == 0
+    assert history["timeline"] == done["timeline"]
+    # The shared input shapes: a period that is not one, an unknown field, a missing thing.
+    r = await env.http.patch(
+        "/api/v1/it-systems/sys-opus", json={"validity": {"from": "2025-06-01", "to": "2025-05-01"}, "grace_days": 1}
+    )
+    assert r.status_code == 422 and r.json()["type"] == "urn:orgdir:problem:invalid-validity", r.text
+    r = await env.http.patch("/api/v1/it-systems/sys-opus", json={"colour": "blue"})
+    assert r.status_code == 422 and r.json()["type"] == "urn:orgdir:problem:validation-error", r.text
+    r = await env.http.post("/api/v1/it-systems/nope/terminate", json={"to": "2026-01-01"})
+    assert r.status_code == 404
+    r = await env.http.post("/api/v1/it-systems/sys-opus/terminate", json={"to": "2024-01-01"})
+    assert r.status_code == 422 and r.json()["type"] == "urn:orgdir:problem:terminate-before-start", r.text
+    # from defaults to today
+    made = await env.ok("POST", "/api/v1/it-systems", 201, json={"user_key": "NEW", "name": "New"})
+    assert made["timeline"][0]["validity"] == {"from": "2025-03-03", "to": None}
     page = await env.ok("GET", "/api/v1/it-systems", params={"limit": 1})
     assert len(page["items"]) == 1
     r = await env.http.get("/api/v1/it-systems", headers=WRITER | {"Authorization": "Bearer nope"})

@@ -216,7 +216,7 @@ async def test_mass_change_guard_counts_each_change_once_across_replicas(pair: A
     """Two removals of 6 (60 % of the threshold) through the two replicas at once, and one of 12.
 
     Each recomputation counts the revocations of its own cause, as with one
-    replica (see ``engine``): the two small ones go through, the big one is
+    replica (see ``service``): the two small ones go through, the big one is
     held whole, counted once, and every replica shows the batch.
     """
     await tree(pair.feed, U1, U2, U3)

@@ -1,6 +1,6 @@
 """Pure rules of the notifier: subscriptions, matching, signing, retry decisions.
 
-No I/O here: the API, the consumer and the delivery workers call these so the
+No I/O here: the use cases (``service``) and the delivery workers call these so the
 rules live in one place and are tested without servers.
 """
 
@@ -13,70 +13,24 @@ import hmac
 import random
 import re
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from notifier.schemas import SubscriptionIn, SubscriptionPatch
 from orgdir.bus import amqp_matches
 from orgdir.events import CATALOGUE
-from orgdir.problems import rule
+from orgdir.problems import bad_request, conflict, rule
+from orgdir.tree import UnitTree
 
-Kind = Literal["webhook", "scim"]
-Status = Literal["pending", "delivered", "failed", "superseded"]
 STATUSES: tuple[str, ...] = ("pending", "delivered", "failed", "superseded")
+FINAL: tuple[str, ...] = ("failed", "superseded", "delivered")  # what a replay may send again
 
 SCIM_DEFAULT_TYPES = ["account.*", "access.*", "person.*", "engagement.*", "manager.*", "role.*"]
 _PATTERN = re.compile(r"^([a-z_]+|\*|#)(\.([a-z_]+|\*|#))*$")
-
-
-class SubscriptionIn(BaseModel):
-    """A downstream target. ``secret`` and ``token`` are write-only: never returned."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Kind = "webhook"
-    name: str = Field(min_length=1, max_length=200)
-    url: str = Field(description="Webhook URL, or the SCIM service's base URL (…/v2).")
-    event_types: list[str] | None = Field(
-        None, description="Routing-key patterns (`person.*`, `access.granted`, `#`)."
-    )
-    unit: str | None = Field(None, description="Only events about this unit's subtree.")
-    secret: str | None = Field(None, description="whsec_<base64>; write-only.", repr=False)
-    token: str | None = Field(None, description="SCIM bearer token; write-only.", repr=False)
-    it_system: str | None = Field(
-        None, description="SCIM: only accounts and roles of this IT system."
-    )
-    active: bool = True
-    latest_state_only: bool = Field(
-        False, description="A newer state supersedes an undelivered older one."
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
-            raise ValueError("must be an absolute http(s) URL")
-        return v
-
-
-class SubscriptionPatch(BaseModel):
-    """Fields a PATCH may change; absent fields stay."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, min_length=1, max_length=200)
-    url: str | None = None
-    event_types: list[str] | None = None
-    unit: str | None = None
-    secret: str | None = Field(None, repr=False)
-    token: str | None = Field(None, repr=False)
-    it_system: str | None = None
-    active: bool | None = None
-    latest_state_only: bool | None = None
 
 
 CONFIG_FIELDS = (
@@ -177,6 +131,38 @@ def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# --- requests -----------------------------------------------------------------------------
+
+
+def parse_uuid(value: str) -> str:
+    """A subscription id as the API accepts it (any UUID spelling), in its canonical form."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise bad_request("invalid-uuid", f"{value!r} is not a UUID.") from exc
+
+
+def check_status(status: str) -> str:
+    if status not in STATUSES:
+        raise bad_request("invalid-status", f"status must be one of {', '.join(STATUSES)}.")
+    return status
+
+
+def check_replay_statuses(statuses: list[str]) -> list[str]:
+    bad = [s for s in statuses if s not in FINAL]
+    if bad:
+        raise bad_request("invalid-status", f"Only final deliveries can be replayed, not {bad}.")
+    return statuses
+
+
+def check_replayable(delivery: Mapping[str, Any], subscription_exists: bool) -> None:
+    """A single delivery may be sent again once it is final and its target still exists."""
+    if delivery["status"] == "pending":
+        raise conflict("This delivery is still pending; it will be sent.", kind="delivery-pending")
+    if not subscription_exists:
+        raise conflict("The delivery's subscription no longer exists.", kind="subscription-missing")
+
+
 # --- matching ----------------------------------------------------------------------------
 
 
@@ -200,25 +186,16 @@ class UnitNotYetKnown(Exception):
     """
 
 
-def in_subtree(units: Iterable[str], root: str, parents: Mapping[str, Iterable[str]]) -> bool:
+def in_subtree(units: Iterable[str], root: str, tree: UnitTree) -> bool:
     """True when any of ``units`` is ``root`` or below it (any parent the timeline ever had).
 
-    ``parents`` holds every known unit (a root with no parents); meeting a
-    unit outside it before ``root`` raises ``UnitNotYetKnown``.
+    Undecided while a unit met walking up is not in ``tree`` (and ``root``
+    was not met): raises ``UnitNotYetKnown``.
     """
-    seen: set[str] = set()
-    todo = list(units)
-    unknown: set[str] = set()
-    while todo:
-        u = todo.pop()
-        if u == root:
-            return True
-        if u in seen:
-            continue
-        seen.add(u)
-        if u not in parents:
-            unknown.add(u)
-        todo.extend(parents.get(u, ()))
+    units = list(units)
+    if any(root in tree.ancestors_any_time(u) for u in units):
+        return True
+    unknown = tree.unknown_above(units)
     if unknown:
         raise UnitNotYetKnown(f"units not yet known: {', '.join(sorted(unknown))}")
     return False

@@ -38,8 +38,9 @@ from scim2_models import (
 
 from notifier import domain
 from notifier.delivery import Pending
+from notifier.readmodel import Projections
 from notifier.settings import NotifierSettings
-from notifier.store import Doc, Projections, ScimIds
+from notifier.store import Doc, ScimIds
 from orgdir.clock import Clock
 
 ScimUser = User[EnterpriseUser]

@@ -1,14 +1,13 @@
-"""Notifier's own state: subscriptions, the delivery log, projections and SCIM id maps.
+"""Notifier's own collections: subscriptions, the delivery log, seen streams and SCIM id maps.
 
 Any number of replicas share these collections. Every write that two
 replicas could make at once is conditional (a subscription's ``version``, a
-delivery's lease, a projection's ``sequence``), so none rests on a
-process-local lock. ``INDEXES`` lists every index the queries below need.
+delivery's lease), so none rests on a process-local lock. ``INDEXES`` lists
+every index the queries below (and ``readmodel``'s) need.
 
-In memory: the projections and the seen-streams cache belong to the replica
-that handles ``notifier.all`` (a single-active queue; the replica that takes
-it over reloads them first); the subscriptions are in every replica's memory,
-kept current by notices to every replica (``Runtime.signals``).
+The seen-streams cache belongs to the replica that handles ``notifier.all``
+(a single-active queue; the replica that takes it over reloads it first).
+The projections of other services' aggregates are in ``readmodel``.
 """
 
 from __future__ import annotations
@@ -23,22 +22,12 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
-from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
+from pymongo.operations import InsertOne, UpdateOne
 
 from orgdir import problems
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.store import BulkWriter, Doc, Index, MongoSeenStore, index, paginate
-
-PROJECTED = {
-    "orgunit": "p_units",
-    "person": "p_persons",
-    "engagement": "p_engagements",
-    "manager": "p_managers",
-    "account": "p_accounts",
-    "access": "p_rights",
-    "role": "p_roles",
-}
 
 # Every index notifier's queries need, created by every replica at start.
 INDEXES: list[Index] = [
@@ -74,6 +63,9 @@ class Subscriptions:
 
     async def get(self, uuid: str) -> Doc | None:
         return await self.col.find_one({"_id": uuid})
+
+    async def page(self, *, limit: int, cursor: str | None) -> tuple[list[Doc], str | None]:
+        return await paginate(self.col, {}, limit=limit, cursor=cursor)
 
     async def require(self, uuid: str) -> Doc:
         doc = await self.get(uuid)
@@ -332,53 +324,6 @@ class Deliveries:
         return await paginate(self.col, query, limit=limit, cursor=cursor, projection={"event": 0})
 
 
-class ProjectionCache:
-    """Another service's aggregates, newest sequence wins; in memory, persisted by ``_id``.
-
-    The stored copy is written conditionally (only over an older one), so a
-    replica whose memory is behind can never make the database older; memory
-    only ever holds what the database held, so it never runs ahead of it.
-    """
-
-    def __init__(self, db: AsyncDatabase[Doc], collection: str) -> None:
-        self.col: AsyncCollection[Doc] = db[collection]
-        self.items: dict[str, Doc] = {}
-        self.writer = BulkWriter(self.col)
-
-    def _keep(self, doc: Doc) -> bool:
-        current = self.items.get(doc["_id"])
-        if current is not None and int(current["sequence"]) >= int(doc["sequence"]):
-            return False
-        self.items[doc["_id"]] = doc
-        return True
-
-    async def load(self) -> None:
-        """Everything stored; what memory holds is replaced only by newer copies."""
-        async for d in self.col.find({}):
-            self._keep(d)
-
-    def get(self, key: str) -> Doc | None:
-        return self.items.get(key)
-
-    async def apply(self, key: str, sequence: int, body: dict[str, Any]) -> bool:
-        current = self.items.get(key)
-        if current is not None and int(current["sequence"]) >= sequence:
-            return False
-        doc = {**body, "_id": key, "sequence": sequence}
-        try:
-            # Replaces only an older copy; no match inserts, which a newer copy turns into E11000.
-            await self.writer.write(
-                ReplaceOne({"_id": key, "sequence": {"$lt": sequence}}, doc, upsert=True)
-            )
-        except DuplicateKeyError:
-            stored = await self.col.find_one({"_id": key})
-            if stored is not None:
-                self._keep(stored)
-            return False
-        self._keep(doc)
-        return True
-
-
 class StreamSeen(MongoSeenStore):
     """The platform's seen-store, cached in memory, with a lock per stream.
 
@@ -435,74 +380,3 @@ class ScimIds:
 
     async def drop(self, sub: str, kind: str, key: str) -> None:
         await self.col.delete_one({"_id": f"{sub}:{kind}:{key}"})
-
-
-class Projections:
-    """Notifier-side copies of what the filters and the SCIM connector need."""
-
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
-        self.caches = {agg: ProjectionCache(db, col) for agg, col in PROJECTED.items()}
-        self.engagements_of: dict[str, set[str]] = {}
-        self.accounts_of: dict[str, set[str]] = {}
-        self.loaded_at: datetime | None = None  # when memory last caught up with the database
-
-    async def load(self) -> None:
-        started = _now()
-        for cache in self.caches.values():
-            await cache.load()
-        for uid, doc in self.caches["engagement"].items.items():
-            self.engagements_of.setdefault(str(doc.get("person")), set()).add(uid)
-        for uid, doc in self.caches["account"].items.items():
-            self.accounts_of.setdefault(str(doc.get("person")), set()).add(uid)
-        self.loaded_at = started
-
-    def __getitem__(self, aggregate: str) -> ProjectionCache:
-        return self.caches[aggregate]
-
-    async def apply(self, event: CloudEvent) -> None:
-        aggregate = event.type.split(".", 1)[0]
-        cache = self.caches.get(aggregate)
-        if cache is None:
-            return
-        body: dict[str, Any] = {"data": event.data, "type": event.type}
-        if aggregate in ("engagement", "account"):
-            body["person"] = event.data.get("person")
-        if await cache.apply(event.subject, event.sequence, body):
-            index = {"engagement": self.engagements_of, "account": self.accounts_of}.get(aggregate)
-            if index is not None:
-                index.setdefault(str(event.data.get("person")), set()).add(event.subject)
-
-    def parents(self) -> dict[str, set[str]]:
-        """Every parent a unit's timeline names (a move keeps the old tree reachable)."""
-        out: dict[str, set[str]] = {}
-        for uid, doc in self.caches["orgunit"].items.items():
-            out[uid] = {s["parent"] for s in doc["data"].get("timeline", []) if s.get("parent")}
-        return out
-
-    def units_of_person(self, person: str) -> set[str]:
-        units: set[str] = set()
-        for eid in self.engagements_of.get(person, ()):
-            doc = self.caches["engagement"].get(eid)
-            if doc:
-                units |= {s["unit"] for s in doc["data"].get("timeline", []) if s.get("unit")}
-        return units
-
-    def units_of(self, event: CloudEvent) -> set[str]:
-        """The units an event is about, for a subscription's subtree filter."""
-        aggregate = event.type.split(".", 1)[0]
-        data = event.data
-        if aggregate == "orgunit":
-            return {event.subject}
-        units = {
-            s["unit"] for s in data.get("timeline", []) if isinstance(s, dict) and s.get("unit")
-        }
-        if isinstance(data.get("unit"), str):
-            units.add(data["unit"])
-        if aggregate == "access":
-            units |= {r["unit"] for r in data.get("reasons", []) if r.get("unit")}
-        person = data.get("person") if isinstance(data.get("person"), str) else None
-        if aggregate == "person":
-            person = event.subject
-        if person:
-            units |= self.units_of_person(person)
-        return units

@@ -79,7 +79,25 @@ async def test_subscription_crud_and_rules(make_settings) -> None:
         assert (
             await http.post("/api/v1/subscriptions", json=body, headers=WRITER)
         ).status_code == 403
-        assert (await http.get("/api/v1/deliveries", params={"status": "nope"})).status_code == 400
+        # malformed parameters are 400s naming what is wrong; pages are 100 by default, at most 1000
+        for path, params, kind in [
+            ("/api/v1/deliveries", {"status": "nope"}, "invalid-status"),
+            ("/api/v1/deliveries", {"subscription": "nope"}, "invalid-uuid"),
+            ("/api/v1/subscriptions/nope", {}, "invalid-uuid"),
+            ("/api/v1/subscriptions", {"cursor": "_w"}, "invalid-cursor"),
+        ]:
+            r = await http.get(path, params=params)
+            assert r.status_code == 400 and r.json()["type"] == f"urn:orgdir:problem:{kind}", r.text
+        r = await http.post(
+            f"/api/v1/subscriptions/{sid}/replay", params={"since": "2020-01-01T00:00:00Z", "status": "pending"}
+        )
+        assert r.status_code == 400 and r.json()["type"] == "urn:orgdir:problem:invalid-status"
+        r = await http.post(f"/api/v1/subscriptions/{sid}/replay", params={"since": "2020-01-01T00:00:00Z"})
+        assert r.json() == {"subscription": sid, "replayed": 0}
+        assert (await http.get("/api/v1/deliveries", params={"limit": 1000})).status_code == 200
+        assert (await http.get("/api/v1/deliveries", params={"limit": 1001})).status_code == 422
+        got = (await http.get(f"/api/v1/subscriptions/{sid}")).json()
+        assert got["status"] == {"circuit": "closed", "consecutive_failures": 0, "in_flight": 0, "backlog": 0}
         assert (await http.delete(f"/api/v1/subscriptions/{sid}")).status_code == 204
         assert (await http.get(f"/api/v1/subscriptions/{sid}")).status_code == 404
 
@@ -92,3 +110,22 @@ async def test_demo_loads_idempotently(make_settings) -> None:
         await demo.load(app.http)
         items = (await app.http.get("/api/v1/subscriptions")).json()["items"]
         assert len(items) == 2 and all(i["version"] == 1 for i in items)
+
+
+async def test_openapi_documents_every_answer(make_settings) -> None:
+    async with RunningApp(create_app(make_settings())) as app:
+        doc = (await app.http.get("/api/v1/openapi.json")).json()
+        put = doc["paths"]["/api/v1/subscriptions/{sid}"]["put"]
+        assert {"200", "201", "400", "404", "409", "412", "422"} <= set(put["responses"])
+        assert any(p["name"] == "If-Match" for p in put["parameters"])
+        replay = doc["paths"]["/api/v1/deliveries/{did}/replay"]["post"]["responses"]
+        assert "202" in replay and "409" in replay
+        for path, item in doc["paths"].items():
+            if not path.startswith(("/api/v1/subscriptions", "/api/v1/deliveries")):
+                continue  # the shared operations are orgdir's
+            for method, op in item.items():
+                ok = [s for s in op["responses"] if s.startswith("2")]
+                assert ok, (method, path)
+                for s in ok:
+                    if s != "204":
+                        assert "$ref" in str(op["responses"][s]["content"]), (method, path, s)

@@ -19,7 +19,7 @@ from typing import Any
 import aio_pika
 
 from notifier.app import create_app
-from notifier.consumers import Core
+from notifier.service import Notifier
 from orgdir_tools.testkit import RunningApp, eventually
 
 
@@ -31,8 +31,8 @@ def uid() -> str:
     return str(uuid.uuid4())
 
 
-def core(app: RunningApp) -> Core:
-    c: Core = app.app.state.core
+def core(app: RunningApp) -> Notifier:
+    c: Notifier = app.app.state.notifier
     return c
 
 

@@ -1,50 +1,67 @@
 """HTTP API under /api/v1: facets, classes, units and the tree.
 
-Reads come from the in-memory cache (see ``store``); writes go through
-``OrgUnits`` which checks the rules in ``domain`` and stores with the version
-guard. ``?at=YYYY-MM-DD`` defaults to today in Europe/Copenhagen.
+Reads come from the in-memory read model (``readmodel``); writes go through
+``OrgUnits``, which checks the rules in ``domain`` and stores with the
+version guard. ``?at=YYYY-MM-DD`` defaults to today in Europe/Copenhagen.
 """
 
 from __future__ import annotations
 
 import uuid as uuidlib
-from datetime import date
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 
-from orgdir import auth, problems
-from orgdir.contracts.orgunits import ClassState, FacetState
-from orgdir.http import if_match, parse_day, set_etag
-from orgdir.text import fold
-from orgdir.validity import at as slice_at
-from orgunits import domain
+from orgdir import auth
+from orgdir.http import AtDay, IfMatch, PageQuery, problem_responses, set_etag
+from orgunits.schemas import (
+    ClassOut,
+    ClassPatch,
+    ClassState,
+    ClassWrite,
+    FacetOut,
+    FacetPatch,
+    FacetState,
+    FacetWrite,
+    History,
+    MoveIn,
+    OrgUnitState,
+    Page,
+    TerminateIn,
+    Tree,
+    TreeNode,
+    UnitOut,
+    UnitPatch,
+    UnitWrite,
+)
 from orgunits.service import OrgUnits
-from orgunits.store import dump_state, page, slice_view, unit_state
 
 router = APIRouter(prefix="/api/v1")
 
-LIMIT = Query(100, ge=1, le=1000, description="Page size.")
-CURSOR = Query(None, description="next_cursor of the previous page.")
-AT = Query(None, description="YYYY-MM-DD; default today (Europe/Copenhagen).")
 
-
-def svc(request: Request) -> OrgUnits:
-    service: OrgUnits = request.app.state.orgunits
-    return service
+def service(request: Request) -> OrgUnits:
+    svc: OrgUnits = request.app.state.orgunits
+    return svc
 
 
 async def fresh(request: Request) -> OrgUnits:
     """The service, after re-reading anything this process's schedulers wrote."""
-    s = svc(request)
-    if s.dirty:
-        await s.fresh()
-    return s
+    svc = service(request)
+    if svc.dirty:
+        await svc.fresh()
+    return svc
+
+
+Svc = Annotated[OrgUnits, Depends(service)]  # writes catch up inside the tree section
+Fresh = Annotated[OrgUnits, Depends(fresh)]  # reads
+Reader = Annotated[auth.Principal, Depends(auth.read)]
+Writer = Annotated[auth.Principal, Depends(auth.write)]
+Admin = Annotated[auth.Principal, Depends(auth.admin)]
 
 
 def _written(doc: dict[str, Any], created: bool, response: Response) -> dict[str, Any]:
+    """A write's answer: the aggregate's full state (as in its event), 201 when it was created."""
     response.status_code = 201 if created else 200
     set_etag(response, doc["version"])
     return {"uuid": doc["_id"], "version": doc["version"], **doc["state"]}
@@ -53,392 +70,191 @@ def _written(doc: dict[str, Any], created: bool, response: Response) -> dict[str
 # ---------------------------------------------------------------------------- facets
 
 
-def _facet_out(f: FacetState) -> dict[str, Any]:
-    return dump_state(f) | {
-        "user_key": f.timeline[-1].user_key,
-        "description": f.timeline[-1].description,
-    }
+@router.get("/facets", tags=["vocabulary"], response_model=Page[FacetOut])
+async def list_facets(_: Reader, s: Fresh, paging: PageQuery) -> Page[FacetOut]:
+    return s.vocab.facets_page(paging)
 
 
-@router.get("/facets", tags=["vocabulary"])
-async def list_facets(
-    limit: int = LIMIT,
-    cursor: str | None = CURSOR,
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
-) -> dict[str, Any]:
-    rows = [((f.timeline[-1].user_key, f.uuid), _facet_out(f)) for f in s.vocab.facets.values()]
-    return page(rows, limit=limit, cursor=cursor)
-
-
-@router.get("/facets/{ref}", tags=["vocabulary"])
-async def get_facet(
-    ref: str,
-    response: Response,
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
-) -> dict[str, Any]:
+@router.get("/facets/{ref}", tags=["vocabulary"], response_model=FacetOut)
+async def get_facet(_: Reader, ref: str, response: Response, s: Fresh) -> FacetOut:
+    """A facet by UUID or user_key."""
     f = s.vocab.facet(ref)
     set_etag(response, f.version)
-    return _facet_out(f)
+    return s.vocab.facet_out(f)
 
 
-@router.post("/facets", status_code=201, tags=["vocabulary"])
-async def create_facet(
-    body: domain.FacetWrite,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.admin),
-) -> dict[str, Any]:
-    doc, created = await s.write_facet(
-        str(uuidlib.uuid4()), body.user_key, body.description, None, False
-    )
+@router.post("/facets", status_code=201, tags=["vocabulary"], response_model=FacetState)
+async def create_facet(_: Admin, body: FacetWrite, response: Response, s: Svc) -> dict[str, Any]:
+    doc, created = await s.write_facet(str(uuidlib.uuid4()), body.user_key, body.description, None, False)
     return _written(doc, created, response)
 
 
-@router.put("/facets/{uid}", tags=["vocabulary"])
+@router.put("/facets/{uid}", tags=["vocabulary"], response_model=FacetState, responses={201: {"model": FacetState}})
 async def put_facet(
-    uid: UUID,
-    body: domain.FacetWrite,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.admin),
+    _: Admin, uid: UUID, body: FacetWrite, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
-    doc, created = await s.write_facet(
-        str(uid), body.user_key, body.description, if_match(request), False
-    )
+    doc, created = await s.write_facet(str(uid), body.user_key, body.description, version, False)
     return _written(doc, created, response)
 
 
-@router.patch("/facets/{uid}", tags=["vocabulary"])
+@router.patch("/facets/{uid}", tags=["vocabulary"], response_model=FacetState)
 async def patch_facet(
-    uid: UUID,
-    body: domain.FacetPatch,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.admin),
+    _: Admin, uid: UUID, body: FacetPatch, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     """Only the description can change: classes refer to a facet by its user_key."""
-    current = s.vocab.facet(str(uid))
-    key = current.timeline[-1].user_key
-    doc, _created = await s.write_facet(str(uid), key, body.description, if_match(request), True)
+    doc = await s.patch_facet(str(uid), body.description, version)
     return _written(doc, False, response)
 
 
 # ---------------------------------------------------------------------------- classes
 
 
-def _class_out(c: ClassState, day: date) -> dict[str, Any]:
-    current = slice_at(c.timeline, day) or (c.timeline[-1] if c.timeline else None)
-    flat = current.model_dump(mode="json", by_alias=True) if current else {}
-    return dump_state(c) | flat | {"active": slice_at(c.timeline, day) is not None}
-
-
-@router.get("/classes", tags=["vocabulary"])
+@router.get("/classes", tags=["vocabulary"], response_model=Page[ClassOut], responses=problem_responses(404))
 async def list_classes(
-    request: Request,
-    facet: str | None = Query(None, description="Facet user_key or UUID."),
-    at: str | None = AT,
-    all: bool = Query(False, description="Include classes not active on the day."),
-    limit: int = LIMIT,
-    cursor: str | None = CURSOR,
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
-) -> dict[str, Any]:
-    day = parse_day(at, s.today())
-    classes: list[ClassState] = list(s.vocab.classes.values())
-    if facet is not None:
-        key = s.vocab.facet(facet).timeline[0].user_key
-        classes = [c for c in classes if c.facet == key]
-    rows = [
-        (
-            (c.facet, (slice_at(c.timeline, day) or c.timeline[-1]).user_key, c.uuid),
-            _class_out(c, day),
-        )
-        for c in classes
-        if c.timeline and (all or slice_at(c.timeline, day) is not None)
-    ]
-    return page(rows, limit=limit, cursor=cursor)
+    _: Reader,
+    s: Fresh,
+    day: AtDay,
+    paging: PageQuery,
+    facet: Annotated[str | None, Query(description="Facet user_key or UUID (404 when unknown).")] = None,
+    all: Annotated[bool, Query(description="Include classes not active on the day.")] = False,
+) -> Page[ClassOut]:
+    return s.vocab.classes_page(day, facet, all, paging)
 
 
-@router.get("/classes/{uid}", tags=["vocabulary"])
-async def get_class(
-    uid: UUID,
-    response: Response,
-    at: str | None = AT,
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
-) -> dict[str, Any]:
-    c = s.vocab.classes.get(str(uid))
-    if c is None:
-        raise problems.not_found("class", uid)
-    set_etag(response, c.version)
-    return _class_out(c, parse_day(at, s.today()))
+@router.get("/classes/{uid}", tags=["vocabulary"], response_model=ClassOut)
+async def get_class(_: Reader, uid: UUID, response: Response, day: AtDay, s: Fresh) -> ClassOut:
+    out = s.vocab.class_at(str(uid), day)
+    set_etag(response, out.version)
+    return out
 
 
-@router.post("/classes", status_code=201, tags=["vocabulary"])
-async def create_class(
-    body: domain.ClassWrite,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.admin),
-) -> dict[str, Any]:
+@router.post("/classes", status_code=201, tags=["vocabulary"], response_model=ClassState)
+async def create_class(_: Admin, body: ClassWrite, response: Response, s: Svc) -> dict[str, Any]:
     doc, created = await s.put_class(str(uuidlib.uuid4()), body, None)
     return _written(doc, created, response)
 
 
-@router.put("/classes/{uid}", tags=["vocabulary"])
+@router.put("/classes/{uid}", tags=["vocabulary"], response_model=ClassState, responses={201: {"model": ClassState}})
 async def put_class(
-    uid: UUID,
-    body: domain.ClassWrite,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.admin),
+    _: Admin, uid: UUID, body: ClassWrite, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
-    doc, created = await s.put_class(str(uid), body, if_match(request))
+    doc, created = await s.put_class(str(uid), body, version)
     return _written(doc, created, response)
 
 
-@router.patch("/classes/{uid}", tags=["vocabulary"])
+@router.patch("/classes/{uid}", tags=["vocabulary"], response_model=ClassState)
 async def patch_class(
-    uid: UUID,
-    body: domain.ClassPatch,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.admin),
+    _: Admin, uid: UUID, body: ClassPatch, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
-    return _written(await s.patch_class(str(uid), body, if_match(request)), False, response)
+    return _written(await s.patch_class(str(uid), body, version), False, response)
 
 
-@router.post("/classes/{uid}/terminate", tags=["vocabulary"])
+@router.post("/classes/{uid}/terminate", tags=["vocabulary"], response_model=ClassState)
 async def terminate_class(
-    uid: UUID,
-    body: domain.TerminateIn,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.admin),
+    _: Admin, uid: UUID, body: TerminateIn, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
-    return _written(await s.terminate_class(str(uid), body, if_match(request)), False, response)
+    """End the class: ``to`` is the first day it no longer holds (default today)."""
+    return _written(await s.terminate_class(str(uid), body, version), False, response)
 
 
 # ---------------------------------------------------------------------------- units: reads
 
 
-def _unit_at(s: OrgUnits, uid: str, day: date) -> dict[str, Any]:
-    state = s.cache.get(uid)
-    if state is None:
-        raise problems.not_found("organisation unit", uid)
-    current = slice_at(state.timeline, day)
-    if current is None:
-        raise problems.Problem(
-            404,
-            "not-active",
-            "Unit not active on that day",
-            f"Unit {uid} does not exist on {day}.",
-            periods=[sl.validity.dump() for sl in state.timeline],
-        )
-    return slice_view(uid, state.version, current)
-
-
-@router.get("/orgunits", tags=["orgunits"])
+@router.get("/orgunits", tags=["orgunits"], response_model=Page[UnitOut])
 async def list_units(
-    q: str | None = Query(
-        None,
-        description="Part of a name or user_key; insensitive to case, accents and æ/ae, ø/oe/o, å/aa"
-        " (orgdir.text.fold).",
-    ),
-    parent: UUID | None = Query(None, description="Only the children of this unit."),
-    roots: bool = Query(False, description="Only root units."),
-    at: str | None = AT,
-    limit: int = LIMIT,
-    cursor: str | None = CURSOR,
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
-) -> dict[str, Any]:
-    day = parse_day(at, s.today())
-    view = s.cache.view(day)
-    index = view.search_index()
-    needle = fold(q) if q else None
-    wanted: set[str] | None = None
-    if parent is not None:
-        wanted = set(view.kids.get(str(parent), []))
-    elif roots:
-        wanted = set(view.kids.get(None, []))
-    rows = [
-        (key, uid)
-        for key, uid, text in index
-        if (needle is None or needle in text) and (wanted is None or uid in wanted)
-    ]
-    out = page(rows, limit=limit, cursor=cursor, presorted=True)
-    out["items"] = [
-        slice_view(uid, s.cache.units[uid].version, view.slices[uid]) for uid in out["items"]
-    ]
+    _: Reader,
+    s: Fresh,
+    day: AtDay,
+    paging: PageQuery,
+    q: Annotated[
+        str | None,
+        Query(
+            description="Part of a name or user_key; insensitive to case, accents and æ/ae, ø/oe/o, å/aa"
+            " (orgdir.text.fold)."
+        ),
+    ] = None,
+    parent: Annotated[UUID | None, Query(description="Only the children of this unit.")] = None,
+    roots: Annotated[bool, Query(description="Only root units.")] = False,
+) -> Page[UnitOut]:
+    """Units active on the day, by name."""
+    return s.cache.search(day, q, str(parent) if parent else None, roots, paging)
+
+
+@router.get("/tree", tags=["orgunits"], response_model=Tree)
+async def tree(_: Reader, s: Fresh, day: AtDay) -> Response:
+    """Every unit active on the day, nested under its parent, in one response (pre-rendered per day)."""
+    return Response(s.cache.tree_json(day), media_type="application/json")
+
+
+@router.get("/orgunits/{uid}", tags=["orgunits"], response_model=UnitOut)
+async def get_unit(_: Reader, uid: UUID, response: Response, day: AtDay, s: Fresh) -> UnitOut:
+    """The unit as of the day: 404 ``not-active`` (with its periods) on a day it does not exist."""
+    out = s.cache.unit_at(str(uid), day)
+    set_etag(response, out.version)
     return out
 
 
-@router.get("/tree", tags=["orgunits"])
-async def tree(
-    at: str | None = AT, s: OrgUnits = Depends(fresh), _: auth.Principal = Depends(auth.read)
-) -> Response:
-    """Every unit active on the day, nested under its parent, in one response."""
-    return Response(
-        s.cache.view(parse_day(at, s.today())).tree_json(), media_type="application/json"
-    )
-
-
-@router.get("/orgunits/{uid}", tags=["orgunits"])
-async def get_unit(
-    uid: UUID,
-    response: Response,
-    at: str | None = AT,
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
-) -> dict[str, Any]:
-    out = _unit_at(s, str(uid), parse_day(at, s.today()))
-    set_etag(response, out["version"])
-    return out
-
-
-@router.get("/orgunits/{uid}/history", tags=["orgunits"])
-async def unit_history(
-    uid: UUID, s: OrgUnits = Depends(fresh), _: auth.Principal = Depends(auth.read)
-) -> dict[str, Any]:
+@router.get("/orgunits/{uid}/history", tags=["orgunits"], response_model=History)
+async def unit_history(_: Reader, uid: UUID, s: Fresh) -> History:
     """Every slice of the unit's life, and every registration: when, by whom, what it said."""
-    doc = await s.units_repo.get_full(str(uid))
-    if doc is None:
-        raise problems.not_found("organisation unit", uid)
-    state = unit_state(doc)
-    return {
-        "uuid": state.uuid,
-        "version": state.version,
-        "timeline": dump_state(state)["timeline"],
-        "registrations": [
-            {
-                "version": r["version"],
-                "registered_at": r["registered_at"].isoformat(),
-                "registered_by": r["registered_by"],
-                "event_type": r["event_type"],
-                "note": r.get("note"),
-                "timeline": r["state"]["timeline"],
-            }
-            for r in doc.get("registrations", [])
-        ],
-    }
+    return await s.unit_history(str(uid))
 
 
-@router.get("/orgunits/{uid}/children", tags=["orgunits"])
-async def children(
-    uid: UUID,
-    at: str | None = AT,
-    limit: int = LIMIT,
-    cursor: str | None = CURSOR,
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
-) -> dict[str, Any]:
-    day = parse_day(at, s.today())
-    _unit_at(s, str(uid), day)
-    view = s.cache.view(day)
-    rows = [(view.sort_keys[k], k) for k in view.kids.get(str(uid), [])]
-    out = page(rows, limit=limit, cursor=cursor, presorted=True)
-    out["items"] = [slice_view(k, s.cache.units[k].version, view.slices[k]) for k in out["items"]]
-    return out
+@router.get("/orgunits/{uid}/children", tags=["orgunits"], response_model=Page[UnitOut])
+async def children(_: Reader, uid: UUID, day: AtDay, paging: PageQuery, s: Fresh) -> Page[UnitOut]:
+    return s.cache.children(str(uid), day, paging)
 
 
-@router.get("/orgunits/{uid}/subtree", tags=["orgunits"])
+@router.get("/orgunits/{uid}/subtree", tags=["orgunits"], response_model=TreeNode, response_model_exclude_unset=True)
 async def subtree(
+    _: Reader,
     uid: UUID,
-    at: str | None = AT,
-    depth: int | None = Query(
-        None, ge=0, le=100, description="Levels below the unit; default all."
-    ),
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
-) -> JSONResponse:
-    day = parse_day(at, s.today())
-    _unit_at(s, str(uid), day)
-    return JSONResponse(s.cache.view(day).node(str(uid), depth))
-
-
-@router.get("/orgunits/{uid}/ancestors", tags=["orgunits"])
-async def ancestors(
-    uid: UUID,
-    at: str | None = AT,
-    s: OrgUnits = Depends(fresh),
-    _: auth.Principal = Depends(auth.read),
+    day: AtDay,
+    s: Fresh,
+    depth: Annotated[int | None, Query(ge=0, le=100, description="Levels below the unit; default all.")] = None,
 ) -> dict[str, Any]:
-    """The path from the unit's parent up to its root."""
-    day = parse_day(at, s.today())
-    _unit_at(s, str(uid), day)
-    view = s.cache.view(day)
-    items = [
-        slice_view(a, s.cache.units[a].version, view.slices[a]) for a in view.ancestors(str(uid))
-    ]
-    return {"items": items, "next_cursor": None}
+    """The unit and the units below it; ``children`` is absent below ``depth``."""
+    return s.cache.subtree(str(uid), day, depth)
+
+
+@router.get("/orgunits/{uid}/ancestors", tags=["orgunits"], response_model=Page[UnitOut])
+async def ancestors(_: Reader, uid: UUID, day: AtDay, s: Fresh) -> Page[UnitOut]:
+    """The path from the unit's parent up to its root, in one page."""
+    return s.cache.ancestors(str(uid), day)
 
 
 # ---------------------------------------------------------------------------- units: writes
 
 
-@router.post("/orgunits", status_code=201, tags=["orgunits"])
-async def create_unit(
-    body: domain.UnitWrite,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.write),
-) -> dict[str, Any]:
+@router.post("/orgunits", status_code=201, tags=["orgunits"], response_model=OrgUnitState)
+async def create_unit(_: Writer, body: UnitWrite, response: Response, s: Svc) -> dict[str, Any]:
     return _written(await s.create_unit(body), True, response)
 
 
-@router.put("/orgunits/{uid}", tags=["orgunits"])
+@router.put("/orgunits/{uid}", tags=["orgunits"], response_model=OrgUnitState, responses={201: {"model": OrgUnitState}})
 async def put_unit(
-    uid: UUID,
-    body: domain.UnitWrite,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.write),
+    _: Writer, uid: UUID, body: UnitWrite, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     """Create or replace from ``validity.from``: the same body twice stores nothing new."""
-    doc, created = await s.put_unit(str(uid), body, if_match(request))
+    doc, created = await s.put_unit(str(uid), body, version)
     return _written(doc, created, response)
 
 
-@router.patch("/orgunits/{uid}", tags=["orgunits"])
+@router.patch("/orgunits/{uid}", tags=["orgunits"], response_model=OrgUnitState)
 async def patch_unit(
-    uid: UUID,
-    body: domain.UnitPatch,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.write),
+    _: Writer, uid: UUID, body: UnitPatch, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
-    return _written(await s.patch_unit(str(uid), body, if_match(request)), False, response)
+    return _written(await s.patch_unit(str(uid), body, version), False, response)
 
 
-@router.post("/orgunits/{uid}/move", tags=["orgunits"])
-async def move_unit(
-    uid: UUID,
-    body: domain.MoveIn,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.write),
-) -> dict[str, Any]:
-    return _written(await s.move_unit(str(uid), body, if_match(request)), False, response)
+@router.post("/orgunits/{uid}/move", tags=["orgunits"], response_model=OrgUnitState)
+async def move_unit(_: Writer, uid: UUID, body: MoveIn, version: IfMatch, response: Response, s: Svc) -> dict[str, Any]:
+    return _written(await s.move_unit(str(uid), body, version), False, response)
 
 
-@router.post("/orgunits/{uid}/terminate", tags=["orgunits"])
+@router.post("/orgunits/{uid}/terminate", tags=["orgunits"], response_model=OrgUnitState)
 async def terminate_unit(
-    uid: UUID,
-    body: domain.TerminateIn,
-    request: Request,
-    response: Response,
-    s: OrgUnits = Depends(svc),
-    _: auth.Principal = Depends(auth.write),
+    _: Writer, uid: UUID, body: TerminateIn, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
-    return _written(await s.terminate_unit(str(uid), body, if_match(request)), False, response)
+    """End the unit: ``to`` is the first day it no longer exists (default today)."""
+    return _written(await s.terminate_unit(str(uid), body, version), False, response)

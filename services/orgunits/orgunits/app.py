@@ -8,7 +8,7 @@ from orgdir.clock import Clock
 from orgdir.http import create_app as create_base_app
 from orgdir.service import Runtime, configure_logging
 from orgunits import api
-from orgunits.consumers import registry_router
+from orgunits.consumers import routes
 from orgunits.service import OrgUnits
 from orgunits.settings import OrgunitsSettings
 
@@ -18,7 +18,7 @@ def create_app(settings: OrgunitsSettings | None = None, clock: Clock | None = N
     configure_logging(settings)
     runtime = Runtime(settings, clock)
     service = OrgUnits(runtime, settings)
-    runtime.consumer("registry", registry_router(service.engagements))
+    runtime.consume(routes, service)
     runtime.every(settings.scheduler_interval_seconds, service.tick)
 
     app = create_base_app(

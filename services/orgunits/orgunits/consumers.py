@@ -1,26 +1,24 @@
-"""Consumers: a projection of the registry's engagements, per unit over time.
+"""Consumers: the registry's engagements, per unit over time (for the termination rule).
 
-Only what the termination rule needs is kept: per engagement, the unit of
-each of its slices with the slice's validity. Stale events are skipped by
-sequence (the bus's seen-store and the projection both check it).
+Stale events are skipped by sequence (the bus's seen-store and the
+projection both check it).
 """
 
 from __future__ import annotations
 
-from orgdir.bus import Router
+from typing import Any
+
+from orgdir.bus import Routes
 from orgdir.contracts.registry import EngagementState
 from orgdir.events import CloudEvent
-from orgdir.store import Projection
-from orgunits.domain import engagement_periods
-from orgunits.store import engagement_body
+from orgunits.service import OrgUnits
+
+routes: Routes[OrgUnits] = Routes("orgunits", "registry")
 
 
-def registry_router(engagements: Projection) -> Router:
-    router = Router()
+@routes.on("engagement.*")
+async def on_engagement(svc: OrgUnits, event: CloudEvent, data: EngagementState) -> None:
+    await svc.apply_engagement(event.subject, event.sequence, data.person, data.timeline)
 
-    @router.on("engagement.*")
-    async def on_engagement(event: CloudEvent, data: EngagementState) -> None:
-        body = engagement_body(data.person, engagement_periods(data.timeline))
-        await engagements.apply(event.subject, event.sequence, body)
 
-    return router
+QUEUES: list[Routes[Any]] = [routes]

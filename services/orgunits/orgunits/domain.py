@@ -3,143 +3,30 @@
 Every function here works on contract models and plain mappings (a snapshot
 of the other units' timelines), never on the database, so each rule is unit
 tested on its own and the service layer only has to call them before it
-writes. A violation raises an ``orgdir.problems.Problem`` whose ``kind``
-names the rule; nothing has been stored at that point.
+writes. A violation raises an ``orgdir.problems`` error (``Invalid``, or
+``Conflict`` for a taken user_key) whose ``kind`` names the rule; nothing has
+been stored at that point.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from orgdir.contracts.orgunits import (
-    AddressScope,
     ClassSlice,
     ClassState,
+    FacetSlice,
     OrgUnitSlice,
     UnitAddress,
 )
-from orgdir.problems import Problem, rule
+from orgdir.problems import Problem, conflict, rule
 from orgdir.validity import Validity, apply, at, normalize, put, truncate, uncovered
+from orgunits.schemas import AddressIn, UnitFields
 
 Timeline = list[OrgUnitSlice]
-
-# --------------------------------------------------------------------------- input models
-
-
-class ValidityIn(BaseModel):
-    """A validity as clients send it: ``from`` defaults to today, ``to`` is open."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    from_: date | None = Field(None, alias="from")
-    to: date | None = None
-
-
-class AddressIn(BaseModel):
-    address_type: str = Field(description="UUID (or user_key) of an address_type class.")
-    value: str
-    scope: AddressScope | None = Field(None, description="Optional; taken from the class.")
-
-
-class UnitFields(BaseModel):
-    """The fields of one slice of a unit, as written by clients."""
-
-    user_key: str = Field(min_length=1, max_length=100)
-    name: str = Field(min_length=1, max_length=300)
-    unit_type: str | None = Field(None, description="UUID or user_key of a unit_type class.")
-    unit_level: str | None = Field(None, description="UUID or user_key of a unit_level class.")
-    parent: str | None = Field(None, description="Parent unit UUID; null for a root.")
-    addresses: list[AddressIn] = Field(default_factory=list)
-
-
-class UnitWrite(UnitFields):
-    """PUT/POST body: the unit's state from ``validity.from`` (default today)."""
-
-    validity: ValidityIn = Field(default_factory=ValidityIn)
-
-
-class UnitPatch(BaseModel):
-    """PATCH body: only the given fields change, from ``validity.from`` (until ``to``)."""
-
-    user_key: str | None = Field(None, min_length=1, max_length=100)
-    name: str | None = Field(None, min_length=1, max_length=300)
-    unit_type: str | None = None
-    unit_level: str | None = None
-    parent: str | None = None
-    addresses: list[AddressIn] | None = None
-    validity: ValidityIn = Field(default_factory=ValidityIn)
-
-
-class MoveIn(BaseModel):
-    parent: str | None = Field(description="The new parent's UUID; null makes the unit a root.")
-    validity: ValidityIn = Field(default_factory=ValidityIn)
-
-
-class TerminateIn(BaseModel):
-    """``date`` is the first day the unit no longer exists (half-open); default today."""
-
-    date: dt.date | None = None
-    validity: ValidityIn | None = Field(None, description="Alternatively validity.from.")
-
-
-class FacetWrite(BaseModel):
-    user_key: str = Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*$")
-    description: str = ""
-
-
-class FacetPatch(BaseModel):
-    description: str
-
-
-class ClassWrite(BaseModel):
-    """PUT/POST body of a class: its state from ``validity.from``."""
-
-    facet: str | None = Field(None, description="Facet UUID or user_key; required when creating.")
-    user_key: str = Field(min_length=1, max_length=100)
-    name: str = Field(min_length=1, max_length=300)
-    scope: AddressScope | None = None
-    parent: str | None = None
-    validity: ValidityIn = Field(default_factory=ValidityIn)
-
-
-class ClassPatch(BaseModel):
-    user_key: str | None = Field(None, min_length=1, max_length=100)
-    name: str | None = Field(None, min_length=1, max_length=300)
-    scope: AddressScope | None = None
-    parent: str | None = None
-    validity: ValidityIn = Field(default_factory=ValidityIn)
-
-
-# --------------------------------------------------------------------------- validity
-
-
-def make_validity(given: ValidityIn | None, today: date) -> Validity:
-    """The period a write applies to; ``to`` must come after ``from``."""
-    start = (given.from_ if given else None) or today
-    end = given.to if given else None
-    if end is not None and end <= start:
-        raise rule(
-            "to-before-from",
-            f"validity.to ({end}) must be after validity.from ({start}); "
-            "intervals are half-open [from, to).",
-            status=422,
-        )
-    return Validity(from_=start, to=end)
-
-
-def terminate_day(body: TerminateIn, today: date) -> date:
-    if body.date is not None:
-        return body.date
-    if body.validity is not None and body.validity.from_ is not None:
-        return body.validity.from_
-    return today
-
 
 # --------------------------------------------------------------------------- addresses
 
@@ -287,12 +174,26 @@ def check_class(
             )
         for o in others.values():
             if any(os.user_key == s.user_key for os in o.timeline):
-                raise rule(
-                    "user-key-taken",
+                raise conflict(
                     f"Facet {facet} already has a class with user_key {s.user_key!r}.",
-                    status=409,
+                    kind="user-key-taken",
                     holder=o.uuid,
                 )
+
+
+def check_facet(uuid: str, user_key: str, holder: str | None, current: Sequence[FacetSlice]) -> None:
+    """A facet's user_key is unique and never changes (classes refer to it)."""
+    if holder is not None and holder != uuid:
+        raise conflict(f"A facet {user_key!r} exists already.", kind="user-key-taken", holder=holder)
+    if current and current[0].user_key != user_key:
+        raise rule("facet-key-immutable", "A facet's user_key cannot change (classes refer to it).")
+
+
+def terminate_class_timeline(current: Sequence[ClassSlice], day: date) -> list[ClassSlice]:
+    """Terminate a class: ``day`` is the first day it no longer holds."""
+    if current and day <= current[0].validity.from_:
+        raise rule("terminate-before-start", f"The class starts on {current[0].validity.from_}.")
+    return truncate(current, day)
 
 
 # --------------------------------------------------------------------------- units: timelines
@@ -493,11 +394,10 @@ def check_user_key(
                     s.validity
                 ):
                     overlap = o.validity.intersect(s.validity)
-                    raise rule(
-                        "user-key-taken",
+                    raise conflict(
                         f"user_key {s.user_key!r} is used by unit {other} "
                         f"in {overlap.dump() if overlap else ''}.",
-                        status=409,
+                        kind="user-key-taken",
                         holder=other,
                     )
 

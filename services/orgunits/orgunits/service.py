@@ -1,4 +1,4 @@
-"""The orgunits application service: the write paths and the read model, in one place.
+"""The orgunits use cases: the write paths, and keeping the read model (``readmodel``) current.
 
 The tree rules (parent active, no cycles, user_key unique on every day,
 children covered) span units, so every write holds the service's ``tree``
@@ -21,21 +21,17 @@ from typing import Any
 
 from orgdir import problems
 from orgdir.contracts.orgunits import ClassSlice, ClassState, FacetSlice, OrgUnitSlice, OrgUnitState
+from orgdir.contracts.registry import EngagementSlice
 from orgdir.events import CloudEvent
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
+from orgdir.schemas import History, TerminateIn
 from orgdir.service import Runtime
 from orgdir.store import Change, Doc, Repository, StaleVersion
-from orgdir.validity import SliceBase, Validity, apply, normalize, put, truncate
-from orgunits import domain, vocabulary
+from orgdir.validity import SliceBase, Validity, apply, normalize, put
+from orgunits import domain, schemas, vocabulary
+from orgunits.readmodel import UnitCache, Vocabulary
 from orgunits.settings import OrgunitsSettings
-from orgunits.store import (
-    NO_HISTORY,
-    UnitCache,
-    Vocabulary,
-    class_state,
-    engagements_in,
-    facet_state,
-)
+from orgunits.store import NO_HISTORY, class_state, engagement_body, engagements_in, facet_state
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +224,8 @@ class OrgUnits:
                 new, event_type = decide(current)
                 if state is not None and domain.same_timeline(current, new):
                     return _as_doc(state), False
-                domain.check_unit(
-                    uid, new, self.cache.timelines, self.cache.children.get(uid, ()), self.cache.holders
-                )
+                tree = self.cache.tree
+                domain.check_unit(uid, new, tree.units, tree.children.get(uid, ()), self.cache.holders)
                 if after_rules is not None:
                     await after_rules(new)
                 change = Change(
@@ -261,7 +256,7 @@ class OrgUnits:
                 return stored, state is None
             raise problems.conflict(f"organisation unit {uid} is being changed concurrently; try again")
 
-    def _slice(self, body: domain.UnitFields, validity: Validity) -> OrgUnitSlice:
+    def _slice(self, body: schemas.UnitFields, validity: Validity) -> OrgUnitSlice:
         v = self.vocab
         unit_type = (
             domain.resolve_class(
@@ -281,9 +276,9 @@ class OrgUnits:
         return domain.unit_slice(body, validity, body.parent, unit_type, unit_level, addresses)
 
     async def put_unit(
-        self, uid: str, body: domain.UnitWrite, if_match: int | None
+        self, uid: str, body: schemas.UnitWrite, if_match: int | None
     ) -> tuple[Doc, bool]:
-        new_slice = self._slice(body, domain.make_validity(body.validity, self.today()))
+        new_slice = self._slice(body, body.validity.resolve(self.today()))
 
         def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
             new = domain.put_timeline(current, new_slice)
@@ -295,12 +290,12 @@ class OrgUnits:
 
         return await self.write_unit(uid, decide, if_match=if_match, must_exist=False)
 
-    async def create_unit(self, body: domain.UnitWrite) -> Doc:
+    async def create_unit(self, body: schemas.UnitWrite) -> Doc:
         doc, _ = await self.put_unit(str(uuidlib.uuid4()), body, None)
         return doc
 
-    async def patch_unit(self, uid: str, body: domain.UnitPatch, if_match: int | None) -> Doc:
-        period = domain.make_validity(body.validity, self.today())
+    async def patch_unit(self, uid: str, body: schemas.UnitPatch, if_match: int | None) -> Doc:
+        period = body.validity.resolve(self.today())
         v = self.vocab
         changes: dict[str, Any] = {}
         given = body.model_fields_set - {"validity"}
@@ -335,8 +330,8 @@ class OrgUnits:
         doc, _ = await self.write_unit(uid, decide, if_match=if_match, must_exist=True)
         return doc
 
-    async def move_unit(self, uid: str, body: domain.MoveIn, if_match: int | None) -> Doc:
-        period = domain.make_validity(body.validity, self.today())
+    async def move_unit(self, uid: str, body: schemas.MoveIn, if_match: int | None) -> Doc:
+        period = body.validity.resolve(self.today())
 
         def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
             return domain.patch_timeline(current, period, {"parent": body.parent}), "orgunit.moved"
@@ -346,8 +341,8 @@ class OrgUnits:
         )
         return doc
 
-    async def terminate_unit(self, uid: str, body: domain.TerminateIn, if_match: int | None) -> Doc:
-        day = domain.terminate_day(body, self.today())
+    async def terminate_unit(self, uid: str, body: TerminateIn, if_match: int | None) -> Doc:
+        day = body.day(self.today())
 
         def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
             return domain.terminate_timeline(current, day), "orgunit.terminated"
@@ -366,6 +361,16 @@ class OrgUnits:
         )
         return doc
 
+    async def unit_history(self, uid: str) -> History:
+        """Every slice of the unit's life and every registration (from the database, not memory)."""
+        return await self.units_repo.full_history(uid, "organisation unit")
+
+    # ------------------------------------------------------------------ registry's engagements
+
+    async def apply_engagement(self, uid: str, sequence: int, person: str, timeline: list[EngagementSlice]) -> None:
+        """Keep what the termination rule needs: each slice's unit and validity (stale sequences skipped)."""
+        await self.engagements.apply(uid, sequence, engagement_body(person, domain.engagement_periods(timeline)))
+
     # ------------------------------------------------------------------ vocabulary: writes
 
     async def write_facet(
@@ -378,19 +383,8 @@ class OrgUnits:
                 raise problems.not_found("facet", fid)
             if if_match is not None and (doc is None or doc["version"] != if_match):
                 raise problems.precondition_failed(doc["version"] if doc else 0, if_match)
-            holder = self.vocab.facet_by_key.get(user_key)
-            if holder is not None and holder != fid:
-                raise problems.rule(
-                    "user-key-taken",
-                    f"A facet {user_key!r} exists already.",
-                    status=409,
-                    holder=holder,
-                )
             current = list(facet_state(doc).timeline) if doc else []
-            if current and current[0].user_key != user_key:
-                raise problems.rule(
-                    "facet-key-immutable", "A facet's user_key cannot change (classes refer to it)."
-                )
+            domain.check_facet(fid, user_key, self.vocab.facet_by_key.get(user_key), current)
             start = current[0].validity.from_ if current else vocabulary.SEED_FROM
             new = [
                 FacetSlice(
@@ -411,6 +405,12 @@ class OrgUnits:
             self.vocab.set_facet(facet_state(stored))
             self.dirty.discard((self.facets_repo.name, fid))
             return stored, doc is None
+
+    async def patch_facet(self, fid: str, description: str, if_match: int | None) -> Doc:
+        """Only the description changes: classes refer to a facet by its user_key."""
+        key = self.vocab.facet(fid).timeline[-1].user_key
+        doc, _ = await self.write_facet(fid, key, description, if_match, True)
+        return doc
 
     async def write_class(
         self,
@@ -438,7 +438,7 @@ class OrgUnits:
                     raise problems.rule("facet-required", "A new class needs a facet.")
                 try:
                     facet = self.vocab.facet(facet_ref)
-                except problems.Problem as exc:
+                except problems.NotFound as exc:
                     raise problems.rule("unknown-facet", f"No facet {facet_ref!r}.") from exc
             facet_key = facet.timeline[0].user_key
             current = list(existing.timeline) if existing else []
@@ -462,9 +462,9 @@ class OrgUnits:
             return stored, doc is None
 
     async def put_class(
-        self, cid: str, body: domain.ClassWrite, if_match: int | None
+        self, cid: str, body: schemas.ClassWrite, if_match: int | None
     ) -> tuple[Doc, bool]:
-        period = domain.make_validity(body.validity, self.today())
+        period = body.validity.resolve(self.today())
         new_slice = ClassSlice(
             validity=period,
             user_key=body.user_key,
@@ -478,8 +478,8 @@ class OrgUnits:
 
         return await self.write_class(cid, body.facet, decide, if_match=if_match, must_exist=False)
 
-    async def patch_class(self, cid: str, body: domain.ClassPatch, if_match: int | None) -> Doc:
-        period = domain.make_validity(body.validity, self.today())
+    async def patch_class(self, cid: str, body: schemas.ClassPatch, if_match: int | None) -> Doc:
+        period = body.validity.resolve(self.today())
         changes = {k: getattr(body, k) for k in body.model_fields_set - {"validity"}}
         if not changes:
             raise problems.rule("nothing-to-change", "The PATCH body names no field to change.")
@@ -490,17 +490,11 @@ class OrgUnits:
         doc, _ = await self.write_class(cid, None, decide, if_match=if_match, must_exist=True)
         return doc
 
-    async def terminate_class(
-        self, cid: str, body: domain.TerminateIn, if_match: int | None
-    ) -> Doc:
-        day = domain.terminate_day(body, self.today())
+    async def terminate_class(self, cid: str, body: TerminateIn, if_match: int | None) -> Doc:
+        day = body.day(self.today())
 
         def decide(current: list[ClassSlice]) -> tuple[list[ClassSlice], str]:
-            if current and day <= current[0].validity.from_:
-                raise problems.rule(
-                    "terminate-before-start", f"The class starts on {current[0].validity.from_}."
-                )
-            return truncate(current, day), "class.terminated"
+            return domain.terminate_class_timeline(current, day), "class.terminated"
 
         doc, _ = await self.write_class(cid, None, decide, if_match=if_match, must_exist=True)
         return doc

@@ -111,6 +111,15 @@ async def test_vocabulary_is_seeded_once_with_deterministic_uuids(
             await app.http.patch(f"/api/v1/classes/{cid}", json={"name": "X"}, headers={"If-Match": '"1"'}),
             412, "version-mismatch",
         )
+        # Terminate: {"to": first day it no longer holds}; the old {"date": …} is refused.
+        term = f"/api/v1/classes/{cid}/terminate"
+        problem(await app.http.post(term, json={"date": d(30)}), 422, "validation-error")
+        problem(await app.http.post(term, json={"to": d(0)}), 422, "terminate-before-start")
+        r = await app.http.post(term, json={"to": d(30)}, headers={"If-Match": '"2"'})
+        assert r.status_code == 200 and r.json()["timeline"][-1]["validity"]["to"] == d(30), r.text
+        r = await app.http.get(f"/api/v1/classes/{cid}", params={"at": d(30)})
+        assert r.json()["active"] is False and r.headers["etag"] == '"3"'
+        await events.wait_type("class.terminated", 1, subject=cid)
         r = await app.http.post("/api/v1/facets", json={"user_key": "skoleform", "description": "Skoleform"})
         assert r.status_code == 201, r.text
         fid = r.json()["uuid"]
@@ -149,7 +158,7 @@ async def test_every_unit_rule_is_refused_with_problem_json(svc: RunningApp) -> 
     )
     problem(await http.post(f"/api/v1/orgunits/{root}/move", json={"parent": root}), 422, "cycle")
     # Terminating a unit with active children lists them.
-    body = problem(await http.post(f"/api/v1/orgunits/{root}/terminate", json={"date": d(10)}), 422, "active-children")
+    body = problem(await http.post(f"/api/v1/orgunits/{root}/terminate", json={"to": d(10)}), 422, "active-children")
     assert [c["uuid"] for c in body["children"]] == [child]
     # Classes: unknown, and of the wrong facet.
     problem(await http.post("/api/v1/orgunits", json=base | {"unit_type": new_id()}), 422, "unknown-class")
@@ -168,9 +177,9 @@ async def test_every_unit_rule_is_refused_with_problem_json(svc: RunningApp) -> 
     problem(await http.post("/api/v1/orgunits", json=base | {"addresses": [addr]}), 422, "address-scope-mismatch")
     # Validity.
     r = await http.post("/api/v1/orgunits", json=base | {"validity": {"from": d(5), "to": d(1)}})
-    problem(r, 422, "to-before-from")
+    problem(r, 422, "invalid-validity")
     r = await http.patch(f"/api/v1/orgunits/{child}", json={"name": "X", "validity": {"from": d(5), "to": d(5)}})
-    problem(r, 422, "to-before-from")
+    assert problem(r, 422, "invalid-validity")["field"] == "validity"
     # user_key unique among units active on the same day (case-insensitively) ...
     problem(await http.post("/api/v1/orgunits", json={"user_key": "kk", "name": "Dublet"}), 409, "user-key-taken")
     # ... but free again once its holder has ended.
@@ -241,8 +250,12 @@ async def test_as_of_reads_across_a_rename_and_a_future_move(
     assert [s["validity"] for s in hist["timeline"]] == [
         {"from": TODAY.isoformat(), "to": d(10)}, {"from": d(10), "to": d(20)}, {"from": d(20), "to": None},
     ]
+    assert (hist["uuid"], hist["version"]) == (c, 3)
     regs = hist["registrations"]
     assert [r["event_type"] for r in regs] == ["orgunit.created", "orgunit.updated", "orgunit.moved"]
+    assert set(regs[0]) == {"version", "registered_at", "registered_by", "event_type", "note", "timeline"}
+    assert regs[2]["note"] == f"moved from {d(20)}"
+    problem(await http.get(f"/api/v1/orgunits/{new_id()}/history"), 404, "not-found")
     assert {r["registered_by"] for r in regs} == {"static:dev-admin"}
     assert len(regs[0]["timeline"]) == 1
 
@@ -353,9 +366,11 @@ async def test_termination_needs_children_and_engagements_gone(
 
         await projected(1)
         r = await http.post(f"/api/v1/orgunits/{unit}/terminate", json={"date": d(30)})
+        problem(r, 422, "validation-error")  # the old body
+        r = await http.post(f"/api/v1/orgunits/{unit}/terminate", json={"to": d(30)})
         assert problem(r, 422, "active-engagements")["engagements"] == 1
         # Its parent cannot go first either.
-        body = problem(await http.post(f"/api/v1/orgunits/{root}/terminate", json={"date": d(30)}),
+        body = problem(await http.post(f"/api/v1/orgunits/{root}/terminate", json={"to": d(30)}),
                        422, "active-children")
         assert body["children"][0]["uuid"] == unit
 
@@ -365,10 +380,10 @@ async def test_termination_needs_children_and_engagements_gone(
         await projected(2)
     finally:
         await bus.close()
-    r = await http.post(f"/api/v1/orgunits/{unit}/terminate", json={"date": d(30)})
+    r = await http.post(f"/api/v1/orgunits/{unit}/terminate", json={"to": d(30)})
     assert r.status_code == 200, r.text
     assert r.json()["timeline"][-1]["validity"]["to"] == d(30)
-    r = await http.post(f"/api/v1/orgunits/{root}/terminate", json={"date": d(30)})
+    r = await http.post(f"/api/v1/orgunits/{root}/terminate", json={"to": d(30)})
     assert r.status_code == 200, r.text
     assert (await http.get(f"/api/v1/orgunits/{unit}", params={"at": d(29)})).status_code == 200
     assert (await http.get(f"/api/v1/orgunits/{unit}", params={"at": d(30)})).status_code == 404
@@ -403,3 +418,25 @@ async def test_request_metrics_are_labelled_by_route_template(svc: RunningApp) -
     scrape = (await svc.http.get("/metrics")).text
     assert 'route="/api/v1/orgunits/{uid}"' in scrape
     assert unit not in scrape
+
+
+async def test_openapi_documents_every_answer(settings: OrgunitsSettings, clock: ManualClock) -> None:
+    """The raw-bytes tree, pages, the shared terminate and history shapes are all in the document."""
+    doc = create_app(settings, clock).openapi()
+    paths = doc["paths"]
+
+    def ok_schema(path: str, method: str = "get", status: str = "200") -> Any:
+        return paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
+
+    assert ok_schema("/api/v1/tree") == {"$ref": "#/components/schemas/Tree"}
+    assert ok_schema("/api/v1/orgunits/{uid}/history") == {"$ref": "#/components/schemas/History"}
+    assert ok_schema("/api/v1/orgunits") == {"$ref": "#/components/schemas/Page_UnitOut_"}
+    for path in ("/api/v1/orgunits/{uid}/terminate", "/api/v1/classes/{uid}/terminate"):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/TerminateIn"}
+    limit = next(p for p in paths["/api/v1/classes"]["get"]["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["default"], limit["schema"]["maximum"]) == (100, 1000)
+    assert "404" in paths["/api/v1/classes"]["get"]["responses"]  # an unknown ?facet=
+    for item in paths.values():
+        for op in item.values():
+            assert any(s.startswith("2") and "content" in r for s, r in op["responses"].items()), op

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 
+from orgdir import problems
 from orgdir.contracts.orgunits import OrgUnitSlice
 from orgdir.problems import Problem
+from orgdir.schemas import ValidityIn
 from orgdir.validity import Validity
 from orgunits import domain
 
@@ -75,12 +78,12 @@ def test_invalid_addresses(scope: str, value: str) -> None:
 
 def test_to_before_from() -> None:
     today = date(2026, 3, 2)
-    assert domain.make_validity(None, today) == Validity(from_=today)
-    with pytest.raises(Problem) as exc:
-        domain.make_validity(domain.ValidityIn(**{"from": date(2026, 5, 1), "to": date(2026, 4, 1)}), today)
-    assert kind(exc) == "to-before-from"
-    with pytest.raises(Problem):
-        domain.make_validity(domain.ValidityIn(**{"from": date(2026, 5, 1), "to": date(2026, 5, 1)}), today)
+    assert ValidityIn().resolve(today) == Validity(from_=today)
+    with pytest.raises(problems.Invalid) as exc:
+        ValidityIn(**{"from": date(2026, 5, 1), "to": date(2026, 4, 1)}).resolve(today)
+    assert kind(exc) == "invalid-validity" and exc.value.extra["field"] == "validity"
+    with pytest.raises(problems.Invalid):
+        ValidityIn(**{"from": date(2026, 5, 1), "to": date(2026, 5, 1)}).resolve(today)
 
 
 def test_parent_must_exist_and_cover_the_slice() -> None:
@@ -137,7 +140,7 @@ def test_user_key_unique_on_any_day() -> None:
     domain.check_user_key("b", [sl("skole1", None, "2026-08-01")], units, holders)
     with pytest.raises(Problem) as exc:
         domain.check_user_key("b", [sl("Skole1", None, "2026-07-31")], units, holders)
-    assert kind(exc) == "user-key-taken" and exc.value.status == 409
+    assert kind(exc) == "user-key-taken" and isinstance(exc.value, problems.Conflict)
     domain.check_user_key("a", [sl("SKOLE1", None, "2026-01-01")], units, holders)  # itself
 
 
@@ -152,13 +155,13 @@ def test_timelines_and_event_kinds() -> None:
         domain.patch_timeline(current, v("2025-01-01", "2025-06-01"), {"name": "B"})
     assert kind(exc) == "unit-not-active"
     assert domain.terminate_timeline(current, date(2026, 3, 1))[-1].validity.to == date(2026, 3, 1)
-    with pytest.raises(Problem) as exc:
+    with pytest.raises(problems.Invalid) as exc:
         domain.terminate_timeline(current, date(2026, 1, 1))
     assert kind(exc) == "terminate-before-start"
 
 
 def test_engagement_counts() -> None:
-    docs = [
+    docs: list[dict[str, Any]] = [
         {"periods": [{"unit": "u", "from": "2025-01-01", "to": "2026-03-01"}]},
         {"periods": [{"unit": "u", "from": "2025-01-01", "to": None}]},
         {"periods": [{"unit": "w", "from": "2025-01-01", "to": None}]},
@@ -169,3 +172,35 @@ def test_engagement_counts() -> None:
     with pytest.raises(Problem) as exc:
         domain.check_engagements("u", date(2026, 3, 1), 2)
     assert kind(exc) == "active-engagements" and exc.value.extra["engagements"] == 2
+
+
+def test_facet_and_class_rules() -> None:
+    from orgdir.contracts.orgunits import ClassSlice, FacetSlice
+
+    facet = [FacetSlice(validity=v("1900-01-01"), user_key="skoleform")]
+    domain.check_facet("f", "skoleform", "f", facet)
+    with pytest.raises(problems.Conflict) as exc:
+        domain.check_facet("g", "skoleform", "f", [])
+    assert kind(exc) == "user-key-taken" and exc.value.extra["holder"] == "f"
+    with pytest.raises(problems.Invalid) as invalid:
+        domain.check_facet("f", "andet", None, facet)
+    assert kind(invalid) == "facet-key-immutable"
+    cls = [ClassSlice(validity=v("2026-01-01"), user_key="x", name="X")]
+    assert domain.terminate_class_timeline(cls, date(2026, 2, 1))[-1].validity.to == date(2026, 2, 1)
+    with pytest.raises(problems.Invalid) as invalid:
+        domain.terminate_class_timeline(cls, date(2026, 1, 1))
+    assert kind(invalid) == "terminate-before-start"
+
+
+@pytest.mark.parametrize("cursor", ["MQ", "bnVsbA", "WzFd", "not a cursor!", "W10x"])
+def test_in_memory_pages_refuse_cursors_they_did_not_give_out(cursor: str) -> None:
+    from orgdir.http import Paging
+    from orgunits.readmodel import page
+
+    rows = [(("a", "1"), 1), (("b", "2"), 2), (("c", "3"), 3)]
+    items, nxt = page(rows, Paging(2, None))
+    assert items == [1, 2] and nxt is not None
+    assert page(rows, Paging(2, nxt)) == ([3], None)
+    with pytest.raises(problems.BadRequest) as exc:
+        page(rows, Paging(2, cursor))
+    assert kind(exc) == "invalid-cursor"

@@ -106,7 +106,7 @@ async def test_a_child_and_its_parents_end_from_two_replicas_at_once(pair: tuple
         assert (await put(a, parent, f"P{i}", root)).status_code == 201
         await eventually(lambda parent=parent: _status(b, parent, 200), within=1.0, interval=0.02)
         responses = await asyncio.gather(
-            a.http.post(f"/api/v1/orgunits/{parent}/terminate", json={"date": end}),
+            a.http.post(f"/api/v1/orgunits/{parent}/terminate", json={"to": end}),
             put(b, uid(), f"C{i}", parent),  # open-ended: it would outlive its parent
         )
         one_won(list(responses), {"active-children", "parent-not-active"})

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 from orgdir.clock import Clock
 from orgdir.http import create_app as create_base_app
 from orgdir.service import Runtime, configure_logging
-from registry.api import routers
-from registry.consumers import orgunits_router
+from registry import consumers
+from registry.api import router
 from registry.service import Registry
 from registry.settings import RegistrySettings
 
@@ -18,7 +18,7 @@ def create_app(settings: RegistrySettings | None = None, clock: Clock | None = N
     configure_logging(settings)
     runtime = Runtime(settings, clock)
     registry = Registry(runtime, settings)  # declares its indexes, view feeds and loader
-    runtime.consumer("orgunits", orgunits_router(registry.directory))  # competing: newer sequence wins
+    runtime.consume(consumers.routes, registry)  # competing: newer sequence wins
     runtime.every(settings.scheduler_interval_seconds, registry.run_due)
 
     async def ready() -> dict[str, bool]:
@@ -26,6 +26,5 @@ def create_app(settings: RegistrySettings | None = None, clock: Clock | None = N
 
     app = create_base_app(settings.service_name, title="Orgdir registry", ready=ready, lifespan=runtime.lifespan)
     app.state.registry = registry
-    for router in routers():
-        app.include_router(router)
+    app.include_router(router)
     return app

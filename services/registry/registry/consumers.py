@@ -10,31 +10,29 @@ through its view feed (``Directory.apply_event``), newer ``sequence`` only.
 
 from __future__ import annotations
 
-from orgdir.bus import Router
+from typing import Any
+
+from orgdir.bus import Routes
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitState
 from orgdir.events import CloudEvent
-from registry.store import Directory
+from registry.service import Registry
+
+routes: Routes[Registry] = Routes("registry", "orgunits")
 
 
-def orgunits_router(directory: Directory) -> Router:
-    router = Router()
+@routes.on("orgunit.*")
+async def on_unit(reg: Registry, event: CloudEvent, data: OrgUnitState) -> None:
+    await reg.project_unit(event.subject, event.sequence, data)
 
-    @router.on("orgunit.*")
-    async def on_unit(event: CloudEvent, data: OrgUnitState) -> None:
-        body = data.model_dump(mode="json", by_alias=True)
-        await directory.units_projection.apply(event.subject, event.sequence, body)
-        directory.set_unit(data, event.sequence)
 
-    @router.on("class.*")
-    async def on_class(event: CloudEvent, data: ClassState) -> None:
-        body = data.model_dump(mode="json", by_alias=True)
-        await directory.classes_projection.apply(event.subject, event.sequence, body)
-        directory.set_class(data, event.sequence)
+@routes.on("class.*")
+async def on_class(reg: Registry, event: CloudEvent, data: ClassState) -> None:
+    await reg.project_class(event.subject, event.sequence, data)
 
-    @router.on("facet.*")
-    async def on_facet(event: CloudEvent, data: FacetState) -> None:
-        body = data.model_dump(mode="json", by_alias=True)
-        await directory.facets_projection.apply(event.subject, event.sequence, body)
-        directory.set_facet(data, event.sequence)
 
-    return router
+@routes.on("facet.*")
+async def on_facet(reg: Registry, event: CloudEvent, data: FacetState) -> None:
+    await reg.project_facet(event.subject, event.sequence, data)
+
+
+QUEUES: list[Routes[Any]] = [routes]

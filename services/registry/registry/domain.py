@@ -15,20 +15,21 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from orgdir import problems
 from orgdir.contracts.orgunits import ClassState, OrgUnitSlice
 from orgdir.contracts.registry import (
     AssociationSlice,
-    ContactAddress,
     EngagementSlice,
     LeaveSlice,
     ManagerSlice,
     PersonSlice,
 )
-from orgdir.problems import rule
+from orgdir.problems import conflict, rule
 from orgdir.text import fold
 from orgdir.validity import SliceBase, Validity, at, covered, overlapping, uncovered
+from registry import schemas
 
 # --- CPR ---------------------------------------------------------------------------------------
 
@@ -58,7 +59,7 @@ def normalize_cpr(value: str) -> str:
     """``DDMMYYXXXX`` from ``DDMMYYXXXX`` or ``DDMMYY-XXXX``; raises ``invalid-cpr``."""
     m = _CPR_RE.match(value.strip())
     if not m:
-        raise rule("invalid-cpr", "A CPR number is 10 digits (DDMMYY-XXXX).", status=422, field="cpr")
+        raise rule("invalid-cpr", "A CPR number is 10 digits (DDMMYY-XXXX).", field="cpr")
     digits = m.group(1) + m.group(2)
     if cpr_birth_date(digits) is None:
         raise rule(
@@ -115,125 +116,6 @@ def query_terms(q: str) -> list[set[str]]:
     return out
 
 
-# --- API input models ------------------------------------------------------------------------
-
-
-class Period(BaseModel):
-    """``validity`` of a write; ``from`` defaults to the clock's today."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    from_: date | None = Field(None, alias="from")
-    to: date | None = None
-
-    def resolve(self, today: date) -> Validity:
-        try:
-            return Validity(from_=self.from_ or today, to=self.to)
-        except ValueError as exc:
-            raise rule("invalid-validity", str(exc).splitlines()[-1], field="validity") from exc
-
-
-class Terminate(BaseModel):
-    """``{"from": day}`` or ``{"validity": {"from": day}}``: the first day it no longer holds."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    from_: date | None = Field(None, alias="from")
-    validity: Period | None = None
-
-    def day(self, today: date) -> date:
-        if self.validity is not None and self.validity.from_ is not None:
-            return self.validity.from_
-        return self.from_ or today
-
-
-class WriteBase(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
-
-    validity: Period = Field(default_factory=Period)
-
-
-class PersonIn(WriteBase):
-    given_name: str = Field(min_length=1)
-    surname: str = Field(min_length=1)
-    nickname: str | None = None
-    user_key: str | None = None
-    addresses: list[ContactAddress] = Field(default_factory=list)
-    cpr: str | None = Field(
-        None,
-        description="10 digits (DDMMYY-XXXX accepted); shown unmasked only with orgdir:read:cpr.",
-    )
-
-
-class PersonPatch(WriteBase):
-    given_name: str | None = Field(None, min_length=1)
-    surname: str | None = Field(None, min_length=1)
-    nickname: str | None = None
-    user_key: str | None = None
-    addresses: list[ContactAddress] | None = None
-    cpr: str | None = None
-
-
-class EngagementIn(WriteBase):
-    person: str
-    unit: str
-    job_function: str
-    engagement_type: str
-    primary: bool = False
-    fraction: float | None = Field(None, ge=0, le=1)
-    user_key: str | None = None
-
-
-class EngagementPatch(WriteBase):
-    person: str | None = None
-    unit: str | None = None
-    job_function: str | None = None
-    engagement_type: str | None = None
-    primary: bool | None = None
-    fraction: float | None = Field(None, ge=0, le=1)
-    user_key: str | None = None
-
-
-class ManagerIn(WriteBase):
-    person: str | None = None
-    unit: str
-    manager_type: str
-    manager_level: str
-    responsibilities: list[str] = Field(default_factory=list)
-
-
-class ManagerPatch(WriteBase):
-    person: str | None = None
-    unit: str | None = None
-    manager_type: str | None = None
-    manager_level: str | None = None
-    responsibilities: list[str] | None = None
-
-
-class AssociationIn(WriteBase):
-    person: str
-    unit: str
-    association_type: str
-
-
-class AssociationPatch(WriteBase):
-    person: str | None = None
-    unit: str | None = None
-    association_type: str | None = None
-
-
-class LeaveIn(WriteBase):
-    person: str
-    engagement: str
-    leave_type: str
-
-
-class LeavePatch(WriteBase):
-    person: str | None = None
-    engagement: str | None = None
-    leave_type: str | None = None
-
-
 # --- aggregate kinds -------------------------------------------------------------------------
 
 
@@ -245,22 +127,22 @@ class Kind:
     plural: str
     what: str
     slice: type[SliceBase]
-    input: type[WriteBase]
-    patch: type[WriteBase]
+    input: type[schemas.WriteBase]
+    patch: type[schemas.WriteBase]
     immutable: tuple[str, ...] = ()
     filters: tuple[str, ...] = ()
     classes: Mapping[str, str] = field(default_factory=dict)
     list_classes: Mapping[str, str] = field(default_factory=dict)
 
 
-PERSON = Kind("person", "persons", "person", PersonSlice, PersonIn, PersonPatch)
+PERSON = Kind("person", "persons", "person", PersonSlice, schemas.PersonIn, schemas.PersonPatch)
 ENGAGEMENT = Kind(
     "engagement",
     "engagements",
     "engagement",
     EngagementSlice,
-    EngagementIn,
-    EngagementPatch,
+    schemas.EngagementIn,
+    schemas.EngagementPatch,
     immutable=("person",),
     filters=("person", "unit"),
     classes={"job_function": "job_function", "engagement_type": "engagement_type"},
@@ -270,8 +152,8 @@ MANAGER = Kind(
     "managers",
     "manager",
     ManagerSlice,
-    ManagerIn,
-    ManagerPatch,
+    schemas.ManagerIn,
+    schemas.ManagerPatch,
     filters=("person", "unit"),
     classes={"manager_type": "manager_type", "manager_level": "manager_level"},
     list_classes={"responsibilities": "responsibility"},
@@ -281,8 +163,8 @@ ASSOCIATION = Kind(
     "associations",
     "association",
     AssociationSlice,
-    AssociationIn,
-    AssociationPatch,
+    schemas.AssociationIn,
+    schemas.AssociationPatch,
     immutable=("person",),
     filters=("person", "unit"),
     classes={"association_type": "association_type"},
@@ -292,8 +174,8 @@ LEAVE = Kind(
     "leaves",
     "leave",
     LeaveSlice,
-    LeaveIn,
-    LeavePatch,
+    schemas.LeaveIn,
+    schemas.LeavePatch,
     immutable=("person",),
     filters=("person", "engagement"),
     classes={"leave_type": "leave_type"},
@@ -469,10 +351,9 @@ def check_nothing_after(
     """Termination from ``day`` is refused while dependants hold on or after it."""
     live = sorted(u for u, tl in dependants.items() if any(s.validity.end_ord() > day.toordinal() for s in tl))
     if live:
-        raise rule(
-            rule_kind,
+        raise conflict(
             f"{len(live)} {kind_what}(s) still hold on or after {day}; end them first.",
-            status=409,
+            kind=rule_kind,
             dependants=live[:50],
         )
 
@@ -485,3 +366,20 @@ def check_in_life(timeline: Sequence[SliceBase], period: Validity, what: str) ->
             f"The {what} does not exist in [{period.from_}, {period.to or '∞'}); nothing to change.",
             field="validity",
         )
+
+
+def check_filters(kind: Kind, filters: Mapping[str, str | None]) -> None:
+    """A list is filtered only by what its kind has (``engagement`` for leaves, not for persons)."""
+    for name, value in filters.items():
+        if value is not None and name not in kind.filters:
+            raise problems.bad_request("invalid-filter", f"{kind.plural} cannot be filtered by {name}.")
+
+
+def not_in_force(what: str, uuid: str, day: date, timeline: Sequence[SliceBase]) -> problems.NotFound:
+    """The aggregate exists but not on ``day``: say when it does."""
+    return problems.NotFound(
+        "not-in-force",
+        f"{what} not in force",
+        f"The {what} {uuid} exists but does not hold on {day}; see validity_periods or /history.",
+        validity_periods=[s.validity.dump() for s in timeline],
+    )

@@ -52,22 +52,27 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from orgdir import problems
+from orgdir.auth import Principal
 from orgdir.clock import Clock
+from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitState
 from orgdir.events import CloudEvent
 from orgdir.problems import rule
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
+from orgdir.schemas import History, history_of
 from orgdir.service import Runtime
 from orgdir.store import Change, Doc, Repository, Section, SectionTicket, StaleVersion
 from orgdir.validity import SliceBase, Validity, at, overlapping, put, truncate
 from orgdir.validity import apply as apply_change
-from registry import domain
+from registry import domain, schemas
 from registry.domain import ENGAGEMENT, KINDS, LEAVE, PERSON, Kind
+from registry.readmodel import Agg, Directory, Memory, SearchIndex, page_filtered, page_of
 from registry.settings import RegistrySettings
-from registry.store import INDEXES, NO_HISTORY, Agg, AuditLog, CprClaims, Directory, Memory, SearchIndex
+from registry.store import INDEXES, NO_HISTORY, AuditLog, CprClaims
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 5
+READ_CPR = "orgdir:read:cpr"  # shows full CPR numbers; every such read is audited
 CPR_FIELDS = ("has_cpr", "cpr_hash", "cpr")
 NO_CPR: dict[str, Any] = {"has_cpr": False, "cpr_hash": None, "cpr": None}
 
@@ -209,7 +214,7 @@ class Registry:
         log.info(
             "registry loaded",
             extra={k: len(v) for k, v in self.memory.aggs.items()}
-            | {"units": len(self.directory.units), "cpr_claims_backfilled": backfilled},
+            | {"units": len(self.directory.tree), "cpr_claims_backfilled": backfilled},
         )
 
     async def reload(self) -> None:
@@ -259,6 +264,20 @@ class Registry:
     async def run_due(self) -> int:
         return sum([await s.run_due() for s in self.schedulers])
 
+    # --- the orgunits projection (consumer ``registry.orgunits``) ---------------------------------
+
+    async def project_unit(self, subject: str, sequence: int, data: OrgUnitState) -> None:
+        await self.directory.units_projection.apply(subject, sequence, data.model_dump(mode="json", by_alias=True))
+        self.directory.set_unit(data, sequence)
+
+    async def project_class(self, subject: str, sequence: int, data: ClassState) -> None:
+        await self.directory.classes_projection.apply(subject, sequence, data.model_dump(mode="json", by_alias=True))
+        self.directory.set_class(data, sequence)
+
+    async def project_facet(self, subject: str, sequence: int, data: FacetState) -> None:
+        await self.directory.facets_projection.apply(subject, sequence, data.model_dump(mode="json", by_alias=True))
+        self.directory.set_facet(data, sequence)
+
     # --- writes -----------------------------------------------------------------------------------
 
     def _timeline(self, kind: Kind, doc: Doc) -> list[Any]:
@@ -298,7 +317,7 @@ class Registry:
         return dict(NO_CPR) if doc is None else {k: doc["state"].get(k) for k in CPR_FIELDS}
 
     async def save(
-        self, kind: Kind, uuid: str, body: domain.WriteBase, *, if_match: int | None = None
+        self, kind: Kind, uuid: str, body: schemas.WriteBase, *, if_match: int | None = None
     ) -> tuple[Agg, bool]:
         """PUT (create or replace within the body's validity) and POST; idempotent by content."""
         today = self.clock.today()
@@ -323,7 +342,7 @@ class Registry:
             serialise=kind is not PERSON,
         )
 
-    async def patch(self, kind: Kind, uuid: str, body: domain.WriteBase, *, if_match: int | None = None) -> Agg:
+    async def patch(self, kind: Kind, uuid: str, body: schemas.WriteBase, *, if_match: int | None = None) -> Agg:
         """Change the given fields from ``validity.from`` (to ``validity.to``)."""
         today = self.clock.today()
         period = body.validity.resolve(today)
@@ -365,7 +384,7 @@ class Registry:
                     f"Terminating from {day} would erase the whole {kind.what} "
                     f"(it starts {start}); "
                     "termination must be after its first day.",
-                    field="from",
+                    field="to",
                 )
             if kind is PERSON:  # memory holds the person's relations as stored: we hold the person's section
                 deps = {
@@ -510,7 +529,7 @@ class Registry:
                 continue
             unit = getattr(s, "unit", None)
             if unit is not None:
-                domain.check_unit(d.units, unit, p)
+                domain.check_unit(d.tree.units, unit, p)
             person = getattr(s, "person", None)
             if person is not None:
                 tl = self.memory.timeline("person", person)
@@ -637,7 +656,7 @@ class Registry:
         For a person's own manager, units the person manages are skipped: a
         head of unit reports to the manager above.
         """
-        chain = self.directory.ancestors(unit, day)
+        chain = self.directory.tree.chain_at(unit, day)
         for depth, u in enumerate(chain):
             filled = []
             for m in self.memory.of_unit("manager", u):
@@ -671,7 +690,7 @@ class Registry:
             raise problems.not_found("person", person)
         s = at(agg.timeline, day)
         if s is None:
-            raise not_in_force("person", person, day, agg)
+            raise domain.not_in_force("person", person, day, agg.timeline)
         d = self.directory
         engagements, managers, seen_units = [], [], set()
         for e in self.memory.of_person("engagement", person):
@@ -746,9 +765,9 @@ class Registry:
 
     def people(self, unit: str, day: date, *, subtree: bool) -> list[tuple[str, dict[str, Any]]]:
         """Engagements in force in the unit (or its subtree) on ``day``, by engagement uuid."""
-        if unit not in self.directory.units:
-            raise rule("unknown-unit", f"No organisation unit {unit} is known.", status=404, unit=unit)
-        units = self.directory.subtree(unit, day) if subtree else {unit}
+        if unit not in self.directory.tree:
+            raise unknown_unit(unit)
+        units = self.directory.tree.subtree_at(unit, day) if subtree else {unit}
         d = self.directory
         out = []
         for u in units:
@@ -774,13 +793,161 @@ class Registry:
         out.sort(key=lambda x: x[0])
         return out
 
+    # --- what the API serves ----------------------------------------------------------------------
 
-def not_in_force(what: str, uuid: str, day: date, agg: Agg) -> problems.Problem:
-    periods = [s.validity.dump() for s in agg.timeline]
-    return problems.Problem(
-        404,
-        "not-in-force",
-        f"{what} not in force",
-        f"The {what} {uuid} exists but does not hold on {day}; see validity_periods or /history.",
-        validity_periods=periods,
-    )
+    async def reveal_cpr(self, viewer: Principal, persons: list[str], endpoint: str) -> bool:
+        """Whether ``viewer`` sees full CPR numbers; such a read is recorded first (append-only audit)."""
+        if not viewer.has(READ_CPR):
+            return False
+        await self.audit.record(actor=viewer.subject, persons=persons, endpoint=endpoint, when=self.clock.now())
+        return True
+
+    async def _reveal(self, kind: Kind, viewer: Principal, persons: list[str], endpoint: str) -> bool:
+        return await self.reveal_cpr(viewer, persons, endpoint) if kind is PERSON else False
+
+    async def list_in_force(
+        self,
+        kind: Kind,
+        day: date,
+        filters: dict[str, str | None],
+        viewer: Principal,
+        endpoint: str,
+        *,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the aggregates in force on ``day`` matching every filter given, by uuid."""
+        domain.check_filters(kind, filters)
+        mem = self.memory
+        person, unit, engagement = filters.get("person"), filters.get("unit"), filters.get("engagement")
+        if person is not None:
+            ids = sorted(mem.by_person[kind.agg].get(person, ()))
+        elif unit is not None:
+            ids = sorted(mem.by_unit[kind.agg].get(unit, ()))
+        elif engagement is not None:
+            ids = sorted(mem.by_engagement.get(engagement, ()))
+        else:
+            ids = mem.sorted_ids(kind.agg)
+        aggs = mem.aggs[kind.agg]
+
+        def keep(u: str) -> bool:
+            s = at(aggs[u].timeline, day)
+            return s is not None and all(v is None or getattr(s, k) == v for k, v in filters.items())
+
+        chunk, nxt = page_filtered(ids, keep, limit=limit, cursor=cursor)
+        reveal = await self._reveal(kind, viewer, chunk, endpoint)
+        items = []
+        for u in chunk:
+            s = at(aggs[u].timeline, day)
+            assert s is not None
+            items.append(self.render(kind, aggs[u], s, reveal_cpr=reveal))
+        return items, nxt
+
+    async def read(
+        self, kind: Kind, uuid: str, day: date, viewer: Principal, endpoint: str
+    ) -> tuple[dict[str, Any], int]:
+        """The aggregate as it is on ``day``, and its version (the ETag)."""
+        agg = self.memory.get(kind.agg, uuid)
+        if agg is None:
+            raise problems.not_found(kind.what, uuid)
+        s = at(agg.timeline, day)
+        if s is None:
+            raise domain.not_in_force(kind.what, uuid, day, agg.timeline)
+        reveal = await self._reveal(kind, viewer, [uuid], endpoint)
+        return self.render(kind, agg, s, reveal_cpr=reveal), agg.version
+
+    async def written(self, kind: Kind, agg: Agg, viewer: Principal, endpoint: str) -> dict[str, Any]:
+        """A write's answer: the slice in force today (else the last one) and the whole timeline."""
+        s = at(agg.timeline, self.clock.today()) or agg.timeline[-1]
+        reveal = await self._reveal(kind, viewer, [agg.uuid], endpoint)
+        out = self.render(kind, agg, s, reveal_cpr=reveal)
+        out["timeline"] = [x.model_dump(mode="json", by_alias=True) for x in agg.timeline]
+        return out
+
+    async def history(self, kind: Kind, uuid: str, viewer: Principal, endpoint: str) -> History:
+        """The shared history shape; a person's adds the CPR number (masked unless revealed)."""
+        doc = await self.repos[kind.agg].get_full(uuid)
+        if doc is None:
+            raise problems.not_found(kind.what, uuid)
+        hist = history_of(doc)
+        if kind is not PERSON:
+            return hist
+        reveal = await self.reveal_cpr(viewer, [uuid], endpoint)
+        cpr = doc["state"].get("cpr")
+        return schemas.PersonHistory(
+            **dict(hist),
+            has_cpr=bool(cpr),
+            cpr=domain.format_cpr(cpr, reveal=reveal) if cpr else None,
+        )
+
+    async def person_overview(self, person: str, day: date, viewer: Principal, endpoint: str) -> dict[str, Any]:
+        if self.memory.get("person", person) is None:
+            raise problems.not_found("person", person)
+        reveal = await self.reveal_cpr(viewer, [person], endpoint)
+        return self.overview(person, day, reveal_cpr=reveal)
+
+    def people_page(
+        self, unit: str, day: date, *, subtree: bool, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        rows = self.people(unit, day, subtree=subtree)
+        by_id = dict(rows)
+        chunk, nxt = page_of([k for k, _ in rows], limit=limit, cursor=cursor)
+        return [by_id[k] for k in chunk], nxt
+
+    def unit_manager(self, unit: str, day: date) -> dict[str, Any]:
+        """The responsible manager of ``unit`` on ``day`` (inherited from above when vacant)."""
+        if unit not in self.directory.tree:
+            raise unknown_unit(unit)
+        if self.directory.unit_at(unit, day) is None:
+            raise problems.missing("unit-not-active", f"Unit {unit} is not active on {day}.", unit=unit)
+        found = self.manager_of(unit, day)
+        if found is None:
+            raise problems.missing("no-manager", f"No filled manager position in {unit} or any unit above it on {day}.")
+        return found
+
+    async def audit_page(
+        self, person: str | None, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        docs, nxt = await self.audit.page(person=person, limit=limit, cursor=cursor)
+        keys = ("at", "actor", "person", "endpoint", "action")
+        return [{"id": d["_id"], **{k: d[k] for k in keys}} for d in docs], nxt
+
+    def known_units(self, day: date, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """The projected units active on ``day``, with the first day of their current period."""
+        d = self.directory
+        ids = sorted(u for u in d.tree.units if d.unit_at(u, day) is not None)
+        chunk, nxt = page_of(ids, limit=limit, cursor=cursor)
+        items = []
+        for u in chunk:
+            s = d.unit_at(u, day)
+            assert s is not None
+            items.append(
+                {
+                    "uuid": u,
+                    "name": s.name,
+                    "user_key": s.user_key,
+                    "parent": s.parent,
+                    "active_from": d.active_since(u, day),
+                }
+            )
+        return items, nxt
+
+    def known_classes(
+        self, facet: str | None, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        d = self.directory
+        ids = sorted(u for u, c in d.classes.items() if facet is None or c.facet == facet)
+        chunk, nxt = page_of(ids, limit=limit, cursor=cursor)
+        items = [
+            {
+                "facet": d.classes[u].facet,
+                **(d.class_ref(u) or {}),
+                "active_from": min((x.validity.from_ for x in d.classes[u].timeline), default=None),
+            }
+            for u in chunk
+        ]
+        return items, nxt
+
+
+def unknown_unit(unit: str) -> problems.NotFound:
+    return problems.missing("unknown-unit", f"No organisation unit {unit} is known.", unit=unit)

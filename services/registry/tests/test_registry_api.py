@@ -29,8 +29,12 @@ async def test_person_put_is_idempotent_patch_from_date_and_history(world: World
     assert [r["event_type"] for r in hist["registrations"]] == ["person.created", "person.updated"]
     assert hist["registrations"][0]["registered_by"] == "static:dev-admin"
     assert len(hist["timeline"]) == 2
+    assert len(hist["registrations"][0]["timeline"]) == 1 and len(hist["registrations"][1]["timeline"]) == 2
+    assert hist["has_cpr"] is False and hist["cpr"] is None
 
-    r = await http.post(f"/api/v1/persons/{p}/terminate", json={"from": "2027-01-01"})
+    old_shape = await http.post(f"/api/v1/persons/{p}/terminate", json={"from": "2027-01-01"})
+    assert old_shape.status_code == 422 and problem_type(old_shape) == "validation-error"
+    r = await http.post(f"/api/v1/persons/{p}/terminate", json={"to": "2027-01-01"})
     assert r.status_code == 200 and r.json()["timeline"][-1]["validity"]["to"] == "2027-01-01"
     gone = await http.get(f"/api/v1/persons/{p}", params={"at": "2027-01-01"})
     assert gone.status_code == 404 and problem_type(gone) == "not-in-force"
@@ -57,6 +61,12 @@ async def test_lists_filter_and_paginate(world: World) -> None:
     assert [i["unit"] for i in mine["items"]] == [world.u["afd"]]
     bad = await http.get("/api/v1/persons", params={"unit": world.u["team"]})
     assert bad.status_code == 400 and problem_type(bad) == "invalid-filter"
+    too_many = await http.get("/api/v1/engagements", params={"limit": 1001})
+    assert too_many.status_code == 422 and problem_type(too_many) == "validation-error"
+    nowhere = await http.get(f"/api/v1/orgunits/{uid('nowhere')}/people")
+    assert nowhere.status_code == 404 and problem_type(nowhere) == "unknown-unit"
+    bad_id = await http.put("/api/v1/persons/not-a-uuid", json=world.person_body("A", "B"))
+    assert bad_id.status_code == 400 and problem_type(bad_id) == "invalid-uuid"
 
     people = (await http.get(f"/api/v1/orgunits/{world.u['forv']}/people", params={"subtree": "true"})).json()
     assert len(people["items"]) == 5
@@ -177,18 +187,18 @@ async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: 
     await refused(
         "POST",
         f"/api/v1/engagements/{e1}/terminate",
-        {"from": "2026-06-01"},
+        {"to": "2026-06-01"},
         "engagement-has-leaves",
         409,
     )
     await refused(
         "POST",
         f"/api/v1/persons/{p}/terminate",
-        {"from": "2026-06-01"},
+        {"to": "2026-06-01"},
         "person-has-active-relations",
         409,
     )
-    await refused("POST", f"/api/v1/persons/{p}/terminate", {"from": "2010-01-01"}, "terminate-before-start")
+    await refused("POST", f"/api/v1/persons/{p}/terminate", {"to": "2010-01-01"}, "terminate-before-start")
     await refused(
         "PATCH",
         f"/api/v1/persons/{p}",

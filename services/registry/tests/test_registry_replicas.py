@@ -152,7 +152,7 @@ async def test_terminating_a_person_races_an_engagement_through_the_other_replic
         p = await world.person(f"Terminal Person{i}")
         term, eng = (a, b) if i % 2 == 0 else (b, a)
         t, e = await asyncio.gather(
-            term.http.post(f"/api/v1/persons/{p}/terminate", json={"from": end.isoformat()}),
+            term.http.post(f"/api/v1/persons/{p}/terminate", json={"to": end.isoformat()}),
             eng.http.post(
                 "/api/v1/engagements", json=world.engagement_body(p, world.u["team"], validity={"from": "2026-01-01"})
             ),
