@@ -4,7 +4,8 @@ PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 .PHONY: install run up down status test test-fast lint typecheck check docs helm-check topology \
-        bench bench-bus bench-orgunits bench-registry bench-access bench-notifier clean
+        bench bench-bus bench-orgunits bench-registry bench-access bench-notifier clean \
+        import bench-import
 
 install:  ## uv + the workspace venv (.venv), RabbitMQ and mongo-java-server when missing
 	@bash scripts/bootstrap.sh
@@ -30,11 +31,16 @@ test: install  ## the whole suite against real servers, then lint, types and the
 test-fast: install
 	@$(PY) -m pytest -q -x -m "not slow"
 
+.PHONY: api-check
+api-check: install  ## OpenAPI conformance (schemathesis) with more examples; full output in .run/api-check/
+	@ORGDIR_API_EXAMPLES=$${ORGDIR_API_EXAMPLES:-200} ORGDIR_API_REPORT_DIR=$${ORGDIR_API_REPORT_DIR:-.run/api-check} \
+		$(PY) -m pytest -q tests/api/test_openapi_conformance.py
+
 lint:
 	@.venv/bin/ruff check shared tools services tests benchmarks
 
 typecheck:
-	@.venv/bin/mypy -p orgdir -p orgdir_tools -p orgunits -p registry -p access_rights -p notifier
+	@.venv/bin/mypy -p orgdir -p orgdir_tools -p orgunits -p registry -p access_rights -p notifier -p importer
 
 check: lint typecheck
 
@@ -66,3 +72,10 @@ clean: down
 
 topology: install  ## regenerate shared/orgdir/queues.py from the services' consumers.QUEUES
 	@$(PY) -m orgdir_tools.topology
+
+import: install  ## import an HR export into the running stack: make import FILE=dir-or.json [ARGS="--dry-run"]
+	@test -n "$(FILE)" || { echo "usage: make import FILE=<directory of CSV files or .json> [ARGS=--dry-run]"; exit 2; }
+	@.venv/bin/orgdir-import "$(FILE)" $(ARGS)
+
+bench-import: install  ## generate the municipality preset, import it into an empty stack, print the rates
+	@$(PY) benchmarks/bench_import.py

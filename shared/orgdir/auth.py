@@ -125,3 +125,10 @@ def role_of(call: object) -> str | None:
 read = require("orgdir:read")
 write = require("orgdir:write")
 admin = require("orgdir:admin")
+approve = require("orgdir:approve")
+
+# The principal of a request that needs the role: route parameters, e.g. ``_: auth.Reader``.
+Reader = Annotated[Principal, Depends(read)]
+Writer = Annotated[Principal, Depends(write)]
+Admin = Annotated[Principal, Depends(admin)]
+Approver = Annotated[Principal, Depends(approve)]

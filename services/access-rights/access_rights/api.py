@@ -50,10 +50,6 @@ def _service(request: Request) -> AccessService:
 
 
 Svc = Annotated[AccessService, Depends(_service)]
-Reader = Annotated[auth.Principal, Depends(auth.read)]
-Writer = Annotated[auth.Principal, Depends(auth.write)]
-Admin = Annotated[auth.Principal, Depends(auth.admin)]
-Approver = Annotated[auth.Principal, Depends(auth.require("orgdir:approve"))]
 
 
 def _q(what: str) -> Any:
@@ -113,37 +109,37 @@ def catalogue_routes(
     created: dict[int | str, dict[str, Any]] = {201: {"model": out, "description": "Created."}}
 
     @router.get(f"/{path}", tags=tags, name=f"list {path}", response_model=Page[out])  # type: ignore[valid-type]
-    async def list_(s: Svc, day: AtDay, paging: PageQuery, where: Filters, _: Reader) -> Any:
+    async def list_(s: Svc, day: AtDay, paging: PageQuery, where: Filters, _: auth.Reader) -> Any:
         docs, nxt = await s.page(kind, where, paging)
         return {"items": [catalogue_out(out, d, day) for d in docs], "next_cursor": nxt}
 
     @router.post(f"/{path}", tags=tags, status_code=201, name=f"create {path}", response_model=out)
-    async def create(s: Svc, body: body_in, response: Response, who: Writer) -> Any:  # type: ignore[valid-type]
+    async def create(s: Svc, body: body_in, response: Response, who: auth.Writer) -> Any:  # type: ignore[valid-type]
         return _written(s, out, await s.create(kind, body, who.subject), response)
 
     @router.put(f"/{path}/{{uid}}", tags=tags, name=f"put {path}", response_model=out, responses=created)
-    async def put_(s: Svc, uid: str, body: body_in, response: Response, version: IfMatch, who: Writer) -> Any:  # type: ignore[valid-type]
+    async def put_(s: Svc, uid: str, body: body_in, response: Response, version: IfMatch, who: auth.Writer) -> Any:  # type: ignore[valid-type]
         """Create with this UUID, or set the slice over its period; the same body twice changes nothing."""
         return _written(s, out, await s.put(kind, uid, body, who.subject, version), response)
 
     @router.get(f"/{path}/{{uid}}", tags=tags, name=f"get {path}", response_model=out)
-    async def get(s: Svc, uid: str, response: Response, day: AtDay, _: Reader) -> Any:
+    async def get(s: Svc, uid: str, response: Response, day: AtDay, _: auth.Reader) -> Any:
         doc = await s.get(kind, uid)
         set_etag(response, doc["version"])
         return catalogue_out(out, doc, day)
 
     @router.get(f"/{path}/{{uid}}/history", tags=tags, name=f"history {path}", response_model=History)
-    async def history(s: Svc, uid: str, _: Reader) -> History:
+    async def history(s: Svc, uid: str, _: auth.Reader) -> History:
         return await s.history(kind, uid)
 
     @router.patch(f"/{path}/{{uid}}", tags=tags, name=f"patch {path}", response_model=out)
-    async def patch(s: Svc, uid: str, body: patch_in, response: Response, version: IfMatch, _: Writer) -> Any:  # type: ignore[valid-type]
+    async def patch(s: Svc, uid: str, body: patch_in, response: Response, version: IfMatch, _: auth.Writer) -> Any:  # type: ignore[valid-type]
         """Change the named fields from ``validity.from`` (default today) to ``validity.to`` (or open)."""
         return _written(s, out, await s.patch(kind, uid, body, version), response)
 
     @router.post(f"/{path}/{{uid}}/terminate", tags=tags, name=f"terminate {path}", response_model=out)
     async def terminate(
-        s: Svc, uid: str, response: Response, version: IfMatch, _: Writer, body: TerminateIn | None = None
+        s: Svc, uid: str, response: Response, version: IfMatch, _: auth.Writer, body: TerminateIn | None = None
     ) -> Any:
         """End from ``to`` (the first day it no longer holds; default today)."""
         day = (body or TerminateIn()).day(s.clock.today())
@@ -160,7 +156,7 @@ catalogue_routes(ASSIGNMENTS, "assignments", AssignmentIn, AssignmentPatch, Assi
 
 
 @router.post("/assignments/{uid}/approve", tags=["assignments"], response_model=AssignmentOut)
-async def approve(s: Svc, uid: str, response: Response, who: Approver) -> Any:
+async def approve(s: Svc, uid: str, response: Response, who: auth.Approver) -> Any:
     """Approve a pending assignment of a sensitive role (not by its requester: 403 ``self-approval``)."""
     doc = await s.approve(uid, who.subject)
     set_etag(response, doc["version"])
@@ -168,13 +164,13 @@ async def approve(s: Svc, uid: str, response: Response, who: Approver) -> Any:
 
 
 @router.post("/assignments/{uid}/exclusions", tags=["assignments"], response_model=AssignmentOut)
-async def exclude(s: Svc, uid: str, body: ExclusionIn, response: Response, version: IfMatch, who: Writer) -> Any:
+async def exclude(s: Svc, uid: str, body: ExclusionIn, response: Response, version: IfMatch, who: auth.Writer) -> Any:
     """Exempt a person from a unit or job-function assignment."""
     return _written(s, AssignmentOut, await s.exclude(uid, body, who.subject, version), response)
 
 
 @router.delete("/assignments/{uid}/exclusions/{person}", tags=["assignments"], response_model=AssignmentOut)
-async def include(s: Svc, uid: str, person: str, response: Response, version: IfMatch, _: Writer) -> Any:
+async def include(s: Svc, uid: str, person: str, response: Response, version: IfMatch, _: auth.Writer) -> Any:
     """Undo an exclusion."""
     return _written(s, AssignmentOut, await s.include(uid, person, version), response)
 
@@ -183,19 +179,19 @@ async def include(s: Svc, uid: str, person: str, response: Response, version: If
 
 
 @router.get("/persons/{uid}/rights", tags=["rights"])
-async def person_rights(s: Svc, uid: str, day: AtDay, _: Reader, history: bool = False) -> PersonRights:
+async def person_rights(s: Svc, uid: str, day: AtDay, _: auth.Reader, history: bool = False) -> PersonRights:
     """The person's effective rights on ``at`` with reasons (``history=true``: all periods)."""
     return await s.person_rights(uid, day, history)
 
 
 @router.get("/roles/{uid}/holders", tags=["rights"])
-async def holders(s: Svc, uid: str, day: AtDay, paging: PageQuery, _: Reader) -> Holders:
+async def holders(s: Svc, uid: str, day: AtDay, paging: PageQuery, _: auth.Reader) -> Holders:
     """Who holds the role on ``at``, and why."""
     return await s.holders(uid, day, paging)
 
 
 @router.get("/orgunits/{uid}/rights", tags=["rights"])
-async def unit_rights(s: Svc, uid: str, day: AtDay, _: Reader) -> UnitRights:
+async def unit_rights(s: Svc, uid: str, day: AtDay, _: auth.Reader) -> UnitRights:
     """What being a member of the unit confers on ``at``, and who its members are."""
     return await s.unit_rights(uid, day)
 
@@ -207,7 +203,7 @@ async def unit_rights(s: Svc, uid: str, day: AtDay, _: Reader) -> UnitRights:
 async def accounts(
     s: Svc,
     paging: PageQuery,
-    _: Reader,
+    _: auth.Reader,
     person: str | None = None,
     it_system: str | None = None,
     status: Literal["requested", "active", "disabled", "deleted"] | None = None,
@@ -216,7 +212,7 @@ async def accounts(
 
 
 @router.get("/accounts/{uid}", tags=["accounts"])
-async def account(s: Svc, uid: str, response: Response, _: Reader) -> AccountState:
+async def account(s: Svc, uid: str, response: Response, _: auth.Reader) -> AccountState:
     found = await s.account(uid)
     set_etag(response, found.version)
     return found
@@ -227,23 +223,23 @@ async def account(s: Svc, uid: str, response: Response, _: Reader) -> AccountSta
 
 @router.get("/held-batches", tags=["held batches"])
 async def batches(
-    s: Svc, paging: PageQuery, _: Reader, status: Literal["held", "released", "cancelled"] | None = None
+    s: Svc, paging: PageQuery, _: auth.Reader, status: Literal["held", "released", "cancelled"] | None = None
 ) -> Page[HeldBatch]:
     return await s.batch_page(status, paging)
 
 
 @router.get("/held-batches/{bid}", tags=["held batches"])
-async def batch(s: Svc, bid: str, _: Reader) -> HeldBatchDetail:
+async def batch(s: Svc, bid: str, _: auth.Reader) -> HeldBatchDetail:
     return await s.batch(bid)
 
 
 @router.post("/held-batches/{bid}/release", tags=["held batches"])
-async def release(s: Svc, bid: str, who: Admin) -> HeldBatch:
+async def release(s: Svc, bid: str, who: auth.Admin) -> HeldBatch:
     """The held revocations go out."""
     return await s.decide_batch(bid, True, who.subject)
 
 
 @router.post("/held-batches/{bid}/cancel", tags=["held batches"])
-async def cancel(s: Svc, bid: str, who: Admin) -> HeldBatch:
+async def cancel(s: Svc, bid: str, who: auth.Admin) -> HeldBatch:
     """The held revocations never go out; the rights stay."""
     return await s.decide_batch(bid, False, who.subject)

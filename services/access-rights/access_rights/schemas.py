@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orgdir.contracts.access import (
     AssignmentSlice,
     AssignmentState,
+    ITSystemFields,
     ITSystemSlice,
     ITSystemState,
     Reason,
@@ -42,7 +43,7 @@ class SliceIn(BaseModel):
         return self.model_dump(exclude={"validity"})
 
 
-class ITSystemIn(SliceIn):
+class ITSystemIn(SliceIn, ITSystemFields):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -59,14 +60,6 @@ class ITSystemIn(SliceIn):
         },
     )
 
-    user_key: str
-    name: str
-    username_rule: str = Field(
-        "{given:3}{surname:3}",
-        description="Template for account usernames: {given:N}, {surname:N}, {initials}, {user_key}.",
-    )
-    offboarding: Literal["disable", "delete"] = "disable"
-    grace_days: int = Field(0, ge=0, description="Days the account outlives the last engagement.")
 
 
 class RoleIn(SliceIn):

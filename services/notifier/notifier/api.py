@@ -22,8 +22,6 @@ def _notifier(request: Request) -> Notifier:
 
 
 Svc = Annotated[Notifier, Depends(_notifier)]
-Reader = Annotated[auth.Principal, Depends(auth.read)]
-Admin = Annotated[auth.Principal, Depends(auth.admin)]
 # Any UUID spelling is accepted (400 ``invalid-uuid`` otherwise); answers carry the canonical form.
 SubscriptionId = Annotated[str, Path(description="The subscription's uuid.", json_schema_extra={"format": "uuid"})]
 DeliveryId = Annotated[str, Path(description="`<subscription uuid>:<event id>`.")]
@@ -39,13 +37,13 @@ def _written(out: SubscriptionOut, created: bool, response: Response) -> Subscri
 
 
 @router.get("/subscriptions", response_model=Page[SubscriptionOut], tags=["subscriptions"])
-async def list_subscriptions(svc: Svc, paging: PageQuery, _: Reader) -> Page[SubscriptionOut]:
+async def list_subscriptions(svc: Svc, paging: PageQuery, _: auth.Reader) -> Page[SubscriptionOut]:
     items, nxt = await svc.list_subscriptions(limit=paging.limit, cursor=paging.cursor)
     return Page(items=items, next_cursor=nxt)
 
 
 @router.post("/subscriptions", status_code=201, response_model=SubscriptionOut, tags=["subscriptions"])
-async def create_subscription(body: SubscriptionIn, svc: Svc, response: Response, _: Admin) -> SubscriptionOut:
+async def create_subscription(body: SubscriptionIn, svc: Svc, response: Response, _: auth.Admin) -> SubscriptionOut:
     out, created = await svc.create_subscription(body)
     return _written(out, created, response)
 
@@ -57,7 +55,7 @@ async def create_subscription(body: SubscriptionIn, svc: Svc, response: Response
     tags=["subscriptions"],
 )
 async def put_subscription(
-    sid: SubscriptionId, body: SubscriptionIn, svc: Svc, if_match: IfMatch, response: Response, _: Admin
+    sid: SubscriptionId, body: SubscriptionIn, svc: Svc, if_match: IfMatch, response: Response, _: auth.Admin
 ) -> SubscriptionOut:
     """Create (201) or replace (200) under a client-chosen uuid; the same body twice changes nothing.
     ``secret`` and ``token`` may be omitted to keep the stored ones."""
@@ -67,20 +65,20 @@ async def put_subscription(
 
 @router.patch("/subscriptions/{sid}", response_model=SubscriptionOut, tags=["subscriptions"])
 async def patch_subscription(
-    sid: SubscriptionId, body: SubscriptionPatch, svc: Svc, if_match: IfMatch, response: Response, _: Admin
+    sid: SubscriptionId, body: SubscriptionPatch, svc: Svc, if_match: IfMatch, response: Response, _: auth.Admin
 ) -> SubscriptionOut:
     return _written(await svc.patch_subscription(sid, body, if_match), False, response)
 
 
 @router.get("/subscriptions/{sid}", response_model=SubscriptionOut, tags=["subscriptions"])
-async def get_subscription(sid: SubscriptionId, svc: Svc, response: Response, _: Reader) -> SubscriptionOut:
+async def get_subscription(sid: SubscriptionId, svc: Svc, response: Response, _: auth.Reader) -> SubscriptionOut:
     out = await svc.get_subscription(sid)
     set_etag(response, out.version)
     return out
 
 
 @router.delete("/subscriptions/{sid}", status_code=204, response_class=Response, tags=["subscriptions"])
-async def delete_subscription(sid: SubscriptionId, svc: Svc, if_match: IfMatch, _: Admin) -> Response:
+async def delete_subscription(sid: SubscriptionId, svc: Svc, if_match: IfMatch, _: auth.Admin) -> Response:
     """Removes the target; its undelivered deliveries become ``failed`` (still listed, replayable
     only after re-creating a subscription with the same uuid)."""
     await svc.delete_subscription(sid, if_match)
@@ -91,7 +89,7 @@ async def delete_subscription(sid: SubscriptionId, svc: Svc, if_match: IfMatch, 
 async def replay_subscription(
     sid: SubscriptionId,
     svc: Svc,
-    _: Admin,
+    _: auth.Admin,
     since: Annotated[datetime, Query(description="Replay deliveries of events from this instant on.")],
     status: Annotated[
         list[str],
@@ -112,7 +110,7 @@ async def replay_subscription(
 async def list_deliveries(
     svc: Svc,
     paging: PageQuery,
-    _: Reader,
+    _: auth.Reader,
     status: Annotated[
         str | None,
         Query(description="Only deliveries in this state.", json_schema_extra={"enum": list(domain.STATUSES)}),
@@ -135,11 +133,11 @@ async def list_deliveries(
 
 
 @router.get("/deliveries/{did}", response_model=DeliveryOut, tags=["deliveries"])
-async def get_delivery(did: DeliveryId, svc: Svc, _: Reader) -> DeliveryOut:
+async def get_delivery(did: DeliveryId, svc: Svc, _: auth.Reader) -> DeliveryOut:
     return await svc.get_delivery(did)
 
 
 @router.post("/deliveries/{did}/replay", response_model=DeliveryOut, status_code=202, tags=["deliveries"])
-async def replay_delivery(did: DeliveryId, svc: Svc, _: Admin) -> DeliveryOut:
+async def replay_delivery(did: DeliveryId, svc: Svc, _: auth.Admin) -> DeliveryOut:
     """Queue a delivery again (any final state); 409 while it is still pending."""
     return await svc.replay_delivery(did)

@@ -55,9 +55,6 @@ async def fresh(request: Request) -> OrgUnits:
 
 Svc = Annotated[OrgUnits, Depends(service)]  # writes catch up inside the tree section
 Fresh = Annotated[OrgUnits, Depends(fresh)]  # reads
-Reader = Annotated[auth.Principal, Depends(auth.read)]
-Writer = Annotated[auth.Principal, Depends(auth.write)]
-Admin = Annotated[auth.Principal, Depends(auth.admin)]
 
 
 def _written(doc: dict[str, Any], created: bool, response: Response) -> dict[str, Any]:
@@ -71,12 +68,12 @@ def _written(doc: dict[str, Any], created: bool, response: Response) -> dict[str
 
 
 @router.get("/facets", tags=["vocabulary"], response_model=Page[FacetOut])
-async def list_facets(_: Reader, s: Fresh, paging: PageQuery) -> Page[FacetOut]:
+async def list_facets(_: auth.Reader, s: Fresh, paging: PageQuery) -> Page[FacetOut]:
     return s.vocab.facets_page(paging)
 
 
 @router.get("/facets/{ref}", tags=["vocabulary"], response_model=FacetOut)
-async def get_facet(_: Reader, ref: str, response: Response, s: Fresh) -> FacetOut:
+async def get_facet(_: auth.Reader, ref: str, response: Response, s: Fresh) -> FacetOut:
     """A facet by UUID or user_key."""
     f = s.vocab.facet(ref)
     set_etag(response, f.version)
@@ -84,14 +81,14 @@ async def get_facet(_: Reader, ref: str, response: Response, s: Fresh) -> FacetO
 
 
 @router.post("/facets", status_code=201, tags=["vocabulary"], response_model=FacetState)
-async def create_facet(_: Admin, body: FacetWrite, response: Response, s: Svc) -> dict[str, Any]:
+async def create_facet(_: auth.Admin, body: FacetWrite, response: Response, s: Svc) -> dict[str, Any]:
     doc, created = await s.write_facet(str(uuidlib.uuid4()), body.user_key, body.description, None, False)
     return _written(doc, created, response)
 
 
 @router.put("/facets/{uid}", tags=["vocabulary"], response_model=FacetState, responses={201: {"model": FacetState}})
 async def put_facet(
-    _: Admin, uid: UUID, body: FacetWrite, version: IfMatch, response: Response, s: Svc
+    _: auth.Admin, uid: UUID, body: FacetWrite, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     doc, created = await s.write_facet(str(uid), body.user_key, body.description, version, False)
     return _written(doc, created, response)
@@ -99,7 +96,7 @@ async def put_facet(
 
 @router.patch("/facets/{uid}", tags=["vocabulary"], response_model=FacetState)
 async def patch_facet(
-    _: Admin, uid: UUID, body: FacetPatch, version: IfMatch, response: Response, s: Svc
+    _: auth.Admin, uid: UUID, body: FacetPatch, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     """Only the description can change: classes refer to a facet by its user_key."""
     doc = await s.patch_facet(str(uid), body.description, version)
@@ -111,7 +108,7 @@ async def patch_facet(
 
 @router.get("/classes", tags=["vocabulary"], response_model=Page[ClassOut], responses=problem_responses(404))
 async def list_classes(
-    _: Reader,
+    _: auth.Reader,
     s: Fresh,
     day: AtDay,
     paging: PageQuery,
@@ -122,21 +119,21 @@ async def list_classes(
 
 
 @router.get("/classes/{uid}", tags=["vocabulary"], response_model=ClassOut)
-async def get_class(_: Reader, uid: UUID, response: Response, day: AtDay, s: Fresh) -> ClassOut:
+async def get_class(_: auth.Reader, uid: UUID, response: Response, day: AtDay, s: Fresh) -> ClassOut:
     out = s.vocab.class_at(str(uid), day)
     set_etag(response, out.version)
     return out
 
 
 @router.post("/classes", status_code=201, tags=["vocabulary"], response_model=ClassState)
-async def create_class(_: Admin, body: ClassWrite, response: Response, s: Svc) -> dict[str, Any]:
+async def create_class(_: auth.Admin, body: ClassWrite, response: Response, s: Svc) -> dict[str, Any]:
     doc, created = await s.put_class(str(uuidlib.uuid4()), body, None)
     return _written(doc, created, response)
 
 
 @router.put("/classes/{uid}", tags=["vocabulary"], response_model=ClassState, responses={201: {"model": ClassState}})
 async def put_class(
-    _: Admin, uid: UUID, body: ClassWrite, version: IfMatch, response: Response, s: Svc
+    _: auth.Admin, uid: UUID, body: ClassWrite, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     doc, created = await s.put_class(str(uid), body, version)
     return _written(doc, created, response)
@@ -144,14 +141,14 @@ async def put_class(
 
 @router.patch("/classes/{uid}", tags=["vocabulary"], response_model=ClassState)
 async def patch_class(
-    _: Admin, uid: UUID, body: ClassPatch, version: IfMatch, response: Response, s: Svc
+    _: auth.Admin, uid: UUID, body: ClassPatch, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     return _written(await s.patch_class(str(uid), body, version), False, response)
 
 
 @router.post("/classes/{uid}/terminate", tags=["vocabulary"], response_model=ClassState)
 async def terminate_class(
-    _: Admin, uid: UUID, body: TerminateIn, version: IfMatch, response: Response, s: Svc
+    _: auth.Admin, uid: UUID, body: TerminateIn, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     """End the class: ``to`` is the first day it no longer holds (default today)."""
     return _written(await s.terminate_class(str(uid), body, version), False, response)
@@ -162,7 +159,7 @@ async def terminate_class(
 
 @router.get("/orgunits", tags=["orgunits"], response_model=Page[UnitOut])
 async def list_units(
-    _: Reader,
+    _: auth.Reader,
     s: Fresh,
     day: AtDay,
     paging: PageQuery,
@@ -181,13 +178,13 @@ async def list_units(
 
 
 @router.get("/tree", tags=["orgunits"], response_model=Tree)
-async def tree(_: Reader, s: Fresh, day: AtDay) -> Response:
+async def tree(_: auth.Reader, s: Fresh, day: AtDay) -> Response:
     """Every unit active on the day, nested under its parent, in one response (pre-rendered per day)."""
     return Response(s.cache.tree_json(day), media_type="application/json")
 
 
 @router.get("/orgunits/{uid}", tags=["orgunits"], response_model=UnitOut)
-async def get_unit(_: Reader, uid: UUID, response: Response, day: AtDay, s: Fresh) -> UnitOut:
+async def get_unit(_: auth.Reader, uid: UUID, response: Response, day: AtDay, s: Fresh) -> UnitOut:
     """The unit as of the day: 404 ``not-active`` (with its periods) on a day it does not exist."""
     out = s.cache.unit_at(str(uid), day)
     set_etag(response, out.version)
@@ -195,19 +192,19 @@ async def get_unit(_: Reader, uid: UUID, response: Response, day: AtDay, s: Fres
 
 
 @router.get("/orgunits/{uid}/history", tags=["orgunits"], response_model=History)
-async def unit_history(_: Reader, uid: UUID, s: Fresh) -> History:
+async def unit_history(_: auth.Reader, uid: UUID, s: Fresh) -> History:
     """Every slice of the unit's life, and every registration: when, by whom, what it said."""
     return await s.unit_history(str(uid))
 
 
 @router.get("/orgunits/{uid}/children", tags=["orgunits"], response_model=Page[UnitOut])
-async def children(_: Reader, uid: UUID, day: AtDay, paging: PageQuery, s: Fresh) -> Page[UnitOut]:
+async def children(_: auth.Reader, uid: UUID, day: AtDay, paging: PageQuery, s: Fresh) -> Page[UnitOut]:
     return s.cache.children(str(uid), day, paging)
 
 
 @router.get("/orgunits/{uid}/subtree", tags=["orgunits"], response_model=TreeNode, response_model_exclude_unset=True)
 async def subtree(
-    _: Reader,
+    _: auth.Reader,
     uid: UUID,
     day: AtDay,
     s: Fresh,
@@ -218,7 +215,7 @@ async def subtree(
 
 
 @router.get("/orgunits/{uid}/ancestors", tags=["orgunits"], response_model=Page[UnitOut])
-async def ancestors(_: Reader, uid: UUID, day: AtDay, s: Fresh) -> Page[UnitOut]:
+async def ancestors(_: auth.Reader, uid: UUID, day: AtDay, s: Fresh) -> Page[UnitOut]:
     """The path from the unit's parent up to its root, in one page."""
     return s.cache.ancestors(str(uid), day)
 
@@ -227,13 +224,13 @@ async def ancestors(_: Reader, uid: UUID, day: AtDay, s: Fresh) -> Page[UnitOut]
 
 
 @router.post("/orgunits", status_code=201, tags=["orgunits"], response_model=OrgUnitState)
-async def create_unit(_: Writer, body: UnitWrite, response: Response, s: Svc) -> dict[str, Any]:
+async def create_unit(_: auth.Writer, body: UnitWrite, response: Response, s: Svc) -> dict[str, Any]:
     return _written(await s.create_unit(body), True, response)
 
 
 @router.put("/orgunits/{uid}", tags=["orgunits"], response_model=OrgUnitState, responses={201: {"model": OrgUnitState}})
 async def put_unit(
-    _: Writer, uid: UUID, body: UnitWrite, version: IfMatch, response: Response, s: Svc
+    _: auth.Writer, uid: UUID, body: UnitWrite, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     """Create or replace from ``validity.from``: the same body twice stores nothing new."""
     doc, created = await s.put_unit(str(uid), body, version)
@@ -242,19 +239,21 @@ async def put_unit(
 
 @router.patch("/orgunits/{uid}", tags=["orgunits"], response_model=OrgUnitState)
 async def patch_unit(
-    _: Writer, uid: UUID, body: UnitPatch, version: IfMatch, response: Response, s: Svc
+    _: auth.Writer, uid: UUID, body: UnitPatch, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     return _written(await s.patch_unit(str(uid), body, version), False, response)
 
 
 @router.post("/orgunits/{uid}/move", tags=["orgunits"], response_model=OrgUnitState)
-async def move_unit(_: Writer, uid: UUID, body: MoveIn, version: IfMatch, response: Response, s: Svc) -> dict[str, Any]:
+async def move_unit(
+    _: auth.Writer, uid: UUID, body: MoveIn, version: IfMatch, response: Response, s: Svc
+) -> dict[str, Any]:
     return _written(await s.move_unit(str(uid), body, version), False, response)
 
 
 @router.post("/orgunits/{uid}/terminate", tags=["orgunits"], response_model=OrgUnitState)
 async def terminate_unit(
-    _: Writer, uid: UUID, body: TerminateIn, version: IfMatch, response: Response, s: Svc
+    _: auth.Writer, uid: UUID, body: TerminateIn, version: IfMatch, response: Response, s: Svc
 ) -> dict[str, Any]:
     """End the unit: ``to`` is the first day it no longer exists (default today)."""
     return _written(await s.terminate_unit(str(uid), body, version), False, response)

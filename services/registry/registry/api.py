@@ -46,9 +46,6 @@ def _client_uuid(uuid: str) -> str:
 Svc = Annotated[Registry, Depends(_registry)]
 Endpoint = Annotated[str, Depends(_endpoint)]
 ClientUuid = Annotated[str, Depends(_client_uuid)]
-Reader = Annotated[auth.Principal, Depends(auth.read)]
-Writer = Annotated[auth.Principal, Depends(auth.write)]
-Admin = Annotated[auth.Principal, Depends(auth.admin)]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -72,7 +69,7 @@ def _add_crud(kind: Kind) -> None:
     @router.get(base, tags=tags, response_model=Page[Out], summary=f"List {kind.plural} in force on a day")  # type: ignore[valid-type]
     async def list_(
         reg: Svc,
-        principal: Reader,
+        principal: auth.Reader,
         endpoint: Endpoint,
         day: AtDay,
         paging: PageQuery,
@@ -91,7 +88,7 @@ def _add_crud(kind: Kind) -> None:
     )
     async def create(
         reg: Svc,
-        principal: Writer,
+        principal: auth.Writer,
         endpoint: Endpoint,
         response: Response,
         body: In,  # type: ignore[valid-type]
@@ -110,7 +107,7 @@ def _add_crud(kind: Kind) -> None:
     )
     async def put_(
         reg: Svc,
-        principal: Writer,
+        principal: auth.Writer,
         endpoint: Endpoint,
         response: Response,
         uuid: ClientUuid,
@@ -130,7 +127,7 @@ def _add_crud(kind: Kind) -> None:
     )
     async def patch(
         reg: Svc,
-        principal: Writer,
+        principal: auth.Writer,
         endpoint: Endpoint,
         response: Response,
         uuid: str,
@@ -149,7 +146,7 @@ def _add_crud(kind: Kind) -> None:
     )
     async def terminate(
         reg: Svc,
-        principal: Writer,
+        principal: auth.Writer,
         endpoint: Endpoint,
         response: Response,
         uuid: str,
@@ -163,7 +160,7 @@ def _add_crud(kind: Kind) -> None:
 
     @router.get(f"{base}/{{uuid}}", tags=tags, response_model=Out, summary=f"A {kind.what} as it is on a day")
     async def get(
-        reg: Svc, principal: Reader, endpoint: Endpoint, response: Response, uuid: str, day: AtDay
+        reg: Svc, principal: auth.Reader, endpoint: Endpoint, response: Response, uuid: str, day: AtDay
     ) -> dict[str, Any]:
         out, version = await reg.read(kind, uuid, day, principal, endpoint)
         set_etag(response, version)
@@ -175,7 +172,7 @@ def _add_crud(kind: Kind) -> None:
         response_model=schemas.PersonHistory if kind is PERSON else History,
         summary=f"Every slice and every registration of a {kind.what}",
     )
-    async def history(reg: Svc, principal: Reader, endpoint: Endpoint, response: Response, uuid: str) -> History:
+    async def history(reg: Svc, principal: auth.Reader, endpoint: Endpoint, response: Response, uuid: str) -> History:
         hist = await reg.history(kind, uuid, principal, endpoint)
         set_etag(response, hist.version)
         return hist
@@ -191,7 +188,7 @@ for _kind in KINDS.values():
     response_model=schemas.Overview,
     summary="Everything about a person on a day",
 )
-async def overview(reg: Svc, principal: Reader, endpoint: Endpoint, uuid: str, day: AtDay) -> dict[str, Any]:
+async def overview(reg: Svc, principal: auth.Reader, endpoint: Endpoint, uuid: str, day: AtDay) -> dict[str, Any]:
     return await reg.person_overview(uuid, day, principal, endpoint)
 
 
@@ -203,7 +200,7 @@ async def overview(reg: Svc, principal: Reader, endpoint: Endpoint, uuid: str, d
 )
 async def people(
     reg: Svc,
-    _: Reader,
+    _: auth.Reader,
     uuid: str,
     day: AtDay,
     paging: PageQuery,
@@ -219,7 +216,7 @@ async def people(
     response_model=schemas.UnitManager,
     summary="The responsible manager (inherited when vacant)",
 )
-async def manager(reg: Svc, _: Reader, uuid: str, day: AtDay) -> dict[str, Any]:
+async def manager(reg: Svc, _: auth.Reader, uuid: str, day: AtDay) -> dict[str, Any]:
     return reg.unit_manager(uuid, day)
 
 
@@ -231,7 +228,7 @@ async def manager(reg: Svc, _: Reader, uuid: str, day: AtDay) -> dict[str, Any]:
 )
 async def search(
     reg: Svc,
-    _: Reader,
+    _: auth.Reader,
     q: Annotated[str, Query(min_length=1, max_length=200)],
     limit: Annotated[int, Query(ge=1, le=100, description="The best matches to return.")] = 20,
 ) -> dict[str, Any]:
@@ -244,7 +241,9 @@ async def search(
     response_model=Page[schemas.AuditEntry],
     summary="Reads of person records by CPR-privileged tokens",
 )
-async def audit(reg: Svc, _: Admin, paging: PageQuery, person: Annotated[str | None, Query()] = None) -> dict[str, Any]:
+async def audit(
+    reg: Svc, _: auth.Admin, paging: PageQuery, person: Annotated[str | None, Query()] = None
+) -> dict[str, Any]:
     items, nxt = await reg.audit_page(person, limit=paging.limit, cursor=paging.cursor)
     return {"items": items, "next_cursor": nxt}
 
@@ -255,7 +254,7 @@ async def audit(reg: Svc, _: Admin, paging: PageQuery, person: Annotated[str | N
     response_model=Page[schemas.ProjectedUnit],
     summary="Units this service knows (from orgunits events)",
 )
-async def known_units(reg: Svc, _: Reader, day: AtDay, paging: PageQuery) -> dict[str, Any]:
+async def known_units(reg: Svc, _: auth.Reader, day: AtDay, paging: PageQuery) -> dict[str, Any]:
     items, nxt = reg.known_units(day, limit=paging.limit, cursor=paging.cursor)
     return {"items": items, "next_cursor": nxt}
 
@@ -267,7 +266,7 @@ async def known_units(reg: Svc, _: Reader, day: AtDay, paging: PageQuery) -> dic
     summary="Classes this service knows, by facet",
 )
 async def known_classes(
-    reg: Svc, _: Reader, paging: PageQuery, facet: Annotated[str | None, Query()] = None
+    reg: Svc, _: auth.Reader, paging: PageQuery, facet: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
     items, nxt = reg.known_classes(facet, limit=paging.limit, cursor=paging.cursor)
     return {"items": items, "next_cursor": nxt}

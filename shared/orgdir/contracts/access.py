@@ -12,15 +12,21 @@ from orgdir.events import register, register_aggregate
 from orgdir.validity import SliceBase, Validity
 
 
-class ITSystemSlice(SliceBase):
+class ITSystemFields(BaseModel):
+    """An IT system's fields, as written and as published (the write model adds its validity input)."""
+
     user_key: str
     name: str
     username_rule: str = Field(
         "{given:3}{surname:3}",
-        description="Template for account usernames: {given:N}, {surname:N}, {user_key}.",
+        description="Template for account usernames: {given:N}, {surname:N}, {initials}, {user_key}.",
     )
     offboarding: Literal["disable", "delete"] = "disable"
-    grace_days: int = Field(0, ge=0, description="Days after the last engagement ends.")
+    grace_days: int = Field(0, ge=0, description="Days the account outlives the last engagement.")
+
+
+class ITSystemSlice(SliceBase, ITSystemFields):
+    pass
 
 
 class ITSystemState(AggregateState[ITSystemSlice]):

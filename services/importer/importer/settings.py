@@ -1,0 +1,31 @@
+"""Where the services are and how to sign in, from the environment (``ORGDIR_IMPORT_*``).
+
+The defaults are the local stack's (``make up``): orgunits on 8101, the
+registry on 8102, the static ``dev-admin`` token. Production sets a real
+token (a service account with ``orgdir:write``, and ``orgdir:read:cpr`` to
+compare CPR numbers exactly).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"ORGDIR_IMPORT_{name}", default)
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    orgunits_url: str = field(default_factory=lambda: _env("ORGUNITS_URL", "http://127.0.0.1:8101"))
+    registry_url: str = field(default_factory=lambda: _env("REGISTRY_URL", "http://127.0.0.1:8102"))
+    token: str = field(default_factory=lambda: _env("TOKEN", "dev-admin"))
+    #: requests in flight at once (each service scales by replicas; this bounds the load one import puts on them)
+    concurrency: int = field(default_factory=lambda: int(_env("CONCURRENCY", "16")))
+    timeout_seconds: float = field(default_factory=lambda: float(_env("TIMEOUT_SECONDS", "60")))
+    #: how long to wait for the registry to learn new units (orgunits events) before writing engagements
+    projection_wait_seconds: float = field(default_factory=lambda: float(_env("PROJECTION_WAIT_SECONDS", "120")))
+
+    def url(self, service: str) -> str:
+        return {"orgunits": self.orgunits_url, "registry": self.registry_url}[service]

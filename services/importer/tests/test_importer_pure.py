@@ -1,0 +1,201 @@
+"""Pure parts of the importer: the generator, the readers and the planner (no servers)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from importer import cli
+from importer.adapters import Source, collect
+from importer.domain import State, describe, plan
+from importer.generate import PRESETS, Size, generate, mutate
+from importer.readers import CsvSource, JsonSource, write_csv, write_json
+from importer.records import KINDS, Export, Origin, Period, Unit, stable_uuid
+from orgunits.vocabulary import CLASSES
+
+DAY = date(2026, 12, 1)
+CLASS_UUIDS = {facet: {key: f"class-{facet}-{key}" for key, _, _ in rows} for facet, rows in CLASSES.items()}
+
+
+@functools.cache
+def municipality() -> Export:
+    return generate("municipality", 7)
+
+
+def depth(export: Export) -> int:
+    parents = {u.key: u.parent for u in export.units}
+
+    def of(key: str) -> int:
+        n, parent = 0, parents[key]
+        while parent is not None:
+            n, parent = n + 1, parents[parent]
+        return n
+
+    return max(of(k) for k in parents)
+
+
+def test_same_seed_same_files_other_seed_other_files(tmp_path: Path) -> None:
+    for name, seed in (("a", 4), ("b", 4), ("c", 5)):
+        write_csv(generate("small", seed), tmp_path / name)
+    for kind in KINDS:
+        a, b, c = ((tmp_path / n / f"{kind}.csv").read_bytes() for n in "abc")
+        assert a == b
+        if kind != "leaves" or a.count(b"\n") > 1:
+            assert a != c
+
+
+def test_small_has_the_promised_size() -> None:
+    export = generate("small", 1)
+    assert export.counts()["units"] == 200 and export.counts()["persons"] == 2000
+    assert export.counts()["engagements"] == 2400
+    assert depth(export) <= PRESETS["small"].levels - 1
+
+
+def test_municipality_has_the_promised_size_and_shape() -> None:
+    export = municipality()
+    c = export.counts()
+    assert (c["units"], c["persons"], c["engagements"]) == (3000, 30000, 36000)
+    assert depth(export) == 7  # eight levels
+    assert c["managers"] > 0.8 * c["units"] and c["leaves"] > 300
+    assert len({p.cpr for p in export.persons}) == 30000
+    names = {u.name for u in export.units}
+    assert {"Skoleområdet", "Dagtilbudsområdet", "Ældreområdet", "Jobcenter", "Borgmesterens Afdeling"} <= names
+    primaries = [e.person for e in export.engagements if e.primary]
+    assert len(primaries) == len(set(primaries)) == 30000
+
+
+def test_every_generated_record_plans_as_a_create_and_uses_seeded_classes() -> None:
+    export = generate("small", 2)
+    p = plan(export, State(DAY, classes=CLASS_UUIDS))
+    assert p.rejected == []
+    assert {k: c["create"] for k, c in p.counts().items()} == export.counts()
+
+
+def mirror(export: Export, day: date = DAY) -> State:
+    """What the services would hold after importing ``export``: its create bodies as read back."""
+    state = State(day, classes=CLASS_UUIDS)
+    for op in plan(export, state).ops:
+        body = op.writes[0].body
+        v = body["validity"]
+        if body.get("cpr"):
+            body = {**body, "cpr": f"{body['cpr'][:6]}-{body['cpr'][6:]}", "has_cpr": True}
+        state.current[op.kind][op.uuid] = {**body, "uuid": op.uuid}
+        if date.fromisoformat(v["from"]) <= day and (v["to"] is None or day < date.fromisoformat(v["to"])):
+            state.listed[op.kind].add(op.uuid)
+    return state
+
+
+def test_an_unchanged_export_plans_nothing() -> None:
+    export = generate("tiny", 3)
+    p = plan(export, mirror(export))
+    assert p.ops == [] and p.rejected == []
+    assert dict(p.unchanged) == export.counts()
+
+
+def test_moves_leavers_and_hires_plan_exactly_those_writes() -> None:
+    export = generate("tiny", 3)
+    tomorrow = DAY + timedelta(days=1)
+    changed = mutate(export, seed=9, day=tomorrow, moves=4, leavers=2, hires=3)
+    p = plan(changed, mirror(export))
+    c = p.counts()
+    assert (c["engagements"]["change"], c["engagements"]["terminate"], c["engagements"]["create"]) == (4, 2, 3)
+    assert c["persons"]["create"] == 3
+    assert p.writes() == 4 + 2 + 3 + 3
+    for op in p.ops:
+        if op.action == "change":  # a move is written from the plan's day on; history before it stays
+            assert [w.method for w in op.writes] == ["PUT"] and op.writes[0].body["validity"] == {
+                "from": DAY.isoformat(), "to": None}
+        if op.action == "terminate":
+            assert [(w.method, w.body) for w in op.writes] == [("POST", {"to": tomorrow.isoformat()})]
+            assert op.writes[0].path.endswith("/terminate")
+    text = describe(p)
+    assert "change engagement" in text and "terminate engagement" in text and "create person" in text
+
+
+def test_bad_references_are_refused_with_their_origin_and_take_their_dependants_along() -> None:
+    export = generate("tiny", 3)
+    o = Origin("units.csv", 99)
+    bad = [
+        replace(export.units[5], key="X1", parent="NOPE", origin=o),
+        replace(export.units[5], key="X2", parent="X1", origin=replace(o, line=100)),
+        replace(export.units[5], key="X3", unit_type="rumskib", origin=replace(o, line=101)),
+        replace(export.units[5], key="C1", parent="C2", origin=replace(o, line=102)),
+        replace(export.units[5], key="C2", parent="C1", origin=replace(o, line=103)),
+    ]
+    eng = replace(export.engagements[0], key="EX", unit="X2", origin=Origin("engagements.csv", 50))
+    export.units += bad
+    export.engagements.append(eng)
+    p = plan(export, State(DAY, classes=CLASS_UUIDS))
+    why = {(r.origin.file, r.origin.line): r.message for r in p.rejected}
+    assert why[("units.csv", 99)] == "unknown parent unit 'NOPE'"
+    assert why[("units.csv", 100)] == "its parent unit 'X1' is refused"
+    assert why[("units.csv", 101)] == "unknown unit_type class 'rumskib'"
+    assert "cycle" in why[("units.csv", 102)] and "cycle" in why[("units.csv", 103)]
+    assert why[("engagements.csv", 50)] == "unknown unit 'X2'"
+    assert p.counts()["units"]["create"] == len(export.units) - len(bad)
+
+
+def test_full_sync_terminates_the_missing_leaves_first_units_last() -> None:
+    export = generate("tiny", 3)
+    state = mirror(export)
+    smaller = Export(units=export.units[:-1], persons=export.persons, engagements=export.engagements[1:],
+                     managers=[m for m in export.managers if m.unit != export.units[-1].key], leaves=[])
+    end = DAY + timedelta(days=10)
+    p = plan(smaller, state, full_sync_from=end)
+    terminated = [(op.kind, op.writes[0].body) for op in p.ops if op.action == "terminate"]
+    assert all(body == {"to": end.isoformat()} for _, body in terminated)
+    kinds = [k for k, _ in terminated]
+    assert kinds.count("units") == 1 and kinds.count("engagements") == 1
+    assert kinds.count("leaves") == sum(1 for lv in export.leaves if lv.validity.holds(DAY))
+    order = [g[0].kind for g in p.phases()]
+    assert order.index("leaves") < order.index("units") and order[-1] == "units"
+    assert p.full_sync_terminations == len(terminated)
+
+
+def test_records_keep_their_file_and_line_in_csv_and_json(tmp_path: Path) -> None:
+    export = generate("tiny", 3)
+    write_csv(export, tmp_path / "csv")
+    write_json(export, tmp_path / "x.json")
+    with (tmp_path / "csv" / "engagements.csv").open("a", encoding="utf-8") as f:
+        f.write("EBAD,P000001,ENH00005,laerer,ansat,true,1,2020-05-01,2020-01-01\n")
+    from_csv, from_json = collect(CsvSource(tmp_path / "csv")), collect(JsonSource(tmp_path / "x.json"))
+    for kind in KINDS:
+        assert from_csv.of(kind) == from_json.of(kind) == export.of(kind)
+    assert [str(r.origin) for r in from_csv.persons[:2]] == ["persons.csv:2", "persons.csv:3"]
+    units_line = 3  # '{', '"units": [', then the first unit
+    assert from_json.units[0].origin == Origin("x.json", units_line)
+    assert from_json.persons[0].origin.line == units_line + len(export.units) + 2
+    [bad] = from_csv.invalid
+    assert str(bad) == (f"engagements.csv:{len(export.engagements) + 2}: engagement EBAD: to (2020-01-01) must be "
+                        "after from (2020-05-01); to is the first day it no longer holds")
+    assert isinstance(CsvSource(tmp_path), Source)
+    assert stable_uuid("units", "ENH") == export.units[0].uuid == stable_uuid("unit", "ENH")
+
+
+def test_records_refuse_bad_values() -> None:
+    from importer.records import RecordError, parse
+
+    o = Origin("units.csv", 2)
+    with pytest.raises(RecordError, match="missing name"):
+        parse("units", {"key": "A", "unit_type": "team", "from": "2020-01-01"}, o)
+    with pytest.raises(RecordError, match="not a date"):
+        parse("units", {"key": "A", "name": "A", "unit_type": "team", "from": "1/1/2020"}, o)
+    u = parse("units", {"key": "A", "name": "A", "unit_type": "team", "from": "2020-01-01", "to": ""}, o)
+    assert u == Unit("A", Period(date(2020, 1, 1)), o, name="A", unit_type="team")
+
+
+def test_cli_generates_and_checks_its_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["generate", "--size", "tiny", "--seed", "2", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "units.csv").read_text(encoding="utf-8").startswith("key,name,parent,")
+    assert cli.main([str(tmp_path / "out"), "--full-sync"]) == 2
+    assert "--full-sync needs --from" in capsys.readouterr().err
+    assert cli.main(["import", str(tmp_path / "nothing.txt")]) == 2
+
+
+def test_a_size_can_be_tailored() -> None:
+    export = generate(Size(units=12, people=10, engagements=12, levels=4), 1)
+    assert export.counts()["units"] == 12 and depth(export) <= 3
