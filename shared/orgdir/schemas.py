@@ -10,10 +10,20 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from orgdir import problems
 from orgdir.validity import Validity
+
+
+def _reject_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("null is not allowed here; leave the field out to keep its value")
+    return value
+
+
+NotNull = BeforeValidator(_reject_null)
+"""For PATCH fields that may be left out but not cleared: ``name: Annotated[str | None, NotNull] = None``."""
 
 
 class ValidityIn(BaseModel):

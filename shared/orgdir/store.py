@@ -171,17 +171,40 @@ class Repository:
         service: str,
         clock: Clock,
         event_data: Callable[[str, int, dict[str, Any]], dict[str, Any]] | None = None,
+        current_type: str | None = None,
     ) -> None:
         self.col: AsyncCollection[Doc] = db[collection]
         self.name = collection
         self.service = service
         self.clock = clock
         self.event_data = event_data or (lambda uuid, version, state: {"uuid": uuid, "version": version, **state})
+        # The type that re-sends a document's state (republish, refresh) when its change events do not
+        # carry the plain state (access-rights' person_rights); else the type of its last registration.
+        self.current_type = current_type
         self.on_write: Callable[[str, str, list[dict[str, Any]]], None] = lambda c, u, o: None
         self.inserts = BulkWriter(self.col)
 
     def event_for(self, uuid: str, version: int, event_type: str, state: dict[str, Any]) -> CloudEvent:
         return self._event(uuid, version, event_type, self.event_data(uuid, version, state))
+
+    # What ``current_event`` reads: the state and the last registration only, never the outbox.
+    CURRENT_PROJECTION: Mapping[str, Any] = {"version": 1, "state": 1, "registrations": {"$slice": -1}}
+
+    def current_type_of(self, doc: Doc) -> str | None:
+        """The type of the event that re-sends ``doc``'s current state (None: never published)."""
+        if int(doc.get("version") or 0) < 1:
+            return None
+        if self.current_type is not None:
+            return self.current_type
+        history = doc.get("registrations") or []
+        return str(history[-1]["event_type"]) if history else None
+
+    def current_event(self, doc: Doc) -> CloudEvent | None:
+        """The aggregate's normal full-state event again, ``sequence`` = its version (republish, refresh)."""
+        kind = self.current_type_of(doc)
+        if kind is None:
+            return None
+        return self.event_for(str(doc["_id"]), int(doc["version"]), kind, doc["state"])
 
     def _event(self, uuid: str, sequence: int, event_type: str, data: dict[str, Any]) -> CloudEvent:
         return new_event(
@@ -504,6 +527,19 @@ class Projection:
         return await self.col.find_one({"_id": subject})
 
 
+@dataclass
+class _Held:
+    """A database hold of a section, handed on between this replica's writers."""
+
+    token: str
+    seq: int
+    since: float
+    written: list[tuple[str, str]] = field(default_factory=list)
+    uses: int = 0
+    caught_up: bool = True
+    renewing: asyncio.Task[None] | None = None
+
+
 class Section:
     """A named critical section across all replicas: a lease taken by a conditional write.
 
@@ -518,6 +554,8 @@ class Section:
     """
 
     RECENT = 1000
+    MAX_REUSE = 50  # writes under one database hold while local writers wait
+    MAX_HOLD = 0.5  # seconds
 
     def __init__(
         self,
@@ -537,6 +575,9 @@ class Section:
         self.wait = wait_seconds
         self.seen: int | None = None  # the section's seq this replica's view reflects
         self.acquired = 0  # entries (tests and metrics)
+        self._local = asyncio.Lock()  # this replica's writers take turns before they ask the database
+        self._waiting = 0
+        self._held: _Held | None = None
 
     async def baseline(self) -> None:
         """Call before the initial load: what is written after this is caught up on entry."""
@@ -548,6 +589,38 @@ class Section:
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[SectionTicket]:
+        """Hold the section for one write.
+
+        Writers of this replica queue locally first (``_local``), so only one
+        of them asks the database at a time, and a hold is handed on to the
+        next local writer (up to ``MAX_REUSE`` writes or ``MAX_HOLD`` seconds,
+        so other replicas get their turn) instead of being released and taken
+        again. Both only save round trips: the database lease is what excludes
+        the other replicas, and correctness rests on it alone.
+        """
+        self._waiting += 1
+        try:
+            await self._local.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            if self._held is None:
+                self._held = await self._take()
+            held = self._held
+            ticket = SectionTicket()
+            try:
+                yield ticket
+            finally:
+                held.written.extend(ticket.written)
+                held.uses += 1
+                loop = asyncio.get_running_loop()
+                if not (self._waiting and held.uses < self.MAX_REUSE and loop.time() - held.since < self.MAX_HOLD):
+                    self._held = None
+                    await self._give_back(held)
+        finally:
+            self._local.release()
+
+    async def _take(self) -> _Held:
         token = uuidlib.uuid4().hex
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
@@ -557,6 +630,7 @@ class Section:
             before = await self.col.find_one_and_update(
                 {"_id": self.name, "$or": [{"holder": None}, {"until": {"$lt": now}}]},
                 {"$set": {"holder": token, "until": now + timedelta(seconds=self.lease)}},
+                projection={"recent": 0},  # the log is read only when this replica is behind
                 return_document=ReturnDocument.BEFORE,
             )
             if before is not None:
@@ -570,25 +644,28 @@ class Section:
             # Taken over from a holder whose lease ran out: it died, and what it wrote is not logged.
             log.warning("section taken over from an expired holder", extra={"section": self.name})
             self.seen = None
-        ticket = SectionTicket()
-        caught_up = False
-        renewing = asyncio.create_task(self._renew(token), name=f"lease-{self.name}")
+        held = _Held(token, int(before["seq"]), loop.time())
+        held.renewing = asyncio.create_task(self._renew(token), name=f"lease-{self.name}")
         try:
-            await self._catch_up(before)
-            caught_up = True
-            yield ticket
-        finally:
-            renewing.cancel()
-            seq = int(before["seq"])
-            entries = [{"seq": seq + i, "c": c, "id": k} for i, (c, k) in enumerate(ticket.written, start=1)]
-            update: dict[str, Any] = {"$set": {"holder": None, "until": None}}
-            if entries:
-                update["$inc"] = {"seq": len(entries)}
-                update["$push"] = {"recent": {"$each": entries, "$slice": -self.RECENT}}
-            released = await self.col.update_one({"_id": self.name, "holder": token}, update)
-            if released.matched_count != 1:
-                log.error("section lease lost while held", extra={"section": self.name})
-            self.seen = seq + len(entries) if caught_up else None  # None: reload on next entry
+            await self._catch_up(held.seq)
+        except BaseException:
+            held.caught_up = False
+            await self._give_back(held)
+            raise
+        return held
+
+    async def _give_back(self, held: _Held) -> None:
+        if held.renewing is not None:
+            held.renewing.cancel()
+        entries = [{"seq": held.seq + i, "c": c, "id": k} for i, (c, k) in enumerate(held.written, start=1)]
+        update: dict[str, Any] = {"$set": {"holder": None, "until": None}}
+        if entries:
+            update["$inc"] = {"seq": len(entries)}
+            update["$push"] = {"recent": {"$each": entries, "$slice": -self.RECENT}}
+        released = await self.col.update_one({"_id": self.name, "holder": held.token}, update)
+        if released.matched_count != 1:
+            log.error("section lease lost while held", extra={"section": self.name})
+        self.seen = held.seq + len(entries) if held.caught_up else None  # None: reload on next entry
 
     async def _renew(self, token: str) -> None:
         """Keep the lease while the holder works (a large recomputation or a full reload can outlast it)."""
@@ -600,12 +677,14 @@ class Section:
                 log.error("section lease lost while held", extra={"section": self.name})
                 return
 
-    async def _catch_up(self, doc: Doc) -> None:
-        seq = int(doc["seq"])
+    async def _catch_up(self, seq: int) -> None:
         seen = self.seen
         if seen is not None and seen >= seq:
             return
-        recent = [e for e in doc.get("recent", []) if seen is not None and int(e["seq"]) > seen]
+        recent: list[Doc] = []
+        if seen is not None:
+            doc = await self.col.find_one({"_id": self.name}, {"recent": 1})
+            recent = [e for e in (doc or {}).get("recent", []) if seen < int(e["seq"]) <= seq]
         if seen is None or not recent or int(recent[0]["seq"]) != seen + 1:
             await self.refresh_all()  # fallen behind the log
         else:

@@ -16,7 +16,7 @@ from orgdir import auth, problems
 from orgdir.clock import ManualClock
 from orgdir.contracts.orgunits import OrgUnitSlice
 from orgdir.http import STATUS, AtDay, IfMatch, PageQuery, Paging, create_app, problem_responses, status_of
-from orgdir.schemas import TerminateIn, ValidityIn, history_of
+from orgdir.schemas import NotNull, TerminateIn, ValidityIn, history_of
 from orgdir.settings import Settings
 from orgdir.tree import UnitTree
 from orgdir.validity import Validity
@@ -103,7 +103,8 @@ Reader = Annotated[auth.Principal, Depends(auth.read)]
 def toy_app() -> Any:
     app = create_app("toy")
     app.state.runtime = SimpleNamespace(clock=ManualClock(datetime(2027, 3, 1, 12, tzinfo=UTC)))
-    app.state.authenticator = auth.Authenticator(Settings(service_name="toy"))
+    settings = Settings(service_name="toy", auth_mode="static", allow_static_tokens=True)
+    app.state.authenticator = auth.Authenticator(settings)
     router = APIRouter(prefix="/api/v1")
 
     @router.get("/things", response_model=list[Thing])
@@ -190,3 +191,12 @@ def test_unit_tree_by_day_and_over_all_time() -> None:
     tree.put("x", [unit("y", "2020-01-01")])
     tree.put("y", [unit("x", "2020-01-01")])  # a cycle in bad data ends the walk
     assert tree.chain_at("x", day_before) == ["x", "y"] and tree.ancestors_any_time("x") == {"x", "y"}
+
+
+def test_a_patch_field_may_be_left_out_but_not_cleared() -> None:
+    class Patch(BaseModel):
+        name: Annotated[str | None, NotNull] = None
+
+    assert Patch().name is None and Patch(name="x").name == "x"
+    with pytest.raises(ValueError, match="null is not allowed"):
+        Patch.model_validate({"name": None})

@@ -9,6 +9,7 @@ as its events' data.
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +22,7 @@ from orgdir.contracts.orgunits import (
     UnitAddress,
 )
 from orgdir.http import Page
-from orgdir.schemas import History, TerminateIn, ValidityIn
+from orgdir.schemas import History, NotNull, TerminateIn, ValidityIn
 from orgdir.validity import Validity
 
 __all__ = [
@@ -104,8 +105,8 @@ class UnitPatch(BaseModel):
         json_schema_extra={"examples": [{"name": "Munkevængets Skole og SFO", "validity": {"from": "2027-08-01"}}]},
     )
 
-    user_key: str | None = Field(None, min_length=1, max_length=100)
-    name: str | None = Field(None, min_length=1, max_length=300)
+    user_key: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=100)
+    name: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=300)
     unit_type: str | None = None
     unit_level: str | None = None
     parent: str | None = None
@@ -156,8 +157,8 @@ class ClassWrite(BaseModel):
 class ClassPatch(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Tandplejer (klinik)"}]})
 
-    user_key: str | None = Field(None, min_length=1, max_length=100)
-    name: str | None = Field(None, min_length=1, max_length=300)
+    user_key: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=100)
+    name: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=300)
     scope: AddressScope | None = None
     parent: str | None = None
     validity: ValidityIn = Field(default_factory=ValidityIn)
