@@ -6,6 +6,7 @@
 #   docker build --build-arg SERVICE=registry      -t orgdir/registry .
 #   docker build --build-arg SERVICE=access-rights -t orgdir/access-rights .
 #   docker build --build-arg SERVICE=notifier      -t orgdir/notifier .
+#   docker build --build-arg SERVICE=portal        -t orgdir/portal .
 #
 # SERVICE is the workspace member under services/ (also its package name); its
 # import name is the same with "-" replaced by "_". The final image holds only
@@ -18,6 +19,9 @@
 # UID 10001 and works on a read-only root filesystem (bytecode is compiled at
 # build time; mount a writable /tmp).
 # The Helm chart in deploy/helm/orgdir runs the same uvicorn command itself.
+# No auth or key configuration is baked in: started without ORGDIR_AUTH_MODE (and,
+# outside static mode, the keys) a service refuses to start and names what to set.
+# Static tokens are never enabled here (ORGDIR_ALLOW_STATIC_TOKENS is not set).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -39,6 +43,7 @@ COPY services/orgunits/pyproject.toml services/orgunits/pyproject.toml
 COPY services/registry/pyproject.toml services/registry/pyproject.toml
 COPY services/access-rights/pyproject.toml services/access-rights/pyproject.toml
 COPY services/notifier/pyproject.toml services/notifier/pyproject.toml
+COPY services/portal/pyproject.toml services/portal/pyproject.toml
 COPY tools/pyproject.toml tools/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package "${SERVICE}"

@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 .PHONY: install run up down status test test-fast lint typecheck check docs helm-check topology \
         bench bench-bus bench-orgunits bench-registry bench-access bench-notifier clean \
-        import bench-import
+        import bench-import bench-refresh bench-municipality catalogue-snapshot
 
 install:  ## uv + the workspace venv (.venv), RabbitMQ and mongo-java-server when missing
 	@bash scripts/bootstrap.sh
@@ -40,17 +40,22 @@ lint:
 	@.venv/bin/ruff check shared tools services tests benchmarks
 
 typecheck:
-	@.venv/bin/mypy -p orgdir -p orgdir_tools -p orgunits -p registry -p access_rights -p notifier -p importer
+	@.venv/bin/mypy -p orgdir -p orgdir_tools -p orgunits -p registry -p access_rights -p notifier -p importer -p portal
 
-check: lint typecheck
+check: lint typecheck audit
 
-docs: install  ## JSON Schema and AsyncAPI of the event catalogue
+.PHONY: audit
+audit:  ## pip-audit of uv.lock; fails on a known vulnerability not in security/pip-audit-exceptions.txt (ORGDIR_AUDIT_STRICT=1: also when unchecked)
+	@$(PY) -m orgdir_tools.audit
+
+docs: install  ## the vendor site in docs/events/: event catalogue, the four APIs, the consumer guide (warnings fail)
 	@$(PY) -m orgdir_tools.cli docs docs/events
 
 helm-check: install
 	@bash scripts/helm-check.sh
 
-bench: bench-bus bench-orgunits bench-registry bench-access bench-notifier
+bench: install  ## every benchmark, one report: bench/results.json + a Markdown table (BENCH_SIZE=small BENCH_QUICK=1: ~15 min)
+	@$(PY) benchmarks/report.py
 
 bench-bus: install
 	@$(PY) benchmarks/bench_bus.py
@@ -76,6 +81,15 @@ topology: install  ## regenerate shared/orgdir/queues.py from the services' cons
 import: install  ## import an HR export into the running stack: make import FILE=dir-or.json [ARGS="--dry-run"]
 	@test -n "$(FILE)" || { echo "usage: make import FILE=<directory of CSV files or .json> [ARGS=--dry-run]"; exit 2; }
 	@.venv/bin/orgdir-import "$(FILE)" $(ARGS)
+
+catalogue-snapshot: install  ## commit the event catalogue's compatibility baseline (refused on a breaking change)
+	@$(PY) -m orgdir_tools.compat --write
+
+bench-refresh: install  ## refresh of N persons (default 30000) to one consumer queue: events/s
+	@$(PY) benchmarks/bench_refresh.py $(ARGS)
+
+bench-municipality: install  ## import a preset (ARGS="--size small"), then time the reads, peak RSS, database size
+	@$(PY) benchmarks/bench_municipality.py $(ARGS)
 
 bench-import: install  ## generate the municipality preset, import it into an empty stack, print the rates
 	@$(PY) benchmarks/bench_import.py

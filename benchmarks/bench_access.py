@@ -106,6 +106,9 @@ async def run(amqp_url: str, mongodb_url: str, people: int, units: int) -> None:
             "relay_sweep_seconds": 30.0,
             "mass_revoke_threshold": people * 2,
             "log_level": "WARNING",
+            # the dev tokens, explicitly (as orgdir_tools.testkit.settings_for gives the tests)
+            "auth_mode": "static",
+            "allow_static_tokens": True,
         }
     )
     port = free_port()

@@ -30,8 +30,10 @@ from pathlib import Path
 
 import httpx
 
+from orgdir.settings import Settings
 from orgdir_tools.cli import wait_ready
 from orgdir_tools.localservers import ServerSet, free_port, port_open, run_dir
+from orgdir_tools.testkit import auth_environment, settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = {"Authorization": "Bearer dev-admin"}
@@ -191,6 +193,9 @@ def main() -> int:
         "ORGDIR_QUEUE_PREFIX": f"{ns}.",
         "ORGDIR_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
+        # the same auth settings as the tests (static dev tokens, explicitly allowed)
+        **auth_environment(settings_for(Settings, ns=ns, service="orgunits", amqp_url=servers.amqp_url,
+                                        mongodb_url=servers.mongodb_url)),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "orgunits.app:create_app",

@@ -23,7 +23,7 @@ READ = {"Authorization": "Bearer dev-reader"}
 
 @pytest.mark.slow
 def test_stack_up_serves_demo_data_and_down_stops_it(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("ORGUNITS", "REGISTRY", "ACCESS_RIGHTS", "NOTIFIER")}
+    ports = {name: free_port() for name in ("ORGUNITS", "REGISTRY", "ACCESS_RIGHTS", "NOTIFIER", "PORTAL")}
     env = {
         **os.environ,
         "ORGDIR_RUN_DIR": str(tmp_path / "run"),
@@ -42,6 +42,9 @@ def test_stack_up_serves_demo_data_and_down_stops_it(tmp_path: Path) -> None:
         assert persons.status_code == 200 and persons.json()["items"], persons.text
         for port in ports.values():
             assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+        assert f"portal           http://127.0.0.1:{ports['PORTAL']}/" in up.stdout  # the web interface
+        signin = httpx.get(f"http://127.0.0.1:{ports['PORTAL']}/signin", timeout=10)
+        assert signin.status_code == 200 and 'value="dev-reader"' in signin.text
         # Onboarding happened by itself: the demo's unit assignment gave the demo people accounts.
         deadline = time.monotonic() + 60
         accounts: list[object] = []

@@ -1,11 +1,19 @@
-"""Bearer tokens with roles: OIDC/JWKS (Keycloak-compatible) or static tokens locally.
+"""Bearer tokens with roles: OIDC/JWKS (Keycloak-compatible) or, explicitly enabled, static tokens.
 
 Roles imply others: ``orgdir:admin`` ⊃ ``orgdir:write`` ⊃ ``orgdir:read``.
+The actor a request is recorded under (audit, history, logs) is the token's
+subject, never the token: ``static:<name>`` for a static token, the ``sub``
+claim (with the client, ``azp``) for an OIDC token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
+import logging
+import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -18,11 +26,14 @@ from orgdir import context
 from orgdir.problems import Forbidden, Unauthorized
 from orgdir.settings import Settings
 
+log = logging.getLogger(__name__)
+
 IMPLIES: dict[str, set[str]] = {
     "orgdir:admin": {"orgdir:write", "orgdir:read"},
     "orgdir:write": {"orgdir:read"},
     "orgdir:approve": {"orgdir:read"},
-    "orgdir:read:cpr": {"orgdir:read"},
+    "orgdir:read:cpr": {"orgdir:read:birthdate", "orgdir:read"},
+    "orgdir:read:birthdate": {"orgdir:read"},
 }
 
 
@@ -30,20 +41,76 @@ IMPLIES: dict[str, set[str]] = {
 class Principal:
     subject: str
     roles: frozenset[str] = field(default_factory=frozenset)
+    client_id: str | None = None
 
     def has(self, role: str) -> bool:
         return role in self.roles
 
+    @property
+    def actor(self) -> str:
+        """Who did it, as the audit trail and history record it."""
+        return f"{self.subject} via {self.client_id}" if self.client_id else self.subject
+
 
 def expand(roles: set[str] | list[str]) -> frozenset[str]:
     out = set(roles)
-    for r in list(out):
-        out |= IMPLIES.get(r, set())
-    return frozenset(out)
+    while True:
+        more = set().union(*(IMPLIES.get(r, set()) for r in out)) - out
+        if not more:
+            return frozenset(out)
+        out |= more
 
 
 def unauthorized(detail: str) -> Unauthorized:
     return Unauthorized("unauthorized", "Unauthorized", detail)
+
+
+class Jwks:
+    """The identity provider's signing keys, cached; fetched again on an unknown key id.
+
+    A per-replica cache of public data (any replica can fetch it), not a truth
+    correctness rests on. Refetches for unknown key ids are spaced by
+    ``min_refetch`` seconds, so a stream of forged key ids cannot hammer the IdP.
+    """
+
+    def __init__(self, url: str, lifetime: float = 600, min_refetch: float = 5) -> None:
+        self.url = url
+        self.lifetime = lifetime
+        self.min_refetch = min_refetch
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched = float("-inf")
+        self._lock = asyncio.Lock()
+
+    def _download(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url, timeout=5) as response:  # the configured JWKS URL
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+
+    async def _refresh(self, *, forced: bool) -> None:
+        async with self._lock:
+            age = time.monotonic() - self._fetched
+            if age < (self.min_refetch if forced else self.lifetime):
+                return  # another request just fetched them
+            try:
+                data = await asyncio.to_thread(self._download)
+                keys = jwt.PyJWKSet.from_dict(data).keys
+            except Exception as exc:
+                log.warning("JWKS fetch failed", extra={"url": self.url, "error": str(exc)[:200]})
+                if not self._keys:
+                    raise unauthorized("The identity provider's signing keys are not available.") from exc
+                return
+            self._keys = {str(k.key_id): k for k in keys if k.key_id}
+            self._fetched = time.monotonic()
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        if time.monotonic() - self._fetched > self.lifetime:
+            await self._refresh(forced=False)
+        if kid not in self._keys:
+            await self._refresh(forced=True)  # the IdP may have rotated its keys
+        found = self._keys.get(kid)
+        if found is None:
+            raise unauthorized("The token is signed by an unknown key.")
+        return found
 
 
 class Authenticator:
@@ -51,34 +118,52 @@ class Authenticator:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._jwks: jwt.PyJWKClient | None = None
+        self._jwks: Jwks | None = None
         if settings.auth_mode == "oidc":
             url = settings.oidc_jwks_url or (settings.oidc_issuer.rstrip("/") + "/protocol/openid-connect/certs")
-            self._jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=600)
+            self._jwks = Jwks(url, lifetime=settings.jwks_cache_seconds, min_refetch=settings.jwks_min_refetch_seconds)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What /readyz and the start log say about an insecure mode."""
+        if self.settings.auth_mode == "static":
+            names = ", ".join(sorted(self.settings.tokens()))
+            return [f"static bearer tokens are enabled ({names}): for a local stack only, never production"]
+        return []
 
     async def authenticate(self, token: str) -> Principal:
         s = self.settings
-        if s.auth_mode == "static":
-            roles = s.static_tokens.get(token)
-            if roles is None:
-                raise unauthorized("Unknown bearer token.")
-            return Principal(subject=f"static:{token}", roles=expand(roles))
-        assert self._jwks is not None
+        if s.auth_mode == "static" and s.allow_static_tokens:
+            for name, entry in s.tokens().items():
+                if hmac.compare_digest(entry.token.encode(), token.encode()):
+                    return Principal(subject=f"static:{name}", roles=expand(entry.roles))
+            raise unauthorized("Unknown bearer token.")
+        if self._jwks is None:  # never started: Runtime.lifespan refuses such settings
+            raise unauthorized("No authentication is configured.")
         try:
-            key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise unauthorized(f"Invalid token: {exc}") from exc
+        if not header.get("kid"):
+            raise unauthorized("The token names no signing key (kid).")
+        key = await self._jwks.key(str(header["kid"]))
+        try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
-                algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
-                audience=s.oidc_audience or None,
-                issuer=s.oidc_issuer or None,
-                options={"verify_aud": bool(s.oidc_audience)},
+                algorithms=s.oidc_algorithms,
+                audience=s.oidc_audience,
+                issuer=s.oidc_issuer,
+                leeway=s.oidc_leeway_seconds,
+                options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.PyJWTError as exc:
             raise unauthorized(f"Invalid token: {exc}") from exc
+        client = claims.get("azp") or claims.get("client_id")
         return Principal(
-            subject=str(claims.get("preferred_username") or claims.get("sub")),
+            subject=str(claims["sub"]),
             roles=expand(roles_from_claims(claims, s.oidc_client_id)),
+            client_id=str(client) if client else None,
         )
 
 
@@ -108,7 +193,7 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
         principal = await authenticator.authenticate(credentials.credentials.strip())
         if not principal.has(role):
             raise Forbidden("forbidden", "Forbidden", f"This needs the role {role}.", required_role=role)
-        context.actor.set(principal.subject)
+        context.actor.set(principal.actor)
         request.state.principal = principal
         return principal
 

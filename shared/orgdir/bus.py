@@ -24,6 +24,7 @@ import fnmatch
 import functools
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from pydantic import BaseModel
+from yarl import URL
 
 from orgdir import context, metrics
 from orgdir.events import CloudEvent, EventRejected, parse, typed_data
@@ -47,6 +49,38 @@ from orgdir.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[CloudEvent, Any], Awaitable[None]]
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection to one of several brokers (the nodes of a cluster), round robin.
+
+    aio-pika's ``connect_robust`` reconnects to its one URL only (mosquito/aio-pika#141),
+    so a service would wait for the very node that died. Every (re)connect attempt
+    here takes the next URL: the robust machinery clears ``transport`` right
+    before each attempt (``RobustConnection.__connect_transport``), which is the
+    hook; channels, queues and consumers are then restored on the new node as usual.
+    ``start`` spreads the replicas of a service over the nodes.
+    """
+
+    def __init__(self, urls: list[str], *, start: int = 0, **kwargs: Any) -> None:
+        if not urls:
+            raise ValueError("no broker URL")
+        self._failover_urls = [URL(u) for u in urls]
+        self._failover_next = start % len(urls)
+        self._failover_armed = False
+        super().__init__(self._failover_urls[self._failover_next], **kwargs)
+        self._failover_armed = True
+
+    @property
+    def transport(self) -> Any:
+        return self.__dict__.get("_failover_transport")
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        if value is None and self.__dict__.get("_failover_armed") and not self._close_called:
+            self.url = self._failover_urls[self._failover_next]
+            self._failover_next = (self._failover_next + 1) % len(self._failover_urls)
+        self.__dict__["_failover_transport"] = value
 
 
 class Bus:
@@ -60,6 +94,7 @@ class Bus:
         self._dead_exchange: AbstractExchange | None = None
         self.connected = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
+        self._attempts = random.randrange(len(settings.amqp_urls))  # replicas spread over the nodes
 
     @property
     def exchange_name(self) -> str:
@@ -82,11 +117,15 @@ class Bus:
                 delay = min(delay * 2, 5.0)
 
     async def connect(self) -> None:
-        self.connection = await aio_pika.connect_robust(
-            self.settings.amqp_url,
+        start, self._attempts = self._attempts, self._attempts + 1  # a failed connect tries the next node next
+        connection = FailoverConnection(
+            self.settings.amqp_urls,
+            start=start,
             reconnect_interval=1,
             client_properties={"connection_name": self.settings.service_name},
         )
+        await connection.connect(timeout=10)
+        self.connection = connection
         self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         self._exchange, self._dead_exchange = await declare_exchanges(self._channel, self.exchange_name)
         if self.settings.declare_topology:
@@ -106,25 +145,24 @@ class Bus:
     async def wait_connected(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout)
 
+    def message(self, event: CloudEvent) -> aio_pika.Message:
+        """An event as an AMQP message (persistent, structured CloudEvent): one shape for every publish."""
+        return aio_pika.Message(
+            event.body(),
+            content_type="application/cloudevents+json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.id,
+            type=event.type,
+            timestamp=event.time,
+            correlation_id=event.correlationid,
+            app_id=self.settings.service_name,
+        )
+
     async def publish(self, event: CloudEvent) -> None:
         """Publish with confirm and ``mandatory``; raises if the broker did not take it."""
         if self._exchange is None or not self.is_ready():
             raise ConnectionError("broker not connected")
-        await self._exchange.publish(
-            aio_pika.Message(
-                event.body(),
-                content_type="application/cloudevents+json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=event.id,
-                type=event.type,
-                timestamp=event.time,
-                correlation_id=event.correlationid,
-                app_id=self.settings.service_name,
-            ),
-            routing_key=event.type,
-            mandatory=True,
-            timeout=10,
-        )
+        await self._exchange.publish(self.message(event), routing_key=event.type, mandatory=True, timeout=10)
         metrics.EVENTS_PUBLISHED.labels(self.settings.service_name, event.type).inc()
 
     async def fanout(self, exchange: str, body: bytes, *, type: str | None = None) -> None:

@@ -135,11 +135,11 @@ def _brief(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
 
 
-def catalogue_json_schema() -> dict[str, Any]:
-    """One JSON Schema document: the envelope plus each type's ``data`` schema."""
+def catalogue_json_schema(catalogue: dict[str, EventType] | None = None) -> dict[str, Any]:
+    """One JSON Schema document: the envelope plus each type's ``data`` schema (of ``CATALOGUE`` by default)."""
     defs: dict[str, Any] = {}
     types: dict[str, Any] = {}
-    for name, spec in sorted(CATALOGUE.items()):
+    for name, spec in sorted((CATALOGUE if catalogue is None else catalogue).items()):
         schema = spec.data_model.model_json_schema(ref_template="#/$defs/{model}", by_alias=True)
         defs.update(schema.pop("$defs", {}))
         defs[spec.data_model.__name__] = schema

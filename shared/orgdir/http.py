@@ -13,20 +13,26 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
+import fastapi_offline
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orgdir import context, metrics, problems
-from orgdir.auth import admin
+from orgdir.auth import Admin, admin
 from orgdir.problems import PROBLEM_MEDIA_TYPE, precondition_failed, unavailable
+from orgdir.refresh import RefreshIn, RefreshStatus
 from orgdir.store import StaleVersion
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,12 @@ class Republished(BaseModel):
     published: int
 
 
+class KeysRotated(BaseModel):
+    key_id: str | None = Field(description="The key every sealed value is now under (null: nothing sealed here).")
+    documents: int = Field(description="Documents rewritten.")
+    values: int = Field(description="Sealed values re-encrypted.")
+
+
 def problem_response(problem: problems.Problem, request: Request | None = None) -> JSONResponse:
     status = status_of(problem)
     return JSONResponse(
@@ -91,9 +103,10 @@ def create_app(
         version=version,
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served by install_docs from local assets: no CDN, works without internet
         redoc_url=None,
     )
+    install_docs(app)
     app.state.service = service
     app.openapi = lambda: complete_openapi(app)  # type: ignore[method-assign]
     _install_errors(app)
@@ -108,10 +121,15 @@ def create_app(
         checks = await ready() if ready else {}
         ok = all(checks.values())
         metrics.READY.labels(service).set(1 if ok else 0)
+        runtime = getattr(app.state, "runtime", None)
+        # An insecure mode (static tokens) is reported, not failed: the local stack must get ready.
+        extra: dict[str, Any] = {}
+        if runtime is not None and hasattr(runtime, "authenticator"):
+            extra = {"auth_mode": runtime.settings.auth_mode, "warnings": runtime.authenticator.warnings}
         if ok:
-            return JSONResponse({"status": "ready", "checks": checks})
+            return JSONResponse({"status": "ready", "checks": checks, **extra})
         return problem_response(
-            problems.Unavailable("not-ready", "Not ready", "A dependency does not answer.", checks=checks)
+            problems.Unavailable("not-ready", "Not ready", "A dependency does not answer.", checks=checks, **extra)
         )
 
     @app.post(
@@ -127,6 +145,41 @@ def create_app(
         if runtime is None:
             raise problems.NotFound("not-found", "Nothing to republish")
         return Republished(published=await runtime.republish())
+
+    @app.post(
+        "/api/v1/refresh",
+        tags=["operations"],
+        status_code=202,
+        response_model=RefreshStatus,
+        responses=problem_responses(404),
+    )
+    async def refresh(body: RefreshIn, request: Request, response: Response, principal: Admin) -> RefreshStatus:
+        """Send the current state of every matching aggregate to one consumer queue only, then
+        `refresh.completed`; 202 with `Location` of the job's status (404: no such queue)."""
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is None:
+            raise problems.NotFound("not-found", "Nothing to refresh")
+        job: RefreshStatus = await runtime.refresher.submit(body, principal.subject)
+        response.headers["Location"] = f"/api/v1/refresh/{job.id}"
+        return job
+
+    @app.get("/api/v1/refresh/{refresh_id}", tags=["operations"], response_model=RefreshStatus)
+    async def refresh_status(refresh_id: str, request: Request, _: Admin) -> RefreshStatus:
+        """A refresh job's state and progress (any replica answers)."""
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is None:
+            raise problems.not_found("refresh", refresh_id)
+        status: RefreshStatus = await runtime.refresher.status(refresh_id)
+        return status
+
+    @app.post("/api/v1/rotate-keys", tags=["operations"], response_model=KeysRotated, responses=problem_responses(404))
+    async def rotate_keys(request: Request, _: Admin) -> KeysRotated:
+        """Re-encrypt every sealed value (documents and history) with the current key
+        (``ORGDIR_ENCRYPTION_KEY_ID``); afterwards no document holds an older key id. Idempotent."""
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is None:
+            raise problems.NotFound("not-found", "Nothing to rotate")
+        return KeysRotated(**await runtime.rotate_keys())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
@@ -158,7 +211,9 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+            exc.status_code, "http-error"
+        )
         body = problems.Problem(kind, str(exc.detail)).body(exc.status_code, instance=request.url.path)
         return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_MEDIA_TYPE)
 
@@ -195,7 +250,85 @@ def _route_template(request: Request) -> str:
     return str(getattr(route, "path", "unmatched"))
 
 
+class BodyLimit:
+    """413 problem JSON for a request body over ``settings.max_body_bytes`` (default 1 MiB).
+
+    A declared ``Content-Length`` is refused before the app runs; a chunked
+    body is counted as it is read and refused when it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings = getattr(getattr(scope["app"].state, "runtime", None), "settings", None) if "app" in scope else None
+        limit: int = getattr(settings, "max_body_bytes", DEFAULT_MAX_BODY)
+        detail = f"The request body is larger than {limit} bytes."
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            body = problems.Problem("payload-too-large", "Payload too large", detail).body(413, instance=scope["path"])
+            await JSONResponse(body, status_code=413, media_type=PROBLEM_MEDIA_TYPE)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise StarletteHTTPException(413, detail)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+DEFAULT_MAX_BODY = 1_048_576
+
+
+DOCS_URL = "/api/v1/docs"
+DOCS_ASSETS = "/api/v1/docs/assets"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/api/v1/docs`` with its script, styles and icon served by the service itself.
+
+    FastAPI's default page loads them from a CDN and stays blank in a cluster without internet egress.
+    The assets come from the ``fastapi-offline`` package (MIT; it ships swagger-ui-dist and tracks its
+    releases), so an upgrade is a version bump, not copied files.
+    """
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+    redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
+def observe_requests(app: FastAPI, service: str) -> None:
+    """Correlation ids, body limit and request metrics for an app not made by ``create_app`` (the portal)."""
+    _install_middleware(app, service)
+
+
 def _install_middleware(app: FastAPI, service: str) -> None:
+    app.add_middleware(BodyLimit)
+
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         cid = request.headers.get("x-correlation-id") or str(uuid.uuid4())
@@ -335,6 +468,7 @@ _WHY = {
     404: "Not found.",
     409: "The current state forbids the change, or it collided with a concurrent one.",
     412: "If-Match names another version than the current one.",
+    413: "The request body is larger than the service accepts (`ORGDIR_MAX_BODY_BYTES`).",
     422: "The request breaks a rule (`validation-error` lists the fields).",
     503: "A dependency does not answer; retry after `Retry-After` seconds.",
 }
@@ -354,6 +488,8 @@ def _statuses_of(method: str, op: dict[str, Any]) -> set[int]:
         out |= {401, 403}
     if params or "requestBody" in op:
         out |= {400, 422}
+    if "requestBody" in op:
+        out.add(413)
     if any(p.get("in") == "path" for p in params):
         out.add(404)
     if method in ("post", "put", "patch", "delete"):

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
-from orgdir import logs, store
+from orgdir import crypto, logs, refresh, store
 from orgdir.auth import Authenticator
 from orgdir.bus import Bus, Consumer, ReplicaQueue, Router, Routes, Signals, ViewFeed
 from orgdir.clock import Clock, SystemClock
@@ -49,15 +49,53 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._consumers_task: asyncio.Task[None] | None = None
         self.authenticator = Authenticator(settings)
+        self.sealed_collections: list[str] = []  # hold values sealed with the keyring (``rotate_keys``)
+        self._keyring: crypto.Keyring | None = None
+        self.refresher = refresh.Refresher(self.db, self.bus, settings, self.repositories, self.replica)
+        self.declare(*refresh.INDEXES)
         self.started = False
 
     def repository(self, collection: str, **kwargs: Any) -> store.Repository:
+        """An aggregate collection (``store.Repository`` options: ``event_data``, ``current_type``)."""
         repo = store.Repository(self.db, collection, service=self.settings.service_name, clock=self.clock, **kwargs)
         repo.on_write = self.relay.notify
         self.relay.collections.append(collection)
         self.repositories[collection] = repo
         self.declare(store.index(collection, "next_transition_at"))  # the scheduler's query
         return repo
+
+    @property
+    def keyring(self) -> crypto.Keyring:
+        """Seals personal data and secrets at rest (``orgdir.crypto``); built from the settings on first use."""
+        if self._keyring is None:
+            self._keyring = self.settings.keyring()
+        return self._keyring
+
+    def sealed(self, *collections: str) -> None:
+        """Collections that hold sealed values: ``rotate_keys`` re-encrypts them."""
+        self.sealed_collections.extend(c for c in collections if c not in self.sealed_collections)
+
+    async def rotate_keys(self) -> dict[str, Any]:
+        """Seal every value under an older key with the current key, documents and history alike."""
+        out: dict[str, Any] = {"key_id": None, "documents": 0, "values": 0}
+        if not self.sealed_collections:
+            return out  # this service stores nothing sealed
+        out["key_id"] = self.keyring.current
+        for collection in self.sealed_collections:
+            docs, values = await crypto.reseal_collection(self.db, collection, self.keyring)
+            out["documents"] += docs
+            out["values"] += values
+        return out
+
+    def check_settings(self) -> None:
+        """Refuse to start on unsafe settings (``UnsafeSettings`` names what to set); warn on static tokens."""
+        try:
+            self.settings.check_startup()
+        except Exception as exc:
+            log.critical(str(exc))
+            raise
+        for warning in self.authenticator.warnings:
+            log.warning(warning)
 
     def declare(self, *indexes: store.Index) -> None:
         """The indexes this service's queries and invariants need; created at every start."""
@@ -183,7 +221,7 @@ class Runtime:
         self.relay.start()
         self._consumers_task = asyncio.create_task(self._start_consumers(), name="consumers")
         self._tasks.append(self._consumers_task)
-        for seconds, job in self._timers:
+        for seconds, job in [*self._timers, (self.settings.refresh_lease_seconds / 3, self.refresher.sweep)]:
             self._tasks.append(asyncio.create_task(self._tick(seconds, job), name=f"timer-{job}"))
         self.started = True
 
@@ -211,6 +249,7 @@ class Runtime:
                 log.warning("timer job failed", extra={"job": str(job), "error": str(exc)})
 
     async def stop(self) -> None:
+        await self.refresher.stop()  # hands running refreshes over to another replica
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -242,11 +281,12 @@ class Runtime:
         a new one (a vendor's, or a queue declared after the fact) catches up.
         """
         count = 0
-        for name, repo in self.repositories.items():
-            async for doc in repo.col.find({}, {"outbox": 0}):
-                history = doc.get("registrations") or []
-                kind = history[-1]["event_type"] if history else f"{name}.updated"
-                await self.bus.publish(repo.event_for(doc["_id"], doc["version"], kind, doc["state"]))
+        for repo in self.repositories.values():
+            async for doc in repo.col.find({}, store.Repository.CURRENT_PROJECTION):
+                event = repo.current_event(doc)
+                if event is None:  # never published (no version yet)
+                    continue
+                await self.bus.publish(event)
                 count += 1
                 if count % 1000 == 0:
                     log.info("republishing", extra={"published": count})
@@ -257,6 +297,7 @@ class Runtime:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = self
         app.state.authenticator = self.authenticator
+        self.check_settings()
         await self.prepare()
         await self.start()
         try:

@@ -131,7 +131,7 @@ def test_openapi_documents_every_problem_an_operation_can_answer() -> None:
     get = doc["paths"]["/api/v1/things"]["get"]
     put = doc["paths"]["/api/v1/things/{tid}"]["put"]
     assert set(get["responses"]) == {"200", "400", "401", "403", "422", "503"}
-    assert set(put["responses"]) == {"200", "400", "401", "403", "404", "409", "412", "422", "503"}
+    assert set(put["responses"]) == {"200", "400", "401", "403", "404", "409", "412", "413", "422", "503"}
     for op in (get, put):
         for status, entry in op["responses"].items():
             if status != "200":

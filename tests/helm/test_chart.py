@@ -11,6 +11,8 @@ installs it; without it these tests fail (they never skip).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import copy
 import functools
 import importlib.util
 import inspect
@@ -21,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,36 @@ KUBE_VERSION = "1.37.0"
 HELM_VERSION = "v3.22.0"
 RELEASE = "orgdir"
 NAMESPACE = "orgdir"
-SERVICES = ("orgunits", "registry", "access-rights", "notifier")
+SERVICES = ("orgunits", "registry", "access-rights", "notifier", "portal")
 
-# The default values plus every file in ci-values/ (at least minimal, full, external-secrets).
-VALUE_SETS: dict[str, list[Path]] = {
+# A vendor's consumer as `orgdir new-consumer vendor-ad` makes it (templates/consumer/).
+VENDOR = "vendor-ad"
+
+
+@functools.cache
+def consumer_snippet() -> Path:
+    """The helm-values.yaml of templates/consumer rendered for VENDOR, as a vendor gets it."""
+    if str(REPO / "tools") not in sys.path:  # a venv without the workspace installed
+        sys.path.insert(0, str(REPO / "tools"))
+    from orgdir_tools import template
+
+    tmp = Path(tempfile.mkdtemp(prefix="orgdir-consumer-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    template.render("consumer", VENDOR, tmp / VENDOR)
+    return tmp / VENDOR / "helm-values.yaml"
+
+
+# The default values plus every file in ci-values/ (at least minimal, full, external-secrets),
+# and everything enabled with the template's consumer snippet on top (rendered on first use).
+VALUE_SETS: dict[str, list[Path | Callable[[], Path]]] = {
     "default": [],
     **{path.stem: [path] for path in sorted(CI_VALUES.glob("*.yaml"))},
+    "vendor-consumer": [CI_VALUES / "full.yaml", consumer_snippet],
 }
+
+
+def value_files(value_set: str) -> list[Path]:
+    return [entry if isinstance(entry, Path) else entry() for entry in VALUE_SETS[value_set]]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 
 # The metrics the issue allows (shared/orgdir/metrics.py); the scrape must export all of them.
@@ -121,7 +146,7 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
 def template_args(value_set: str, chart: Path = CHART, extra: Iterable[str] = ()) -> list[str]:
     args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE]
     args += ["--kube-version", KUBE_VERSION]
-    for path in VALUE_SETS[value_set]:
+    for path in value_files(value_set):
         args += ["--values", str(path)]
     return [*args, *extra]
 
@@ -148,10 +173,45 @@ def enabled_services(value_set: str) -> list[str]:
 
 def merged_values(value_set: str) -> dict[str, Any]:
     """The values helm renders a set with: values.yaml overlaid with the set's files."""
+    return copy.deepcopy(_merged_values(value_set))
+
+
+@functools.cache
+def _merged_values(value_set: str) -> dict[str, Any]:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for path in VALUE_SETS[value_set]:
+    for path in value_files(value_set):
         values = _merge(values, yaml.safe_load(path.read_text()) or {})
     return values
+
+
+# What the chart fills into an extra consumer besides extraConsumerDefaults (orgdir.workloads).
+EXTRA_CONSUMER_BASE = {
+    "enabled": True,
+    "config": {},
+    "existingSecret": "",
+    "extraEnv": [],
+    "egress": [],
+    "nodeSelector": {},
+    "tolerations": [],
+    "affinity": {},
+    "image": {"registry": "", "digest": ""},
+}
+
+
+def extra_consumers(value_set: str) -> dict[str, dict[str, Any]]:
+    """The enabled extraConsumers by name, merged over the defaults as the chart does."""
+    values = merged_values(value_set)
+    base = _merge(EXTRA_CONSUMER_BASE, values["extraConsumerDefaults"])
+    merged = [_merge(base, entry) for entry in values.get("extraConsumers", [])]
+    return {entry["name"]: entry for entry in merged if entry["enabled"]}
+
+
+def workloads(value_set: str) -> dict[str, dict[str, Any]]:
+    """Every enabled service and extra consumer by name, with its values."""
+    services = merged_values(value_set)["services"]
+    return {name: services[name] for name in enabled_services(value_set)} | extra_consumers(
+        value_set
+    )
 
 
 def service_topology() -> tuple[dict[str, list[str]], frozenset[str]]:
@@ -165,10 +225,10 @@ def service_topology() -> tuple[dict[str, list[str]], frozenset[str]]:
 
 def single_active_queues(value_set: str) -> set[str]:
     """Queues one replica reads at a time: flagged in the values, or declared so by the services."""
-    services = merged_values(value_set)["services"]
+    values = merged_values(value_set)
     flagged = {
         consumer["queue"]
-        for svc in services.values()
+        for svc in [*values["services"].values(), *values.get("extraConsumers", [])]
         for consumer in svc["consumers"]
         if consumer["singleActiveConsumer"]
     }
@@ -602,7 +662,7 @@ def crd_problems(doc: dict[str, Any], docs: Iterable[dict[str, Any]], value_set:
             for svc in of_kind(docs, "Service")
             if selector.items() <= svc["metadata"]["labels"].items()
         ]
-        if len(services) != len(enabled_services(value_set)):
+        if len(services) != len(workloads(value_set)):
             problems.append(f"ServiceMonitor/{name} selects {len(services)} Services")
         for endpoint in spec["endpoints"]:
             for svc in services:
@@ -667,7 +727,7 @@ def test_lint_strict(helm: str, value_set: str) -> None:
         "--kube-version",
         KUBE_VERSION,
     ]
-    for path in VALUE_SETS[value_set]:
+    for path in value_files(value_set):
         args += ["--values", str(path)]
     proc = run_helm(helm, *args)
     assert proc.returncode == 0, f"helm lint --strict ({value_set}):\n{proc.stdout}\n{proc.stderr}"
@@ -687,7 +747,7 @@ def test_renders_one_set_of_objects_per_service(helm: str, value_set: str) -> No
         assert key not in seen, f"{key} rendered twice"
         seen.add(key)
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-    wanted = {f"{RELEASE}-{name}" for name in enabled_services(value_set)}
+    wanted = {f"{RELEASE}-{name}" for name in workloads(value_set)}
     for kind in ("Deployment", "Service", "ServiceAccount"):
         assert set(by_name(docs, kind)) == wanted, kind
     assert wanted <= set(by_name(docs, "ConfigMap"))
@@ -771,14 +831,17 @@ def test_configmap_carries_the_orgdir_settings(helm: str) -> None:
     assert data["ORGDIR_AUTH_MODE"] == "oidc"
     assert data["ORGDIR_OIDC_ISSUER"].startswith("https://")
     assert {"ORGDIR_LOG_LEVEL", "ORGDIR_OIDC_AUDIENCE", "ORGDIR_TIMEZONE"} <= data.keys()
+    assert json.loads(data["ORGDIR_OIDC_ALGORITHMS"]) == ["RS256"]  # the services refuse oidc without it
+    assert "ORGDIR_ALLOW_STATIC_TOKENS" not in data
     assert configmaps[f"{RELEASE}-orgunits"]["data"]["ORGDIR_SCHEDULER_INTERVAL_SECONDS"] == "15"
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_required_secret_keys_stop_the_pod_when_missing(helm: str, value_set: str) -> None:
     values = merged_values(value_set)
-    for name in enabled_services(value_set):
-        svc = values["services"][name]
+    extra = extra_consumers(value_set)
+    shared = values["secrets"]["existingSecret"] or f"{RELEASE}-secrets"
+    for name, svc in workloads(value_set).items():
         deployment = by_name(render(helm, value_set), "Deployment")[f"{RELEASE}-{name}"]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         refs = {
@@ -787,12 +850,14 @@ def test_required_secret_keys_stop_the_pod_when_missing(helm: str, value_set: st
             if "secretKeyRef" in env.get("valueFrom", {})
         }
         assert set(refs) == set(svc["requiredSecretKeys"]), name
-        secret = (
-            svc["existingSecret"] or values["secrets"]["existingSecret"] or f"{RELEASE}-secrets"
-        )
+        secret = svc["existingSecret"] or shared
         assert all(
             ref == {"name": secret, "key": key, "optional": False} for key, ref in refs.items()
         )
+        # An extra consumer reads its own Secret only, never Orgdir's keys.
+        sources = [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s]
+        wanted = [svc["existingSecret"]] if name in extra else [shared, svc["existingSecret"]]
+        assert sources == [s for s in wanted if s], name
     assert "ORGDIR_CPR_HASH_KEY" in values["services"]["registry"]["requiredSecretKeys"]
 
 
@@ -827,7 +892,7 @@ def test_secret_comes_from_existing_secrets(helm: str) -> None:
         for env in registry["env"]
         if "secretKeyRef" in env.get("valueFrom", {})
     }
-    assert required.keys() == {"ORGDIR_MONGODB_URL", "ORGDIR_AMQP_URL", "ORGDIR_CPR_HASH_KEY"}
+    assert required.keys() == {"ORGDIR_MONGODB_URL", "ORGDIR_AMQP_URL", "ORGDIR_CPR_HASH_KEY", "ORGDIR_ENCRYPTION_KEYS"}
     assert {ref["name"] for ref in required.values()} == {"orgdir-registry"}
     assert all(ref["optional"] is False for ref in required.values())
     assert not of_kind(docs, "TriggerAuthentication")
@@ -849,8 +914,7 @@ def test_autoscalers(helm: str, value_set: str) -> None:
     }
     keda = {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in of_kind(docs, "ScaledObject")}
     assert not hpa & keda.keys()
-    for name in enabled_services(value_set):
-        svc = values["services"][name]
+    for name, svc in workloads(value_set).items():
         full = f"{RELEASE}-{name}"
         deployment = by_name(docs, "Deployment")[full]
         if not svc["autoscaling"]["enabled"]:
@@ -961,19 +1025,17 @@ def test_every_deployment_defaults_to_two_replicas(helm: str) -> None:
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_disruption_budget_per_service(helm: str, value_set: str) -> None:
     docs = render(helm, value_set)
-    values = merged_values(value_set)
+    running = workloads(value_set)
     budgets = by_name(docs, "PodDisruptionBudget")
     deployments = by_name(docs, "Deployment")
     wanted = {
-        f"{RELEASE}-{name}"
-        for name in enabled_services(value_set)
-        if values["services"][name]["podDisruptionBudget"]["enabled"]
+        f"{RELEASE}-{name}" for name, svc in running.items() if svc["podDisruptionBudget"]["enabled"]
     }
     assert set(budgets) == wanted
     if value_set == "default":
         assert wanted == {f"{RELEASE}-{name}" for name in SERVICES}
     for full, budget in budgets.items():
-        pdb = values["services"][full.removeprefix(f"{RELEASE}-")]["podDisruptionBudget"]
+        pdb = running[full.removeprefix(f"{RELEASE}-")]["podDisruptionBudget"]
         spec = budget["spec"]
         selector = spec["selector"]["matchLabels"]
         # Selects exactly that service's pods.
@@ -1080,6 +1142,10 @@ ROUTES = {
     f"/api/v1/orgunits/{UUID}/rights": "access-rights",
     "/api/v1/subscriptions": "notifier",
     f"/api/v1/deliveries/{UUID}/replay": "notifier",
+    "/units": "portal",
+    f"/units/{UUID}/hire": "portal",
+    f"/persons/{UUID}": "portal",
+    "/static/htmx.min.js": "portal",
     "/metrics": "",
     "/healthz": "",
 }
@@ -1234,6 +1300,9 @@ def test_notes_render(helm: str, value_set: str) -> None:
     assert "kubectl" in notes and "/readyz" in notes
     if merged_values(value_set)["secrets"]["existingSecret"]:
         assert "create secret generic" in notes
+    if value_set == "vendor-consumer":
+        assert f"Extra consumers: {VENDOR} (no ingress; each reads only its own Secret)." in notes
+        assert f'{VENDOR} reads only "{VENDOR}-secrets"' in notes
     if value_set == "full":
         assert "KEDA scales orgunits, registry on CPU and queue length" in notes
         assert (
@@ -1382,3 +1451,258 @@ def test_readme_values_table_is_current() -> None:
         [sys.executable, str(VALUES_TABLE), "--check"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------- a vendor's extra consumer
+
+
+def vendor_values(tmp_path: Path, **changes: Any) -> Path:
+    """The template's snippet with `changes` on its one entry, written next to the test."""
+    snippet = yaml.safe_load(consumer_snippet().read_text())
+    (entry,) = snippet["extraConsumers"]
+    entry.update(changes)
+    path = tmp_path / "vendor.yaml"
+    path.write_text(yaml.safe_dump(snippet))
+    return path
+
+
+def test_consumer_template_snippet_is_chart_values() -> None:
+    # The snippet is an entry of extraConsumers, valid against the chart's schema as it is.
+    text = consumer_snippet().read_text()
+    assert "{{" not in text and "does not render" not in text
+    snippet = yaml.safe_load(text)
+    assert snippet.keys() == {"extraConsumers"}
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(merged_values("vendor-consumer"))
+    (entry,) = snippet["extraConsumers"]
+    assert entry["name"] == VENDOR and entry["module"] == VENDOR.replace("-", "_")
+    # Its queue is its own, not one of Orgdir's (shared/orgdir/queues.py).
+    queues, _ = service_topology()
+    assert [c["queue"] for c in entry["consumers"]] == [f"{VENDOR}.events"]
+    assert not {c["queue"] for c in entry["consumers"]} & set(queues)
+
+
+def test_extra_consumer_runs_beside_the_services(helm: str) -> None:
+    docs = render(helm, "vendor-consumer")
+    full = f"{RELEASE}-{VENDOR}"
+    labels = {
+        "app.kubernetes.io/name": "orgdir",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": VENDOR,
+    }
+    for kind in (
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ):
+        doc = by_name(docs, kind).get(full)
+        assert doc is not None, f"no {kind} {full}"
+        assert labels.items() <= doc["metadata"]["labels"].items(), kind
+        assert doc["metadata"]["labels"]["municipality"] == "example", kind  # commonLabels
+    deployment = by_name(docs, "Deployment")[full]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["selector"]["matchLabels"] == labels
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == full
+    (container,) = pod["containers"]
+    # Its own registry: not image.registry, which is Orgdir's.
+    assert container["image"] == f"registry.example.org/{VENDOR}:0.1.0"
+    assert container["args"][:2] == ["--factory", "vendor_ad.app:create_app"]
+    assert [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s] == [
+        f"{VENDOR}-secrets"
+    ]
+    assert by_name(docs, "Service")[full]["spec"]["selector"] == labels
+    data = by_name(docs, "ConfigMap")[full]["data"]
+    assert data["ORGDIR_SERVICE_NAME"] == VENDOR
+    assert data["ORGDIR_EXCHANGE"] == "orgdir.events"
+    budget = by_name(docs, "PodDisruptionBudget")[full]["spec"]
+    assert budget["minAvailable"] == 1 and budget["selector"]["matchLabels"] == labels
+    # No ingress path leads to it.
+    backends = {
+        path["backend"]["service"]["name"]
+        for ingress in of_kind(docs, "Ingress")
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert backends and full not in backends
+    # Scraped and alerted on like a service.
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    service_labels = by_name(docs, "Service")[full]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
+    rules = {r["alert"]: r for r in prometheus_rules_of(docs)}
+    jobs = re.search(r'job=~"([^"]+)"', rules["OrgdirTargetDown"]["expr"])
+    assert jobs and full in jobs.group(1).split("|")
+
+
+def prometheus_rules_of(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    (rule,) = of_kind(docs, "PrometheusRule")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def test_extra_consumer_network_policy(helm: str) -> None:
+    docs = render(helm, "vendor-consumer")
+    values = merged_values("vendor-consumer")
+    np = values["networkPolicy"]
+    policy = by_name(docs, "NetworkPolicy")[f"{RELEASE}-{VENDOR}"]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == VENDOR
+    # In: Prometheus only (/metrics); not the ingress controller, not the portal.
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": np["prometheus"]["namespaceSelector"],
+            "podSelector": np["prometheus"]["podSelector"],
+        }
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    # Out: DNS, MongoDB and RabbitMQ as the services; not the identity provider (no API).
+    ports = {port["port"] for egress in policy["egress"] for port in egress.get("ports", [])}
+    assert ports == {*np["dns"]["ports"], *np["mongodb"]["ports"], *np["rabbitmq"]["ports"]}
+    registry = by_name(docs, "NetworkPolicy")[f"{RELEASE}-registry"]["spec"]
+    assert [e for e in registry["egress"] if {"port": 27017, "protocol": "TCP"} in e["ports"]] == [
+        e for e in policy["egress"] if {"port": 27017, "protocol": "TCP"} in e["ports"]
+    ]
+
+
+def test_extra_consumer_egress_targets(helm: str, tmp_path: Path) -> None:
+    target = {"cidrs": ["10.20.0.0/16"], "peers": [], "ports": [636]}
+    path = vendor_values(tmp_path, egress=[target])
+    docs = render(helm, "full", ("--values", str(path)))
+    policy = by_name(docs, "NetworkPolicy")[f"{RELEASE}-{VENDOR}"]["spec"]
+    assert {
+        "ports": [{"protocol": "TCP", "port": 636}],
+        "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+    } in policy["egress"]
+    # The services do not get the vendor's target.
+    registry = by_name(docs, "NetworkPolicy")[f"{RELEASE}-registry"]["spec"]
+    assert not [e for e in registry["egress"] if {"protocol": "TCP", "port": 636} in e["ports"]]
+
+
+@pytest.mark.parametrize("keda", [True, False], ids=["keda", "hpa"])
+def test_extra_consumer_autoscales_on_its_competing_queue(
+    helm: str, tmp_path: Path, keda: bool
+) -> None:
+    consumers = [
+        {"name": "events", "queue": f"{VENDOR}.events", "singleActiveConsumer": False, "targetQueueLength": 50},
+        {"name": "ordered", "queue": f"{VENDOR}.ordered", "singleActiveConsumer": True},
+    ]
+    path = vendor_values(
+        tmp_path, autoscaling={"enabled": True, "maxReplicas": 10}, consumers=consumers
+    )
+    extra = ("--values", str(path), "--set", f"keda.enabled={str(keda).lower()}")
+    docs = render(helm, "full", extra)
+    full = f"{RELEASE}-{VENDOR}"
+    scaled = by_name(docs, "ScaledObject")
+    hpa = by_name(docs, "HorizontalPodAutoscaler")
+    assert "replicas" not in by_name(docs, "Deployment")[full]["spec"]
+    mine = [doc for doc in docs if doc["metadata"]["name"] == full]
+    problems = [p for doc in mine if doc["kind"] in CRD_KINDS for p in crd_problems(doc, docs, "full")]
+    assert not problems, problems
+    if not keda:
+        assert full not in scaled and hpa[full]["spec"]["maxReplicas"] == 10
+        return
+    assert full not in hpa
+    spec = scaled[full]["spec"]
+    assert spec["scaleTargetRef"]["name"] == full
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 10)  # defaults + its own
+    rabbit = [t for t in spec["triggers"] if t["type"] == "rabbitmq"]
+    # Its competing queue, like the services' consumers; never the single-active one.
+    assert [(t["name"], t["metadata"]["queueName"], t["metadata"]["value"]) for t in rabbit] == [
+        ("events", f"{VENDOR}.events", "50")
+    ]
+    assert rabbit[0]["authenticationRef"]["name"] == "orgdir-rabbitmq"
+    for doc in mine:
+        if doc["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_extra_consumer_entry_takes_the_defaults(helm: str, tmp_path: Path) -> None:
+    entry: dict[str, Any] = {
+        "name": "payroll",
+        "module": "payroll_sync",
+        "image": {"repository": "vendor.example/payroll", "tag": "2.0"},
+        "consumers": [{"name": "events", "queue": "payroll.events", "singleActiveConsumer": True}],
+        "existingSecret": "payroll",
+    }
+    phones = {**entry, "name": "phones", "existingSecret": "phones"}
+    phones["consumers"] = [{"name": "events", "queue": "phones.events", "singleActiveConsumer": True}]
+    phones["podDisruptionBudget"] = {"enabled": False}  # false wins over the default's true
+    phones["replicaCount"] = 3
+    idle = {**entry, "name": "idle", "existingSecret": "idle", "enabled": False}
+    idle["consumers"] = [{"name": "events", "queue": "idle.events", "singleActiveConsumer": True}]
+    path = tmp_path / "extra.yaml"
+    path.write_text(yaml.safe_dump({"extraConsumers": [entry, phones, idle]}))
+    docs = render(helm, "default", ("--values", str(path)))
+    defaults = merged_values("default")["extraConsumerDefaults"]
+    deployment = by_name(docs, "Deployment")[f"{RELEASE}-payroll"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert deployment["spec"]["replicas"] == defaults["replicaCount"] == 2
+    assert container["resources"] == defaults["resources"]
+    assert container["image"] == "vendor.example/payroll:2.0"
+    assert container["ports"][0]["containerPort"] == defaults["containerPort"]
+    assert {e["name"] for e in container["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]} == set(
+        defaults["requiredSecretKeys"]
+    )
+    budgets = by_name(docs, "PodDisruptionBudget")
+    assert budgets[f"{RELEASE}-payroll"]["spec"]["minAvailable"] == 1
+    assert f"{RELEASE}-phones" not in budgets
+    assert by_name(docs, "Deployment")[f"{RELEASE}-phones"]["spec"]["replicas"] == 3
+    assert not [doc for doc in docs if doc["metadata"]["name"] == f"{RELEASE}-idle"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"name": "registry"}, ["at '/extraConsumers/0/name'"]),
+        ({"existingSecret": ""}, ["at '/extraConsumers/0/existingSecret'"]),
+        ({"image": {"repository": "registry.example.org/x"}}, ["at '/extraConsumers/0/image'", "tag"]),
+        (
+            {"config": {"ORGDIR_SERVICE_NAME": "x"}},
+            ["extraConsumers[0] (vendor-ad).config.ORGDIR_SERVICE_NAME: the chart sets it"],
+        ),
+        ({"ingress": {"prefixPaths": ["/ad"]}}, ["'ingress' not allowed"]),
+        (
+            {"config": {"ORGDIR_AD_PASSWORD": "x"}},
+            ["extraConsumers[0] (vendor-ad).config.ORGDIR_AD_PASSWORD looks like a secret"],
+        ),
+        (
+            {
+                "consumers": [
+                    {
+                        "name": "registry",
+                        "queue": "orgunits.registry",
+                        "singleActiveConsumer": False,
+                        "targetQueueLength": 1,
+                    }
+                ]
+            },
+            ["queue orgunits.registry must start with vendor-ad."],
+        ),
+        (
+            {"replicaCount": 1},
+            ["extraConsumers[0] (vendor-ad): podDisruptionBudget.minAvailable 1 with replicaCount 1"],
+        ),
+    ],
+    ids=lambda v: json.dumps(v)[:40] if isinstance(v, dict) else None,
+)
+def test_wrong_extra_consumer_fails_with_a_clear_message(
+    helm: str, tmp_path: Path, changes: dict[str, Any], expected: list[str]
+) -> None:
+    path = vendor_values(tmp_path, **changes)
+    proc = run_helm(helm, *template_args("default", extra=["--values", str(path)]))
+    assert proc.returncode != 0, f"helm template {changes} succeeded"
+    for text in expected:
+        assert text in proc.stderr, f"{text!r} not in:\n{proc.stderr}"
+
+
+def test_extra_consumer_names_are_unique(helm: str, tmp_path: Path) -> None:
+    snippet = yaml.safe_load(consumer_snippet().read_text())
+    snippet["extraConsumers"] *= 2
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(snippet))
+    proc = run_helm(helm, *template_args("default", extra=["--values", str(path)]))
+    assert proc.returncode != 0
+    assert "extraConsumers[1] (vendor-ad): the name vendor-ad is already taken" in proc.stderr

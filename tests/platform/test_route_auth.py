@@ -26,6 +26,7 @@ from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
 from orgdir import auth
 from orgdir.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
+from orgdir.settings import StaticToken
 from orgdir_tools.testkit import RunningApp, settings_for
 from orgunits.app import create_app as orgunits_app
 from orgunits.settings import OrgunitsSettings
@@ -46,6 +47,7 @@ OPEN = {
     "/metrics",
     "/api/v1/openapi.json",
     "/api/v1/docs",
+    "/api/v1/docs/assets",  # Swagger UI's script, styles and icon (orgdir.http.install_docs)
     "/api/v1/redoc",
     "/docs/oauth2-redirect",
 }
@@ -94,7 +96,7 @@ async def test_every_route_denies_by_default(
     service: str, factory: Any, settings_cls: Any, ns: str, amqp_url: str, mongodb_url: str
 ) -> None:
     base = settings_for(settings_cls, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url)
-    tokens = {**base.static_tokens, NO_ROLES: []}
+    tokens = {**base.tokens(), "no-roles": StaticToken(token=NO_ROLES, roles=[])}
     settings = settings_for(
         settings_cls, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url, static_tokens=tokens
     )
@@ -125,7 +127,7 @@ async def test_every_route_denies_by_default(
                 r = await http.request(method, url, headers={"Authorization": "Bearer not-a-token"})
                 if wrong := problem(r, 401, "unauthorized"):
                     findings.append(f"{method} {path} with an unknown token: {wrong}")
-                for token, roles in sorted(tokens.items()):
+                for token, roles in sorted((t.token, t.roles) for t in tokens.values()):
                     if needed <= auth.expand(roles):
                         continue
                     r = await http.request(method, url, headers={"Authorization": f"Bearer {token}"})

@@ -5,7 +5,9 @@ the foreground, loads the demo data once every service answers, prints the
 URLs and stops everything on Ctrl-C. ``up`` / ``down`` do the same in the
 background. ``ORGDIR_REPLICAS=N`` starts N processes of each service: replica
 k listens on the service's base port + 10·k, and all share one database and
-one broker, as replicas behind a load balancer do.
+one broker, as replicas behind a load balancer do. ``ORGDIR_RABBITMQ_NODES=3``
+runs RabbitMQ as a cluster of three nodes; the services get every node's URL
+and fail over between them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ SERVICES = [
     ServiceSpec("access-rights", "access_rights", 8103),
     ServiceSpec("notifier", "notifier", 8104),
 ]
+# The web interface: one process over the services' public APIs (replica 0 of each).
+PORTAL = ServiceSpec("portal", "portal", 8100)
 DEMO_TOKEN = "dev-admin"
 
 
@@ -74,7 +78,8 @@ def stack_dir() -> Path:
 def _servers() -> ServerSet:
     # H2: the stack's data survives ``make down`` / ``make up``.
     node = os.environ.get("ORGDIR_STACK_NODE", "orgdir")
-    return ServerSet.for_dir(stack_dir(), rabbit_name=node, mongo_backend="h2")
+    nodes = localservers.rabbit_nodes()  # ORGDIR_RABBITMQ_NODES=3: a cluster of three, as in production
+    return ServerSet.for_dir(stack_dir(), rabbit_name=node, mongo_backend="h2", rabbit_nodes=nodes)
 
 
 def install() -> int:
@@ -101,14 +106,26 @@ def uvicorn_command(package: str, port: int) -> list[str]:
     return [*uvicorn, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
 
 
-def _spawn(spec: ServiceSpec, replica: int, servers: ServerSet, detach: bool) -> subprocess.Popen[bytes]:
+def portal_environment() -> dict[str, str]:
+    """Where the portal finds each API (``ORGDIR_ORGUNITS_URL`` …)."""
+    return {f"ORGDIR_{spec.package.upper()}_URL": f"http://127.0.0.1:{port_of(spec)}" for spec in SERVICES}
+
+
+def _spawn(
+    spec: ServiceSpec, replica: int, servers: ServerSet, detach: bool, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log_dir = stack_dir() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {
+        # The local stack runs on the dev tokens and the public development key, explicitly
+        # (the services refuse to start without auth configuration); an ORGDIR_AUTH_MODE set wins.
+        "ORGDIR_AUTH_MODE": "static",
+        "ORGDIR_ALLOW_STATIC_TOKENS": "true",
         **os.environ,
         "ORGDIR_SERVICE_NAME": spec.name,
         "ORGDIR_AMQP_URL": servers.amqp_url,
         "ORGDIR_MONGODB_URL": servers.mongodb_url,
+        **(extra or {}),
     }
     cmd = uvicorn_command(spec.package, port_of(spec, replica))
     out = open(log_dir / f"{instance_name(spec, replica)}.log", "ab")
@@ -141,6 +158,7 @@ async def _wait_ready(procs: dict[str, subprocess.Popen[bytes]]) -> None:
         except ServerError as exc:
             raise ServerError(f"{exc}; see {log}") from exc
         progress(f"{name} ready on :{port_of(spec, k)}")
+    await wait_ready(f"http://127.0.0.1:{port_of(PORTAL)}", procs.get(PORTAL.name), name=PORTAL.name)
 
 
 async def _load_demo() -> None:
@@ -158,6 +176,7 @@ async def _load_demo() -> None:
 
 def _print_urls(servers: ServerSet) -> None:
     print("\nOrgdir is running:")
+    print(f"  {PORTAL.name:<16} http://127.0.0.1:{port_of(PORTAL)}/  (the web interface; sign in with a dev token)")
     for spec, k in instances():
         print(f"  {instance_name(spec, k):<16} http://127.0.0.1:{port_of(spec, k)}/api/v1/docs")
     print(f"  RabbitMQ       {servers.amqp_url}")
@@ -170,6 +189,7 @@ def _print_urls(servers: ServerSet) -> None:
 def _start_stack(detach: bool) -> tuple[ServerSet, dict[str, subprocess.Popen[bytes]]]:
     servers = _start_servers()
     procs = {instance_name(spec, k): _spawn(spec, k, servers, detach) for spec, k in instances()}
+    procs[PORTAL.name] = _spawn(PORTAL, 0, servers, detach, portal_environment())
     (stack_dir() / "services.json").write_text(json.dumps({n: p.pid for n, p in procs.items()}))
     try:
         asyncio.run(_wait_ready(procs))
@@ -241,7 +261,7 @@ def down() -> int:
 
 def status() -> int:
     ok = localservers.cmd_status() == 0
-    for spec, k in instances():
+    for spec, k in [*instances(), (PORTAL, 0)]:
         try:
             r = httpx.get(f"http://127.0.0.1:{port_of(spec, k)}/readyz", timeout=2)
             state = "ready" if r.status_code == 200 else f"not ready ({r.status_code})"
@@ -252,16 +272,30 @@ def status() -> int:
 
 
 def docs(out: str) -> int:
-    """Write the event catalogue as JSON Schema and AsyncAPI 3."""
+    """The vendor site (``orgdir_tools.site``): event catalogue, the four APIs, the consumer guide; a warning fails."""
     import orgdir.contracts  # noqa: F401  (registers every event type)
-    from orgdir.events import asyncapi_document, catalogue_json_schema
+    from orgdir_tools.site import build
 
-    target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "events.schema.json").write_text(json.dumps(catalogue_json_schema(), indent=2, default=str))
-    (target / "asyncapi.json").write_text(json.dumps(asyncapi_document(), indent=2, default=str))
-    print(f"wrote {target / 'events.schema.json'} and {target / 'asyncapi.json'}")
-    return 0
+    warnings = build(Path(out))
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 1 if warnings else 0
+
+
+def rotate_keys(urls: list[str], token: str) -> int:
+    """``POST /api/v1/rotate-keys`` on each service: re-encrypt what it stores under the current key."""
+    failed = 0
+    for url in urls:
+        try:
+            r = httpx.post(f"{url.rstrip('/')}/api/v1/rotate-keys", headers={"Authorization": f"Bearer {token}"},
+                           timeout=3600)
+        except httpx.HTTPError as exc:
+            print(f"{url}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{url}: {r.status_code} {r.text}")
+        failed += r.status_code != 200
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,10 +305,28 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name)
     d = sub.add_parser("docs")
     d.add_argument("out", nargs="?", default="docs/events")
+    nc = sub.add_parser("new-consumer", help="render a consumer project from templates/consumer")
+    nc.add_argument("name", help="service and queue name, e.g. vendor-ad")
+    nc.add_argument("--dir", help="target directory (default ./NAME)")
+    rk = sub.add_parser("rotate-keys", help="re-encrypt stored personal data and secrets under the current key")
+    rk.add_argument("urls", nargs="*", help="service base URLs (default: the local stack's registry and notifier)")
+    rk.add_argument("--token", default=os.environ.get("ORGDIR_TOKEN", DEMO_TOKEN), help="an orgdir:admin token")
     args = parser.parse_args(argv)
     try:
+        if args.command == "rotate-keys":
+            specs = {spec.name: spec for spec in SERVICES}
+            default = [f"http://127.0.0.1:{port_of(specs[n])}" for n in ("registry", "notifier")]
+            return rotate_keys(args.urls or default, args.token)
         if args.command == "docs":
             return docs(args.out)
+        if args.command == "new-consumer":
+            from orgdir_tools.template import TemplateError, new_consumer
+
+            try:
+                return new_consumer(args.name, args.dir)
+            except TemplateError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         return {"install": install, "run": run, "up": up, "down": down, "status": status}[args.command]()
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import fcntl
+import functools
 import itertools
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -184,26 +188,34 @@ def _run(
     """Run a helper command, capturing its output for error messages.
 
     It gets its own process group, killed whole on timeout, so a hanging
-    helper leaves no stray children behind.
+    helper leaves no stray children behind. Output goes to temporary files,
+    not pipes: a daemon the helper starts (epmd) may keep inherited pipes
+    open long after the helper exited, and reading them would never end.
     """
-    with subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            return subprocess.CompletedProcess(cmd, 124, out, f"{err}\ntimed out after {timeout} s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        with subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out_file,
+            stderr=err_file,
+            text=True,
+            start_new_session=True,
+        ) as proc:
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                code = 124
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+    if code == 124:
+        err = f"{err}\ntimed out after {timeout} s"
+    return subprocess.CompletedProcess(cmd, code, out, err)
 
 
 def _check(result: subprocess.CompletedProcess[str], what: str) -> str:
@@ -213,6 +225,31 @@ def _check(result: subprocess.CompletedProcess[str], what: str) -> str:
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result.stdout
+
+
+# --------------------------------------------------------------------------- Chromium (browser tests)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+_chromium_lock = threading.Lock()
+
+
+def ensure_chromium_installed() -> tuple[Path, Path]:
+    """Debian's ``chromium`` and ``chromium-driver`` (installed with apt when missing), for the portal's
+    browser tests: Selenium drives this browser, so nothing downloads a browser build of its own."""
+    with _chromium_lock, _file_lock(cache_dir() / "chromium-install.lock"):
+        if os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK):
+            return CHROMIUM, CHROMEDRIVER
+        sudo = [] if _is_root() else ["sudo"]
+        progress("installing chromium and chromium-driver with apt (about a minute, once)")
+        started = time.monotonic()
+        _check(_run([*sudo, "apt-get", "update"], timeout=600), "apt-get update")
+        install = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y"]
+        _check(_run([*install, "chromium", "chromium-driver"], timeout=900), "apt-get install chromium chromium-driver")
+        if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+            raise ServerError(f"chromium was installed but {CHROMIUM} or {CHROMEDRIVER} is missing")
+        progress(f"chromium installed in {time.monotonic() - started:.0f} s")
+        return CHROMIUM, CHROMEDRIVER
 
 
 # --------------------------------------------------------------------------- RabbitMQ
@@ -342,8 +379,17 @@ class RabbitNode(LocalServer):
     across processes: it is saved in ``server.json``) so URLs stay valid.
     """
 
-    def __init__(self, name: str, base_dir: Path, *, port: int | None = None, dist_port: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_dir: Path,
+        *,
+        port: int | None = None,
+        dist_port: int | None = None,
+        home: Path | None = None,
+    ) -> None:
         self.name = name
+        self.home = home  # shared by the nodes of a cluster: one Erlang cookie (unused as root)
         self.node = f"{name}@localhost"
         self.base_dir = base_dir.resolve()
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -402,7 +448,7 @@ class RabbitNode(LocalServer):
         )
         if _rabbitmq_ids() is None:
             # Running as ourselves: a HOME of the node's own keeps its cookie private.
-            env["HOME"] = str(d / "home")
+            env["HOME"] = str(self.home or d / "home")
         return env
 
     def _prepare(self) -> None:
@@ -502,6 +548,17 @@ class RabbitNode(LocalServer):
         progress(f"RabbitMQ {self.node} up in {self.start_seconds:.1f} s: {self.url}")
         return self.start_seconds
 
+    def kill(self) -> None:
+        """SIGKILL every process of the node: no clean shutdown, as when a machine dies."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_dead(pid, 10)
+        deadline = time.monotonic() + 10
+        while port_open(self.port) and time.monotonic() < deadline:  # the kernel closes the sockets a moment later
+            time.sleep(0.1)
+        progress(f"RabbitMQ {self.node} killed")
+
     def stop(self) -> None:
         """Stop this node only (rabbitmqctl stop, then signals as a fallback)."""
         pids = self.pids()
@@ -512,6 +569,112 @@ class RabbitNode(LocalServer):
             if not _wait_dead(pid, 30 if result.returncode == 0 else 1):
                 _terminate(pid)
         progress(f"RabbitMQ {self.node} stopped")
+
+
+class RabbitCluster(LocalServer):
+    """Private RabbitMQ nodes joined into one cluster (``rabbitmqctl join_cluster``), as a municipality runs it.
+
+    Quorum queues declared after the join get a member on every node, so one
+    node may die and the others elect new leaders: what the chaos test and
+    ``ORGDIR_RABBITMQ_NODES=3`` exercise. The nodes share one Erlang cookie
+    (the ``rabbitmq`` user's when we are root, else one in a home of the
+    cluster's own). ``url`` lists every node, comma separated, which is what
+    the services' ``ORGDIR_AMQP_URL`` accepts.
+    """
+
+    def __init__(self, name: str, base_dir: Path, size: int = 3) -> None:
+        if size < 1:
+            raise ServerError("a RabbitMQ cluster needs at least one node")
+        self.base_dir = base_dir.resolve()
+        self.home = self.base_dir / "home"
+        self.nodes = [RabbitNode(f"{name}n{i}", self.base_dir / f"node{i}", home=self.home) for i in range(size)]
+        self.start_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        return f"RabbitCluster({[n.node for n in self.nodes]})"
+
+    @property
+    def node(self) -> str:
+        return self.nodes[0].node
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.urls)
+
+    @property
+    def pid(self) -> int | None:
+        return self.nodes[0].pid
+
+    def is_running(self) -> bool:
+        return all(n.is_running() for n in self.nodes)
+
+    def _cookie(self) -> None:
+        """One cookie for all nodes and their rabbitmqctl, written before any node starts (else each makes its own)."""
+        if _rabbitmq_ids() is not None:
+            return  # root: every node runs as the rabbitmq user, with its one cookie
+        self.home.mkdir(parents=True, exist_ok=True)
+        cookie = self.home / ".erlang.cookie"
+        if not cookie.is_file():
+            cookie.write_text(secrets.token_hex(20))
+            cookie.chmod(0o400)
+
+    def members(self, via: RabbitNode | None = None) -> set[str]:
+        """The nodes the cluster knows (running or not), as ``via`` (default: the first running node) sees it."""
+        via = via or next((n for n in self.nodes if n.is_running()), self.nodes[0])
+        result = via._ctl("cluster_status", "--formatter", "json", timeout=60)
+        if result.returncode != 0:
+            return set()
+        try:
+            return set(json.loads(result.stdout).get("disk_nodes", []))
+        except ValueError:
+            return set()
+
+    def start(self, timeout: float = 180) -> float:
+        """Start every node (concurrently), then join each to the first; return the seconds it took."""
+        started = time.monotonic()
+        self._cookie()
+        run_concurrently(*(functools.partial(n.start, timeout) for n in self.nodes))
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            if first.node in self.members(node):
+                continue  # joined before (data kept): a restart rejoins by itself
+            progress(f"joining {node.node} to {first.node}")
+            for args in (("stop_app",), ("join_cluster", first.node), ("start_app",)):
+                _check(node._ctl(*args, timeout=120), f"rabbitmqctl {' '.join(args)} on {node.node}")
+        _check(first._ctl("await_online_nodes", str(len(self.nodes)), "--timeout", "60", timeout=90),
+               "rabbitmqctl await_online_nodes")
+        self.start_seconds = time.monotonic() - started
+        progress(f"RabbitMQ cluster of {len(self.nodes)} up in {self.start_seconds:.1f} s")
+        return self.start_seconds
+
+    def stop(self) -> None:
+        """Stop every node at once (one by one would make the last ones wait for the first)."""
+        run_concurrently(*(n.stop for n in self.nodes))
+
+    def quorum_leaders(self) -> dict[str, str]:
+        """Quorum queue name -> the node leading it (``rabbitmqctl list_queues``)."""
+        via = next((n for n in self.nodes if n.is_running()), self.nodes[0])
+        result = via._ctl("list_queues", "name", "type", "leader", "--formatter", "json", "-q", timeout=60)
+        _check(result, "rabbitmqctl list_queues")
+        rows = json.loads(result.stdout or "[]")
+        return {r["name"]: r["leader"] for r in rows if r.get("type") == "quorum" and r.get("leader")}
+
+    def queue_messages(self) -> dict[str, int]:
+        """Queue name -> messages in it (ready and unacknowledged), as a running node reports it."""
+        via = next((n for n in self.nodes if n.is_running()), self.nodes[0])
+        result = via._ctl("list_queues", "name", "messages", "--formatter", "json", "-q", timeout=60)
+        _check(result, "rabbitmqctl list_queues")
+        return {r["name"]: int(r.get("messages") or 0) for r in json.loads(result.stdout or "[]")}
+
+    def busiest_leader(self) -> RabbitNode:
+        """The running node that leads the most quorum queues."""
+        counts = collections.Counter(self.quorum_leaders().values())
+        running = [n for n in self.nodes if n.is_running()]
+        return max(running, key=lambda n: counts.get(n.node, 0))
 
 
 # --------------------------------------------------------------------------- mongo-java-server
@@ -751,25 +914,37 @@ class ServerSet:
     """
 
     base_dir: Path
-    rabbit: RabbitNode | None = None
+    rabbit: RabbitNode | RabbitCluster | None = None
     mongo: MongoServer | None = None
     external: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_dir(
-        cls, base_dir: Path, *, rabbit_name: str, env: dict[str, str] | None = None, mongo_backend: str = "memory"
+        cls,
+        base_dir: Path,
+        *,
+        rabbit_name: str,
+        env: dict[str, str] | None = None,
+        mongo_backend: str = "memory",
+        rabbit_nodes: int = 1,
     ) -> ServerSet:
         """Servers under base_dir, skipping those the environment already provides.
 
         Tests use the ``memory`` backend (fastest); the stack asks for ``h2`` so
         its data survives ``make down``. ``ORGDIR_MONGO_BACKEND`` overrides both.
+        ``rabbit_nodes`` > 1 starts a RabbitMQ cluster of that many nodes.
         """
         env = dict(os.environ if env is None else env)
         external = {k: env[k] for k in ("AMQP_URL", "MONGODB_URL") if env.get(k)}
         backend = env.get("ORGDIR_MONGO_BACKEND") or mongo_backend
+        rabbit: RabbitNode | RabbitCluster = (
+            RabbitCluster(rabbit_name, base_dir / "rabbitmq-cluster", rabbit_nodes)
+            if rabbit_nodes > 1
+            else RabbitNode(rabbit_name, base_dir / "rabbitmq")
+        )
         return cls(
             base_dir=base_dir,
-            rabbit=None if "AMQP_URL" in external else RabbitNode(rabbit_name, base_dir / "rabbitmq"),
+            rabbit=None if "AMQP_URL" in external else rabbit,
             mongo=None if "MONGODB_URL" in external else MongoServer(base_dir / "mongo", backend=backend),
             external=external,
         )
@@ -833,8 +1008,19 @@ def stack_dir() -> Path:
     return run_dir() / "stack"
 
 
+def rabbit_nodes() -> int:
+    """``ORGDIR_RABBITMQ_NODES``: 1 (default) is one node; 3 is a cluster of three, as in production."""
+    try:
+        count = int(os.environ.get("ORGDIR_RABBITMQ_NODES", "1"))
+    except ValueError as exc:
+        raise ServerError("ORGDIR_RABBITMQ_NODES must be a whole number") from exc
+    if not 1 <= count <= 7:
+        raise ServerError("ORGDIR_RABBITMQ_NODES must be between 1 and 7")
+    return count
+
+
 def _stack() -> ServerSet:
-    return ServerSet.for_dir(stack_dir(), rabbit_name="orgdir", mongo_backend="h2")
+    return ServerSet.for_dir(stack_dir(), rabbit_name="orgdir", mongo_backend="h2", rabbit_nodes=rabbit_nodes())
 
 
 def _write_env(path: Path, values: dict[str, str]) -> None:

@@ -36,6 +36,27 @@ READER = {"Authorization": "Bearer dev-reader"}
 APPROVER = {"Authorization": "Bearer dev-approver"}
 
 
+def auth_environment(settings: Settings) -> dict[str, str]:
+    """The ORGDIR_* variables that give a service process the same auth and keys as ``settings``."""
+    env = {
+        "ORGDIR_AUTH_MODE": settings.auth_mode or "",
+        "ORGDIR_ALLOW_STATIC_TOKENS": str(settings.allow_static_tokens).lower(),
+        "ORGDIR_OIDC_ISSUER": settings.oidc_issuer,
+        "ORGDIR_OIDC_AUDIENCE": settings.oidc_audience,
+        "ORGDIR_OIDC_JWKS_URL": settings.oidc_jwks_url,
+        "ORGDIR_OIDC_ALGORITHMS": json.dumps(settings.oidc_algorithms),
+        "ORGDIR_OIDC_CLIENT_ID": settings.oidc_client_id,
+        "ORGDIR_ENCRYPTION_KEY_ID": settings.encryption_key_id,
+    }
+    if settings.static_tokens:
+        env["ORGDIR_STATIC_TOKENS"] = json.dumps({k: v.model_dump() for k, v in settings.static_tokens.items()})
+    if settings.encryption_keys:
+        env["ORGDIR_ENCRYPTION_KEYS"] = json.dumps(settings.encryption_keys)
+    if hash_key := getattr(settings, "cpr_hash_key", None):
+        env["ORGDIR_CPR_HASH_KEY"] = str(hash_key)
+    return {k: v for k, v in env.items() if v}
+
+
 def settings_for(
     cls: type[SettingsT], *, ns: str, service: str, amqp_url: str, mongodb_url: str, **overrides: Any
 ) -> SettingsT:
@@ -51,6 +72,10 @@ def settings_for(
         "retry_delay_seconds": 0.05,
         "scheduler_interval_seconds": 3600,
         "declare_topology": False,  # each test declares only what it consumes
+        # The dev tokens (dev-admin ...) and the public development key, explicitly: services refuse
+        # to start without auth configuration (orgdir.settings.Settings.startup_problems).
+        "auth_mode": "static",
+        "allow_static_tokens": True,
     }
     values.update(overrides)
     return cls.model_validate(values)
@@ -198,6 +223,7 @@ class ServiceProcess:
             "ORGDIR_EXCHANGE": s.exchange,
             "ORGDIR_QUEUE_PREFIX": s.queue_prefix,
             "ORGDIR_LOG_LEVEL": "WARNING",
+            **auth_environment(s),
             **self.extra_env,
         }
 

@@ -74,6 +74,32 @@ def _rows(
         else:
             description = child.get("description", "").replace("|", "\\|")
             rows.append((path, _type(child), _default(value), description))
+            items = _resolve(schema, child.get("items", {}))
+            if child.get("type") == "array" and _is_structure(items):
+                rows.extend(_item_rows(schema, items, values.get(f"{key[:-1]}Defaults", {}), path + "[]."))
+    return rows
+
+
+def _item_rows(
+    schema: dict[str, Any], node: dict[str, Any], defaults: dict[str, Any], prefix: str
+) -> list[tuple[str, str, str, str]]:
+    """The keys of a list's entries (extraConsumers[].name ...): required, or where the default is."""
+    rows: list[tuple[str, str, str, str]] = []
+    required = set(node.get("required", []))
+    for key, child in node.get("properties", {}).items():
+        child = _resolve(schema, child)
+        path = f"{prefix}{key}"
+        if _is_structure(child) and key in required:
+            rows.extend(_item_rows(schema, child, {}, path + "."))
+            continue
+        if key in required:
+            default = "required"
+        elif key in defaults:
+            default = f"`{prefix.split('[]')[0][:-1]}Defaults.{key}`"
+        else:
+            default = ""
+        description = child.get("description", "").replace("|", "\\|")
+        rows.append((path, _type(child), default, description))
     return rows
 
 

@@ -115,12 +115,12 @@ def catalogue_routes(
 
     @router.post(f"/{path}", tags=tags, status_code=201, name=f"create {path}", response_model=out)
     async def create(s: Svc, body: body_in, response: Response, who: auth.Writer) -> Any:  # type: ignore[valid-type]
-        return _written(s, out, await s.create(kind, body, who.subject), response)
+        return _written(s, out, await s.create(kind, body, who.actor), response)
 
     @router.put(f"/{path}/{{uid}}", tags=tags, name=f"put {path}", response_model=out, responses=created)
     async def put_(s: Svc, uid: str, body: body_in, response: Response, version: IfMatch, who: auth.Writer) -> Any:  # type: ignore[valid-type]
         """Create with this UUID, or set the slice over its period; the same body twice changes nothing."""
-        return _written(s, out, await s.put(kind, uid, body, who.subject, version), response)
+        return _written(s, out, await s.put(kind, uid, body, who.actor, version), response)
 
     @router.get(f"/{path}/{{uid}}", tags=tags, name=f"get {path}", response_model=out)
     async def get(s: Svc, uid: str, response: Response, day: AtDay, _: auth.Reader) -> Any:
@@ -158,7 +158,7 @@ catalogue_routes(ASSIGNMENTS, "assignments", AssignmentIn, AssignmentPatch, Assi
 @router.post("/assignments/{uid}/approve", tags=["assignments"], response_model=AssignmentOut)
 async def approve(s: Svc, uid: str, response: Response, who: auth.Approver) -> Any:
     """Approve a pending assignment of a sensitive role (not by its requester: 403 ``self-approval``)."""
-    doc = await s.approve(uid, who.subject)
+    doc = await s.approve(uid, who.actor)
     set_etag(response, doc["version"])
     return catalogue_out(AssignmentOut, doc, s.clock.today())
 
@@ -166,7 +166,7 @@ async def approve(s: Svc, uid: str, response: Response, who: auth.Approver) -> A
 @router.post("/assignments/{uid}/exclusions", tags=["assignments"], response_model=AssignmentOut)
 async def exclude(s: Svc, uid: str, body: ExclusionIn, response: Response, version: IfMatch, who: auth.Writer) -> Any:
     """Exempt a person from a unit or job-function assignment."""
-    return _written(s, AssignmentOut, await s.exclude(uid, body, who.subject, version), response)
+    return _written(s, AssignmentOut, await s.exclude(uid, body, who.actor, version), response)
 
 
 @router.delete("/assignments/{uid}/exclusions/{person}", tags=["assignments"], response_model=AssignmentOut)
@@ -236,10 +236,10 @@ async def batch(s: Svc, bid: str, _: auth.Reader) -> HeldBatchDetail:
 @router.post("/held-batches/{bid}/release", tags=["held batches"])
 async def release(s: Svc, bid: str, who: auth.Admin) -> HeldBatch:
     """The held revocations go out."""
-    return await s.decide_batch(bid, True, who.subject)
+    return await s.decide_batch(bid, True, who.actor)
 
 
 @router.post("/held-batches/{bid}/cancel", tags=["held batches"])
 async def cancel(s: Svc, bid: str, who: auth.Admin) -> HeldBatch:
     """The held revocations never go out; the rights stay."""
-    return await s.decide_batch(bid, False, who.subject)
+    return await s.decide_batch(bid, False, who.actor)

@@ -203,7 +203,8 @@ class AccessService:
         self.cat = CatalogueView()
         self.repos = {name: runtime.repository(name) for name in CATALOGUE_MODELS}
         # One write may publish several events (one per changed right): Repository.write_events.
-        self.rights = runtime.repository("person_rights")
+        # Republish/refresh re-send a person's whole set as access.current (the change events carry one right).
+        self.rights = runtime.repository("person_rights", current_type="access.current")
         self.accounts = runtime.repository("accounts")
         self.projections = {name: runtime.projection(name) for name in ORG_MODELS}
         runtime.declare(*INDEXES)

@@ -335,7 +335,7 @@ async def test_sensitive_assignment_needs_another_approver(env: Any) -> None:
         headers=APPROVER,
         json={"validity": v("2025-01-01"), "role": "role-s", "person": "p-s"},
     )
-    assert a["current"]["status"] == "pending" and a["requested_by"] == "static:dev-approver"
+    assert a["current"]["status"] == "pending" and a["requested_by"] == "static:approver"
     rights = await env.ok("GET", "/api/v1/persons/p-s/rights")
     assert rights["rights"] == []
     r = await env.http.post(f"/api/v1/assignments/{a['uuid']}/approve", headers=WRITER)
@@ -343,7 +343,7 @@ async def test_sensitive_assignment_needs_another_approver(env: Any) -> None:
     r = await env.http.post(f"/api/v1/assignments/{a['uuid']}/approve", headers=APPROVER)
     assert r.status_code == 403 and r.json()["type"] == "urn:orgdir:problem:self-approval"
     ok = await env.ok("POST", f"/api/v1/assignments/{a['uuid']}/approve")
-    assert ok["current"]["status"] == "approved" and ok["approved_by"] == "static:dev-admin"
+    assert ok["current"]["status"] == "approved" and ok["approved_by"] == "static:admin"
     granted = await env.events.wait_type("access.granted", subject="p-s")
     assert granted[0].data["role"] == "role-s"
     r = await env.http.post(f"/api/v1/assignments/{a['uuid']}/approve")

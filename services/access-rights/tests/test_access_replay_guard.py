@@ -185,7 +185,7 @@ async def test_mass_revocation_is_held_until_an_admin_releases_it(env: Any) -> N
     )
     assert r.status_code == 403
     done = await env.ok("POST", f"/api/v1/held-batches/{batches[0]['id']}/release")
-    assert done["status"] == "released" and done["decided_by"] == "static:dev-admin"
+    assert done["status"] == "released" and done["decided_by"] == "static:admin"
     await env.app.settle()
     revoked = await ev.wait_type("access.revoked", count=4)
     assert {e.data["role"] for e in revoked} == {"r-a"}

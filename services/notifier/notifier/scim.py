@@ -167,6 +167,11 @@ class ScimSender:
             for role in self.roles_of(person, it_system):
                 await self._sync_group(scim, sub, role)
         elif aggregate == "access":
+            if "role" not in data:  # access.current: the whole set, no one right changed
+                for right in data.get("rights", []):
+                    if not it_system or right.get("it_system") == it_system:
+                        await self._sync_group(scim, sub, str(right["role"]))
+                return
             if it_system and data.get("it_system") != it_system:
                 return
             await self._sync_group(scim, sub, str(data["role"]))

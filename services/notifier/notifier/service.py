@@ -61,7 +61,8 @@ class Notifier:
         self.settings = settings
         self.clock = clock
         runtime.declare(*INDEXES)
-        self.subscriptions = Subscriptions(db, clock)
+        self.subscriptions = Subscriptions(db, clock, lambda: runtime.keyring)
+        runtime.sealed("subscriptions")
         self.deliveries = Deliveries(db, clock)
         self.projections = Projections(db)
         self.seen = StreamSeen(db)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from orgdir.settings import Settings
@@ -10,6 +12,7 @@ from orgdir.settings import Settings
 class NotifierSettings(Settings):
     """Every knob of the delivery engine; tests shrink the times, production keeps the defaults."""
 
+    seals_data: ClassVar[bool] = True  # webhook secrets and SCIM tokens
     service_name: str = "notifier"
     delivery_timeout_seconds: float = Field(
         10.0, gt=0, description="One HTTP attempt, connect to last byte."

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import InsertOne, UpdateOne
 
-from orgdir import problems
+from orgdir import crypto, problems
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.store import BulkWriter, Doc, Index, MongoSeenStore, index, paginate
@@ -51,21 +51,42 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Subscriptions:
-    """Plain collection keyed by uuid, with a version for ETag/If-Match (compare-and-swap)."""
+SEALED_FIELDS = ("secret", "token")  # a webhook's signing secret, a SCIM target's bearer token
 
-    def __init__(self, db: AsyncDatabase[Doc], clock: Clock) -> None:
+
+class Subscriptions:
+    """Plain collection keyed by uuid, with a version for ETag/If-Match (compare-and-swap).
+
+    The webhook secret and the SCIM token are stored sealed (``orgdir.crypto``):
+    this class seals on write and opens on read, so the rest of notifier sees
+    plain values and a database dump sees none.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc], clock: Clock, keyring: Callable[[], crypto.Keyring]) -> None:
         self.col: AsyncCollection[Doc] = db["subscriptions"]
         self.clock = clock
+        self.keyring = keyring
+
+    def _sealed(self, doc: Doc) -> Doc:
+        return {k: self.keyring().seal(v) if k in SEALED_FIELDS and v else v for k, v in doc.items()}
+
+    def _opened(self, doc: Doc | None) -> Doc | None:
+        if doc is None:
+            return None
+        return {k: self.keyring().open(v) if k in SEALED_FIELDS and crypto.is_sealed(v) else v for k, v in doc.items()}
+
+    def _opened_all(self, docs: list[Doc]) -> list[Doc]:
+        return [d for d in map(self._opened, docs) if d is not None]
 
     async def all(self) -> list[Doc]:
-        return [d async for d in self.col.find({}).sort("_id", 1)]
+        return self._opened_all([d async for d in self.col.find({}).sort("_id", 1)])
 
     async def get(self, uuid: str) -> Doc | None:
-        return await self.col.find_one({"_id": uuid})
+        return self._opened(await self.col.find_one({"_id": uuid}))
 
     async def page(self, *, limit: int, cursor: str | None) -> tuple[list[Doc], str | None]:
-        return await paginate(self.col, {}, limit=limit, cursor=cursor)
+        docs, nxt = await paginate(self.col, {}, limit=limit, cursor=cursor)
+        return self._opened_all(docs), nxt
 
     async def require(self, uuid: str) -> Doc:
         doc = await self.get(uuid)
@@ -88,7 +109,7 @@ class Subscriptions:
                     raise problems.not_found("subscription", uuid)
                 doc = {"_id": uuid, "version": 1, **cfg, "created_at": now, "updated_at": now}
                 try:
-                    await self.col.insert_one(doc)
+                    await self.col.insert_one(self._sealed(doc))
                 except DuplicateKeyError:
                     continue  # created meanwhile by another request: decide again
                 return doc, True
@@ -97,7 +118,7 @@ class Subscriptions:
             if all(current.get(k) == v for k, v in cfg.items()):
                 return current, False
             doc = {**current, **cfg, "version": current["version"] + 1, "updated_at": now}
-            res = await self.col.replace_one({"_id": uuid, "version": current["version"]}, doc)
+            res = await self.col.replace_one({"_id": uuid, "version": current["version"]}, self._sealed(doc))
             if res.matched_count == 1:
                 return doc, False
             if expected is not None:

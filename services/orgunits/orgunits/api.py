@@ -166,8 +166,9 @@ async def list_units(
     q: Annotated[
         str | None,
         Query(
+            max_length=200,
             description="Part of a name or user_key; insensitive to case, accents and æ/ae, ø/oe/o, å/aa"
-            " (orgdir.text.fold)."
+            " (orgdir.text.fold).",
         ),
     ] = None,
     parent: Annotated[UUID | None, Query(description="Only the children of this unit.")] = None,

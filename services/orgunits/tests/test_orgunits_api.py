@@ -256,7 +256,7 @@ async def test_as_of_reads_across_a_rename_and_a_future_move(
     assert set(regs[0]) == {"version", "registered_at", "registered_by", "event_type", "note", "timeline"}
     assert regs[2]["note"] == f"moved from {d(20)}"
     problem(await http.get(f"/api/v1/orgunits/{new_id()}/history"), 404, "not-found")
-    assert {r["registered_by"] for r in regs} == {"static:dev-admin"}
+    assert {r["registered_by"] for r in regs} == {"static:admin"}
     assert len(regs[0]["timeline"]) == 1
 
     await events.wait_type("orgunit.moved", 1, subject=c)

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -74,8 +74,16 @@ def cpr_hash(digits: str, key: str) -> str:
     return hmac.new(key.encode(), digits.encode(), hashlib.sha256).hexdigest()
 
 
-def format_cpr(digits: str, *, reveal: bool) -> str:
-    return f"{digits[:6]}-{digits[6:] if reveal else 'XXXX'}"
+CprView = Literal["full", "birthdate", "masked"]
+
+
+def format_cpr(digits: str, view: CprView) -> str:
+    """All of it, the birth date part only, or nothing (a birth date narrows a CPR number to ~10⁴ guesses)."""
+    if view == "full":
+        return f"{digits[:6]}-{digits[6:]}"
+    if view == "birthdate":
+        return f"{digits[:6]}-XXXX"
+    return "XXXXXX-XXXX"
 
 
 # --- terms for the address book ---------------------------------------------------------------

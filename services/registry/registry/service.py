@@ -51,7 +51,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
-from orgdir import problems
+from orgdir import crypto, problems
 from orgdir.auth import Principal
 from orgdir.clock import Clock
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitState
@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 5
 READ_CPR = "orgdir:read:cpr"  # shows full CPR numbers; every such read is audited
+READ_BIRTHDATE = "orgdir:read:birthdate"  # shows the birth date part (DDMMYY-XXXX); audited too
 CPR_FIELDS = ("has_cpr", "cpr_hash", "cpr")
 NO_CPR: dict[str, Any] = {"has_cpr": False, "cpr_hash": None, "cpr": None}
 
@@ -195,6 +196,7 @@ class Registry:
         self.schedulers = [Effective(self, k) for k in KINDS.values()]
         self.directory.on_unit_change.append(self._unit_changed)
         runtime.declare(*INDEXES)
+        runtime.sealed(PERSON.plural)  # state.cpr and every registration's snapshot of it
         runtime.view([f"{k.agg}.*" for k in KINDS.values()], self.on_event, self.reload)
         # Orgunits events reach every replica after the consuming one projected them.
         runtime.view([], self.directory.apply_event, self.directory.load, handled_by=["orgunits"])
@@ -310,11 +312,31 @@ class Registry:
         if value is None:
             return dict(NO_CPR)
         digits = domain.normalize_cpr(value)
-        return {"has_cpr": True, "cpr_hash": domain.cpr_hash(digits, self.settings.cpr_hash_key), "cpr": digits}
+        # Stored sealed (AES-GCM, orgdir.crypto): a database dump shows no CPR number; the keyed
+        # hash keeps one person per number (cpr_claims) and is what events carry.
+        sealed = self.runtime.keyring.seal(digits)
+        return {"has_cpr": True, "cpr_hash": domain.cpr_hash(digits, self.settings.cpr_hash_key), "cpr": sealed}
 
     @staticmethod
     def _kept_cpr(doc: Doc | None) -> dict[str, Any]:
         return dict(NO_CPR) if doc is None else {k: doc["state"].get(k) for k in CPR_FIELDS}
+
+    @classmethod
+    def _person_cpr(cls, given: dict[str, Any] | None, doc: Doc | None) -> dict[str, Any]:
+        """The CPR fields a write leaves: the stored ones when the number is the same (sealing
+        again would differ byte for byte and make a new version of an unchanged person)."""
+        kept = cls._kept_cpr(doc)
+        if given is None or (given["cpr_hash"] is not None and given["cpr_hash"] == kept["cpr_hash"]):
+            return kept
+        return given
+
+    def _cpr_text(self, sealed: str | None, view: domain.CprView) -> str | None:
+        if not sealed:
+            return None
+        if view == "masked":
+            return domain.format_cpr("", view)  # nothing to open
+        digits = self.runtime.keyring.open(sealed) if crypto.is_sealed(sealed) else sealed  # stored before sealing
+        return domain.format_cpr(digits, view)
 
     async def save(
         self, kind: Kind, uuid: str, body: schemas.WriteBase, *, if_match: int | None = None
@@ -327,7 +349,7 @@ class Registry:
         given = self._cpr(cpr) if cpr is not None else None  # an invalid number is refused before any I/O
 
         def decide(doc: Doc | None) -> Plan:
-            extra = (given or self._kept_cpr(doc)) if kind is PERSON else {}
+            extra = self._person_cpr(given, doc) if kind is PERSON else {}
             if doc is None:
                 return Plan([new_slice], period, extra, f"{kind.agg}.created")
             return Plan(put(self._timeline(kind, doc), new_slice), period, extra, f"{kind.agg}.updated")
@@ -353,7 +375,7 @@ class Registry:
             assert doc is not None
             timeline = self._timeline(kind, doc)
             domain.check_in_life(timeline, period, kind.what)
-            extra = (given or self._kept_cpr(doc)) if kind is PERSON else {}
+            extra = self._person_cpr(given, doc) if kind is PERSON else {}
             try:
                 new_timeline = apply_change(timeline, period, changes) if changes else timeline
             except ValueError as exc:
@@ -616,12 +638,13 @@ class Registry:
 
     # --- reads ------------------------------------------------------------------------------------
 
-    def render(self, kind: Kind, agg: Agg, s: SliceBase, *, reveal_cpr: bool = False) -> dict[str, Any]:
+    def render(
+        self, kind: Kind, agg: Agg, s: SliceBase, *, reveal_cpr: domain.CprView = "masked"
+    ) -> dict[str, Any]:
         out = {"uuid": agg.uuid, "version": agg.version, **s.model_dump(mode="json", by_alias=True)}
         if kind is PERSON:
-            cpr = agg.extra.get("cpr")
             out["has_cpr"] = bool(agg.extra.get("has_cpr"))
-            out["cpr"] = domain.format_cpr(cpr, reveal=reveal_cpr) if cpr else None
+            out["cpr"] = self._cpr_text(agg.extra.get("cpr"), reveal_cpr)
         return out
 
     def person_ref(self, person: str | None, day: date) -> dict[str, Any] | None:
@@ -684,7 +707,7 @@ class Registry:
                 }
         return None
 
-    def overview(self, person: str, day: date, *, reveal_cpr: bool) -> dict[str, Any]:
+    def overview(self, person: str, day: date, *, reveal_cpr: domain.CprView) -> dict[str, Any]:
         agg = self.memory.get("person", person)
         if agg is None:
             raise problems.not_found("person", person)
@@ -795,15 +818,23 @@ class Registry:
 
     # --- what the API serves ----------------------------------------------------------------------
 
-    async def reveal_cpr(self, viewer: Principal, persons: list[str], endpoint: str) -> bool:
-        """Whether ``viewer`` sees full CPR numbers; such a read is recorded first (append-only audit)."""
-        if not viewer.has(READ_CPR):
-            return False
-        await self.audit.record(actor=viewer.subject, persons=persons, endpoint=endpoint, when=self.clock.now())
-        return True
+    async def reveal_cpr(self, viewer: Principal, persons: list[str], endpoint: str) -> domain.CprView:
+        """How much of CPR numbers ``viewer`` sees: all of it with orgdir:read:cpr, the birth date
+        with orgdir:read:birthdate, nothing else; an unmasked read is recorded first (append-only audit)."""
+        if viewer.has(READ_CPR):
+            view: domain.CprView = "full"
+        elif viewer.has(READ_BIRTHDATE):
+            view = "birthdate"
+        else:
+            return "masked"
+        action = "read-person" if view == "full" else "read-birthdate"
+        await self.audit.record(
+            actor=viewer.actor, persons=persons, endpoint=endpoint, when=self.clock.now(), action=action
+        )
+        return view
 
-    async def _reveal(self, kind: Kind, viewer: Principal, persons: list[str], endpoint: str) -> bool:
-        return await self.reveal_cpr(viewer, persons, endpoint) if kind is PERSON else False
+    async def _reveal(self, kind: Kind, viewer: Principal, persons: list[str], endpoint: str) -> domain.CprView:
+        return await self.reveal_cpr(viewer, persons, endpoint) if kind is PERSON else "masked"
 
     async def list_in_force(
         self,
@@ -877,7 +908,7 @@ class Registry:
         return schemas.PersonHistory(
             **dict(hist),
             has_cpr=bool(cpr),
-            cpr=domain.format_cpr(cpr, reveal=reveal) if cpr else None,
+            cpr=self._cpr_text(cpr, reveal),
         )
 
     async def person_overview(self, person: str, day: date, viewer: Principal, endpoint: str) -> dict[str, Any]:

@@ -155,7 +155,9 @@ class AuditLog:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.col = db["audit"]
 
-    async def record(self, *, actor: str, persons: list[str], endpoint: str, when: datetime) -> None:
+    async def record(
+        self, *, actor: str, persons: list[str], endpoint: str, when: datetime, action: str = "read-person"
+    ) -> None:
         if not persons:
             return
         stamp = f"{time.time_ns():020d}"
@@ -167,7 +169,7 @@ class AuditLog:
                     "actor": actor,
                     "person": p,
                     "endpoint": endpoint,
-                    "action": "read-person",
+                    "action": action,
                 }
                 for p in persons
             ],

@@ -27,7 +27,7 @@ async def test_person_put_is_idempotent_patch_from_date_and_history(world: World
 
     hist = (await http.get(f"/api/v1/persons/{p}/history")).json()
     assert [r["event_type"] for r in hist["registrations"]] == ["person.created", "person.updated"]
-    assert hist["registrations"][0]["registered_by"] == "static:dev-admin"
+    assert hist["registrations"][0]["registered_by"] == "static:admin"
     assert len(hist["timeline"]) == 2
     assert len(hist["registrations"][0]["timeline"]) == 1 and len(hist["registrations"][1]["timeline"]) == 2
     assert hist["has_cpr"] is False and hist["cpr"] is None

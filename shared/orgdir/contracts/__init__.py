@@ -3,6 +3,6 @@
 Importing this package registers the whole catalogue (``orgdir.events.CATALOGUE``).
 """
 
-from orgdir.contracts import access, orgunits, registry
+from orgdir.contracts import access, operations, orgunits, registry
 
-__all__ = ["access", "orgunits", "registry"]
+__all__ = ["access", "operations", "orgunits", "registry"]

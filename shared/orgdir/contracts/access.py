@@ -106,6 +106,15 @@ class AccessChange(BaseModel):
     )
 
 
+class RightsState(BaseModel):
+    """A person's whole set of rights, re-sent by republish and refresh (nothing changed)."""
+
+    uuid: str = Field(description="The person's UUID (the event subject).")
+    version: int
+    person: str
+    rights: list[Right] = Field(default_factory=list)
+
+
 class AccountState(BaseModel):
     uuid: str
     version: int
@@ -127,6 +136,12 @@ register_aggregate(
 )
 register("access.granted", AccessChange, "A person gained a right (from its validity.from).")
 register("access.revoked", AccessChange, "A person lost a right (from its validity.to).")
+register(
+    "access.current",
+    RightsState,
+    "A person's current set of rights, re-sent by republish or a refresh (no right changed); same sequence "
+    "stream as access.granted/access.revoked.",
+)
 for _verb, _text in (
     ("requested", "An account should be created in an IT system."),
     ("enabled", "A disabled account is in use again."),

@@ -69,8 +69,12 @@ app.kubernetes.io/component: {{ .name }}
 {{- $img := .svc.image }}
 {{- $tag := $img.tag | default .root.Values.image.tag | default .root.Chart.AppVersion }}
 {{- $repo := $img.repository }}
-{{- if .root.Values.image.registry }}
-{{- $repo = printf "%s/%s" .root.Values.image.registry $img.repository }}
+{{- $registry := .root.Values.image.registry }}
+{{- if hasKey $img "registry" }}{{/* an extra consumer's own registry ("" = repository is complete) */}}
+{{- $registry = $img.registry }}
+{{- end }}
+{{- if $registry }}
+{{- $repo = printf "%s/%s" $registry $img.repository }}
 {{- end }}
 {{- if $img.digest }}
 {{- printf "%s:%s@%s" $repo $tag $img.digest }}
@@ -144,4 +148,59 @@ An empty `to` list means any destination on those ports.
 {{- fail (printf "%s.%s looks like a secret; put it in the Secret (secrets.existingSecret or secrets.values), never in a ConfigMap" $where $key) }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Every workload the chart runs, as a JSON list of (dict "name" "svc" "extra" "where"): the four
+services and the portal, then each of extraConsumers (a vendor's consumer, `orgdir new-consumer`)
+merged over extraConsumerDefaults. The per-service templates range over this list, so an extra
+consumer gets the same Deployment, Service, ServiceAccount, ConfigMap, PodDisruptionBudget,
+HPA / KEDA ScaledObject and NetworkPolicy as the services (no ingress paths: it has no API).
+Read with `include "orgdir.workloads" $ | fromJsonArray`.
+*/}}
+{{- define "orgdir.workloads" -}}
+{{- $out := list }}
+{{- range $name, $svc := .Values.services }}
+{{- $out = append $out (dict "name" $name "svc" $svc "extra" false "where" (printf "services.%s" $name)) }}
+{{- end }}
+{{- $base := dict "enabled" true "config" (dict) "existingSecret" "" "extraEnv" (list) "egress" (list) "nodeSelector" (dict) "tolerations" (list) "affinity" (dict) "image" (dict "registry" "" "digest" "") "ingress" (dict "prefixPaths" (list) "regexPaths" (list)) }}
+{{- $base = include "orgdir.deepMerge" (list $base (.Values.extraConsumerDefaults | default dict)) | fromJson }}
+{{- $seen := dict }}
+{{- range $i, $entry := .Values.extraConsumers }}
+{{- $svc := include "orgdir.deepMerge" (list $base $entry) | fromJson }}
+{{- $name := $svc.name }}
+{{- $where := printf "extraConsumers[%d] (%s)" $i $name }}
+{{- if or (hasKey $.Values.services $name) (hasKey $seen $name) }}
+{{- fail (printf "%s: the name %s is already taken (by a service or another extra consumer); every workload needs its own" $where $name) }}
+{{- end }}
+{{- $_ := set $seen $name true }}
+{{- if hasKey $svc.config "ORGDIR_SERVICE_NAME" }}
+{{- fail (printf "%s.config.ORGDIR_SERVICE_NAME: the chart sets it to the name (%s), which names its queues and metrics; leave it out" $where $name) }}
+{{- end }}
+{{- $prefix := get $svc.config "ORGDIR_QUEUE_PREFIX" | default (get ($.Values.config.extra | default dict) "ORGDIR_QUEUE_PREFIX") | default "" }}
+{{- range $svc.consumers }}
+{{- if not (hasPrefix (printf "%s%s." $prefix $name) .queue) }}
+{{- fail (printf "%s: queue %s must start with %s%s. (the consumer declares <name>.<consumer>; Orgdir's own queues are not its to read)" $where .queue $prefix $name) }}
+{{- end }}
+{{- end }}
+{{- $out = append $out (dict "name" $name "svc" (omit $svc "name") "extra" true "where" $where) }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
+(list <base> <override>) -> JSON of base with override laid over it: maps merge key by key,
+anything else (lists, false, null, "") replaces. Unlike mergeOverwrite, `enabled: false` and
+`minAvailable: null` in the override win.
+*/}}
+{{- define "orgdir.deepMerge" -}}
+{{- $out := deepCopy (index . 0) }}
+{{- range $k, $v := index . 1 }}
+{{- if and (kindIs "map" $v) (kindIs "map" (index $out $k)) }}
+{{- $_ := set $out $k (include "orgdir.deepMerge" (list (index $out $k) $v) | fromJson) }}
+{{- else }}
+{{- $_ := set $out $k $v }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
 {{- end }}

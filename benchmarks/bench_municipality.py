@@ -1,0 +1,293 @@
+"""bench-municipality: a preset imported through the APIs, then the reads an IT department times.
+
+Starts RabbitMQ and mongo-java-server (H2 backend, so the database has a size
+on disk; AMQP_URL / MONGODB_URL point it at running servers instead) and the
+four services as processes on fresh databases, then:
+
+1. imports the preset with the HR importer (units/s, persons/s, engagements/s, total);
+2. engages ``--big`` people (default 1,100; at most half the preset) in one
+   extra unit, and gives roles: one to the whole municipality (inherited),
+   one to the big unit;
+3. times reads with one client, HTTP round trip included (p50/p99/max):
+   the whole tree, the big unit's people (every page), a person overview,
+   address-book search, a person's rights with reasons;
+4. reads each service's peak resident memory (``VmHWM``) and the database size.
+
+    python benchmarks/bench_municipality.py --size small --json bench/municipality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from importer.generate import generate
+from importer.readers import CsvSource, write_csv
+from importer.service import Options, run_import
+from importer.settings import ImportSettings
+from orgdir.settings import Settings
+from orgdir_tools.localservers import ServerSet, run_dir
+from orgdir_tools.testkit import ADMIN, ServiceProcess, settings_for
+from orgunits.vocabulary import class_uuid
+
+SERVICES = {"orgunits": "orgunits", "registry": "registry", "access-rights": "access_rights", "notifier": "notifier"}
+QUERIES = ["jens", "hansen", "skole", "anne", "mette nielsen", "pedersen", "sø", "lars", "børnehus", "kirsten"]
+
+
+def rss_peak_mb(pid: int | None) -> float | None:
+    """Peak resident set of a process (``VmHWM``), MB; None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU a process has used so far (children not included)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
+    return {"p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1), "max_ms": round(max(ms), 1), "n": len(ms)}
+
+
+async def timed(n: int, call: Any) -> dict[str, float]:
+    ms = []
+    for i in range(n):
+        t = time.perf_counter()
+        await call(i)
+        ms.append((time.perf_counter() - t) * 1000)
+    return percentiles(ms)
+
+
+async def until_ok(call: Any, within: float = 300) -> None:
+    deadline = time.monotonic() + within
+    while not await call():
+        if time.monotonic() > deadline:
+            raise RuntimeError("not within the time allowed")
+        await asyncio.sleep(0.5)
+
+
+async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: str, mongodb_url: str) -> dict[str, Any]:
+    results: dict[str, Any] = {"preset": args.size}
+    export = generate(args.size, args.seed)
+    out = Path(tempfile.mkdtemp(prefix="bench-municipality-"))
+    write_csv(export, out)
+    ns = f"benchm{uuid.uuid4().hex[:6]}"
+    today = date.today()
+    async with contextlib.AsyncExitStack() as es:
+        procs: dict[str, ServiceProcess] = {}
+        for service, package in SERVICES.items():
+            s = settings_for(Settings, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url,
+                             declare_topology=True)
+            procs[service] = ServiceProcess(package, s)
+            es.callback(procs[service].stop)
+        await asyncio.gather(*(p.start() for p in procs.values()))
+        http = {name: await es.enter_async_context(httpx.AsyncClient(base_url=p.url, headers=ADMIN, timeout=120))
+                for name, p in procs.items()}
+
+        pids = {name: p.proc.pid if p.proc else None for name, p in procs.items()}
+        if servers is not None and servers.mongo is not None:
+            pids["mongo-java-server"] = servers.mongo.pid
+        if servers is not None and servers.rabbit is not None:
+            pids["rabbitmq"] = servers.rabbit.pid
+
+        def cpu() -> dict[str, float]:
+            return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+        # 1. The import (and where its CPU went: the bottleneck, measured).
+        cpu0, wall0, cpu_seconds_self0 = cpu(), time.monotonic(), cpu_seconds(os.getpid())
+        settings = ImportSettings(orgunits_url=procs["orgunits"].url, registry_url=procs["registry"].url,
+                                  token="dev-admin", concurrency=args.concurrency)
+        report = await run_import(CsvSource(out), settings, Options(day=today, progress=True), sys.stderr, sys.stderr)
+        secs = report.kind_seconds
+        results["import"] = {
+            "counts": dict(export.counts()),
+            **{f"{kind}_per_s": round(report.written[kind] / max(secs.get(kind, 0), 1e-9))
+               for kind in ("units", "persons", "engagements") if report.written[kind]},
+            "total_seconds": round(report.seconds, 1),
+            "written": sum(report.written.values()),
+            "concurrency": args.concurrency,
+        }
+        wall = time.monotonic() - wall0
+        cpu1 = cpu()
+        results["import"]["cpu_share"] = {name: round((cpu1[name] - cpu0[name]) / wall, 2) for name in pids}
+        results["import"]["cpu_share"]["importer (this process)"] = round(
+            (cpu_seconds(os.getpid()) - cpu_seconds_self0) / wall, 2)
+        print(f"import: {results['import']}", file=sys.stderr, flush=True)
+
+        # 2. One big unit, and roles.
+        root = next(u["uuid"] for u in (await http["orgunits"].get("/api/v1/orgunits", params={"limit": 1000})).json()[
+            "items"] if u.get("parent") is None)
+        big = str(uuid.uuid4())
+        r = await http["orgunits"].put(f"/api/v1/orgunits/{big}", json={
+            "user_key": "BENCH-JOBCENTER", "name": "Jobcentret", "parent": root, "validity": {"from": "2020-01-01"},
+            "unit_type": class_uuid("unit_type", "forvaltning"), "unit_level": class_uuid("unit_level", "center")})
+        r.raise_for_status()
+        persons: list[str] = []
+        cursor = None
+        while True:
+            page = (await http["registry"].get("/api/v1/persons", params={
+                "limit": 1000, **({"cursor": cursor} if cursor else {})})).json()
+            persons += [p["uuid"] for p in page["items"]]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        n_big = min(args.big, len(persons) // 2)
+        engaged = random.Random(1).sample(persons, n_big)
+        sem = asyncio.Semaphore(16)
+
+        async def engage(person: str) -> None:
+            body = {"person": person, "unit": big, "primary": False,
+                    "job_function": class_uuid("job_function", "sagsbehandler"),
+                    "engagement_type": class_uuid("engagement_type", "ansat"), "validity": {"from": "2021-01-01"}}
+            async with sem:
+                async def put() -> bool:
+                    r = await http["registry"].put(f"/api/v1/engagements/{uuid.uuid4()}", json=body)
+                    return r.status_code in (200, 201)
+                await until_ok(put)
+
+        t = time.monotonic()
+        await asyncio.gather(*(engage(p) for p in engaged))
+        print(f"{n_big} people engaged in one unit in {time.monotonic() - t:.1f} s", file=sys.stderr, flush=True)
+        it, roles = str(uuid.uuid4()), [str(uuid.uuid4()), str(uuid.uuid4())]
+        always = {"from": "2020-01-01", "to": None}
+        (await http["access-rights"].put(f"/api/v1/it-systems/{it}", json={
+            "validity": always, "user_key": "AD", "name": "AD", "username_rule": "{given:3}{surname:3}",
+            "offboarding": "disable", "grace_days": 0})).raise_for_status()
+        for role, name in zip(roles, ("Alle", "Jobcenter"), strict=True):
+            (await http["access-rights"].put(f"/api/v1/roles/{role}", json={
+                "validity": always, "it_system": it, "name": name, "sensitive": False})).raise_for_status()
+        for role, unit, inherit in ((roles[0], root, True), (roles[1], big, False)):
+            async def assign(role: str = role, unit: str = unit, inherit: bool = inherit) -> bool:
+                r = await http["access-rights"].put(f"/api/v1/assignments/{uuid.uuid4()}", json={
+                    "validity": always, "role": role, "unit": unit, "inherit": inherit})
+                return r.status_code in (200, 201)
+            await until_ok(assign)
+
+        async def people_all(_: int = 0) -> int:
+            n, cursor = 0, None
+            while True:
+                r = await http["registry"].get(f"/api/v1/orgunits/{big}/people", params={
+                    "limit": 1000, **({"cursor": cursor} if cursor else {})})
+                r.raise_for_status()
+                body = r.json()
+                n += len(body["items"])
+                cursor = body.get("next_cursor")
+                if not cursor:
+                    return n
+
+        await until_ok(lambda: _eq(people_all(), n_big))
+
+        async def rights_done() -> bool:  # every big-unit person holds both roles: access-rights caught up
+            r = await http["access-rights"].get(f"/api/v1/roles/{roles[1]}/holders", params={"limit": 1000})
+            return r.status_code == 200 and len(r.json()["items"]) >= min(n_big, 1000)
+
+        t = time.monotonic()
+        await until_ok(rights_done, within=600)
+        results["rights_caught_up_seconds"] = round(time.monotonic() - t, 1)
+
+        # 3. Reads.
+        rng = random.Random(2)
+        sample = [rng.choice(engaged) for _ in range(args.reads)]
+        reads: dict[str, Any] = {}
+
+        async def get(client: httpx.AsyncClient, path: str, **params: Any) -> None:
+            r = await client.get(path, params=params)
+            r.raise_for_status()
+
+        reads["tree"] = await timed(max(20, args.reads // 5), lambda i: get(http["orgunits"], "/api/v1/tree"))
+        reads["unit_people"] = await timed(max(20, args.reads // 5), people_all)
+        reads["unit_people"]["people"] = n_big
+        reads["person_overview"] = await timed(args.reads, lambda i: get(
+            http["registry"], f"/api/v1/persons/{sample[i]}/overview"))
+        reads["search"] = await timed(args.reads, lambda i: get(http["registry"], "/api/v1/search",
+                                                                 q=QUERIES[i % len(QUERIES)]))
+        reads["search"]["persons"] = len(persons)
+        reads["rights_with_reasons"] = await timed(args.reads, lambda i: get(
+            http["access-rights"], f"/api/v1/persons/{sample[i]}/rights"))
+        results["reads"] = reads
+        for name, figures in reads.items():
+            print(f"{name:<22} p50 {figures['p50_ms']:7.1f} ms  p99 {figures['p99_ms']:7.1f} ms  "
+                  f"max {figures['max_ms']:7.1f} ms", file=sys.stderr, flush=True)
+
+        # 4. Memory and storage.
+        results["peak_rss_mb"] = {name: rss_peak_mb(p.proc.pid if p.proc else None) for name, p in procs.items()}
+        if servers is not None:
+            if servers.mongo is not None:
+                results["peak_rss_mb"]["mongo-java-server"] = rss_peak_mb(servers.mongo.pid)
+            if servers.rabbit is not None:
+                results["peak_rss_mb"]["rabbitmq"] = rss_peak_mb(servers.rabbit.pid)
+    if servers is not None and servers.mongo is not None and servers.mongo.data_file.is_file():
+        results["database_mb"] = round(servers.mongo.data_file.stat().st_size / 1e6, 1)
+    shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
+async def _eq(value: Any, want: Any) -> bool:
+    return bool(await value == want)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="municipality", help="importer preset: tiny, small, municipality")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--big", type=int, default=1100, help="people engaged in one unit")
+    parser.add_argument("--reads", type=int, default=200, help="timed requests per read (tree and unit: a fifth)")
+    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    args = parser.parse_args()
+    servers = None
+    amqp_url, mongodb_url = os.environ.get("AMQP_URL"), os.environ.get("MONGODB_URL")
+    base = run_dir() / f"bench-municipality-{os.getpid()}"
+    if not (amqp_url and mongodb_url):
+        servers = ServerSet.for_dir(base, rabbit_name=f"benchmun{os.getpid()}", mongo_backend="h2")
+        servers.start()
+        amqp_url, mongodb_url = servers.amqp_url, servers.mongodb_url
+    try:
+        results = asyncio.run(bench(args, servers, amqp_url, mongodb_url))
+    except BaseException:
+        if servers is not None and servers.mongo is not None and servers.mongo.log_file.is_file():
+            kept = run_dir() / "bench-municipality-mongo.log"  # why the database went away, if it did
+            shutil.copy(servers.mongo.log_file, kept)
+            print(f"database server log kept in {kept}", file=sys.stderr)
+        raise
+    finally:
+        if servers is not None:
+            servers.stop()
+            shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+"""The pages: a module-level router; each route asks the APIs (``service``) and renders a template.
+
+Full pages for navigation, fragments (``_*.html``) for htmx: the tree's branches, search as you type,
+the unit and person pickers of the forms. Forms are plain POSTs: on a problem the page comes back
+(422) with the server's message beside the input it names, and nothing was written; on success a
+303 to the page of what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from orgdir.auth import expand
+from portal import service
+from portal.clients import ApiError, Apis
+from portal.i18n import pick_language, translator
+from portal.service import Form as FormState
+from portal.settings import PortalSettings
+
+router = APIRouter()
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+LANG_COOKIE = "orgdir_lang"
+
+
+class SignInRequired(Exception):
+    """No session: the user is sent to the sign-in page and back."""
+
+
+@dataclass
+class Page:
+    """What every page knows: the request, the user's language, day, token and roles."""
+
+    request: Request
+    settings: PortalSettings
+    lang: str
+    t: Callable[[str], str]
+    day: date
+    today: date
+    at: str | None
+    user: dict[str, Any] | None
+
+    @property
+    def apis(self) -> Apis:
+        if not self.user:
+            raise SignInRequired()
+        apis: Apis = self.request.app.state.clients.for_token(self.user["token"])
+        return apis
+
+    def may(self, role: str) -> bool:
+        return self.user is not None and role in expand(self.user.get("roles", []))
+
+    def link(self, path: str, **params: Any) -> str:
+        """An in-portal link that keeps the day being viewed."""
+        query = {"at": self.at, **params}
+        clean = {k: v for k, v in query.items() if v not in (None, "", False)}
+        return f"{path}?{urlencode(clean)}" if clean else path
+
+    @property
+    def other_language(self) -> str:
+        return "en" if self.lang == "da" else "da"
+
+    def switch_language(self) -> str:
+        """This page in the other language (remembered in a cookie from then on)."""
+        query = {**self.request.query_params, "lang": self.other_language}
+        return f"{self.request.url.path}?{urlencode(query)}"
+
+    def flash(self) -> str | None:
+        """A note left by the previous request (a write that succeeded), shown once."""
+        note: str | None = self.request.session.pop("flash", None)
+        return note
+
+    def render(self, name: str, context: dict[str, Any] | None = None, status: int = 200) -> HTMLResponse:
+        ctx = {"page": self, "t": self.t, "link": self.link, **(context or {})}
+        response = templates.TemplateResponse(self.request, name, ctx, status_code=status)
+        if self.request.query_params.get("lang") == self.lang:
+            response.set_cookie(LANG_COOKIE, self.lang, max_age=365 * 24 * 3600, samesite="lax")
+        return response
+
+
+def _today(settings: PortalSettings) -> date:
+    return datetime.now(ZoneInfo(settings.timezone)).date()
+
+
+def page(request: Request) -> Page:
+    settings: PortalSettings = request.app.state.settings
+    lang = pick_language(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE), settings.default_language)
+    today = _today(settings)
+    at = request.query_params.get("at") or None
+    day = today
+    if at:
+        try:
+            day = date.fromisoformat(at)
+        except ValueError:
+            at = None
+    return Page(request, settings, lang, translator(lang), day, today, at, request.session.get("user"))
+
+
+P = Annotated[Page, Depends(page)]
+
+
+def signed_in(p: P) -> Page:
+    if not p.user:
+        raise SignInRequired()
+    return p
+
+
+User = Annotated[Page, Depends(signed_in)]
+
+
+def install_errors(app: FastAPI) -> None:
+    """An API's problem is shown on an error page in the user's language; no session is a sign-in."""
+
+    @app.exception_handler(SignInRequired)
+    async def on_signin(request: Request, exc: SignInRequired) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return _redirect(f"/signin?{urlencode({'next': target})}", request)
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, exc: ApiError) -> Response:
+        if exc.status == 401:  # the token is no longer accepted: sign in again
+            request.session.pop("user", None)
+            return await on_signin(request, SignInRequired())
+        p = page(request)
+        titles = {403: "error.forbidden", 404: "error.not_found", 503: "error.unavailable"}
+        title = titles.get(exc.status, "error.title")
+        return p.render("error.html", {"title": p.t(title), "problem": exc.problem, "status": exc.status}, exc.status)
+
+
+def _redirect(url: str, request: Request) -> Response:
+    """303 for a page request; for htmx a full navigation (HX-Redirect) instead of a swapped fragment."""
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+def _saved(p: Page, path: str, effective: str | None) -> Response:
+    """After a write: back to the page at the day being viewed, with a note from when the change holds
+    (a change from a later day shows there only when the date picker reaches it)."""
+    note = p.t("saved")
+    if effective:
+        note += f" {p.t('effective_from')} {effective}."
+    p.request.session["flash"] = note
+    return RedirectResponse(p.link(path), status_code=303)
+
+
+def _safe_next(target: str | None) -> str:
+    return target if target and target.startswith("/") and not target.startswith("//") else "/units"
+
+
+# ---------------------------------------------------------------------------- sign-in
+
+
+@router.get("/", include_in_schema=False)
+async def home(p: P) -> Response:
+    return RedirectResponse(p.link("/units"), status_code=303)
+
+
+@router.get("/signin", response_class=HTMLResponse)
+async def signin_form(p: P, next: str | None = None) -> HTMLResponse:
+    tokens = p.settings.dev_tokens() if p.settings.static_mode else []
+    return p.render("signin.html", {"tokens": tokens, "next": _safe_next(next)})
+
+
+@router.post("/signin")
+async def signin(p: P, token: Annotated[str, Form()], next: Annotated[str | None, Form()] = None) -> Response:
+    """Local mode: the chosen dev token becomes the session's bearer token (its roles hide what it may not do)."""
+    if not p.settings.static_mode:
+        return p.render("signin.html", {"tokens": [], "next": _safe_next(next)}, 400)
+    match = [(n, static) for n, static in p.settings.tokens().items() if static.token == token]
+    if not match:
+        tokens = p.settings.dev_tokens()
+        return p.render("signin.html", {"tokens": tokens, "next": _safe_next(next), "unknown": True}, 400)
+    name, static = match[0]
+    p.request.session["user"] = {"name": name, "token": static.token, "roles": list(static.roles)}
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/signout")
+async def signout(p: P) -> Response:
+    p.request.session.clear()
+    return RedirectResponse("/signin", status_code=303)
+
+
+# ---------------------------------------------------------------------------- tree and search
+
+
+@router.get("/units", response_class=HTMLResponse)
+async def tree(p: User) -> HTMLResponse:
+    return p.render("tree.html", await service.tree(p.apis, p.day))
+
+
+@router.get("/units/search", response_class=HTMLResponse)
+async def unit_search(p: User, q: str = "") -> HTMLResponse:
+    return p.render("_unit_search.html", {"q": q, "units": await service.search_units(p.apis, q, p.day)})
+
+
+@router.get("/units/new", response_class=HTMLResponse)
+async def new_unit_form(p: User, parent: str | None = None) -> HTMLResponse:
+    form = FormState(values={"parent": parent or "", "from": p.day.isoformat()})
+    return await _unit_form(p, form)
+
+
+async def _unit_form(p: Page, form: FormState, status: int = 200) -> HTMLResponse:
+    types = await service.classes_of(p.apis, "unit_type", p.day)
+    parent = form.values.get("parent")
+    parent_unit = await p.apis.orgunits.get_or_none(f"/orgunits/{parent}", at=p.day) if parent else None
+    return p.render("form_unit.html", {"form": form, "types": types, "parent_unit": parent_unit}, status)
+
+
+@router.post("/units/new", response_class=HTMLResponse)
+async def create_unit(
+    p: User,
+    name: Annotated[str, Form()] = "",
+    user_key: Annotated[str, Form()] = "",
+    unit_type: Annotated[str, Form()] = "",
+    parent: Annotated[str, Form()] = "",
+    from_: Annotated[str, Form(alias="from")] = "",
+) -> Response:
+    form = FormState(values={"name": name, "user_key": user_key, "unit_type": unit_type, "parent": parent,
+                             "from": from_})
+    if not service.required(form, "name", "user_key", message=p.t("form.required")):
+        return await _unit_form(p, form, 422)
+    try:
+        unit = await service.create_unit(p.apis, form)
+    except ApiError as exc:
+        if exc.status in (401, 403, 503):
+            raise
+        form.errors = service.field_errors(exc, ["name", "user_key", "unit_type", "parent", "from"])
+        return await _unit_form(p, form, 422)
+    return _saved(p, f"/units/{unit['uuid']}", from_)
+
+
+@router.get("/units/{uid}/children", response_class=HTMLResponse)
+async def unit_children(p: User, uid: str) -> HTMLResponse:
+    return p.render("_tree_children.html", {"nodes": await service.children(p.apis, uid, p.day)})
+
+
+# ---------------------------------------------------------------------------- unit page
+
+
+@router.get("/units/{uid}", response_class=HTMLResponse)
+async def unit(p: User, uid: str, subtree: bool = False) -> HTMLResponse:
+    data = await service.unit_page(p.apis, uid, p.day, subtree=subtree)
+    return p.render("unit.html", data, 200 if data["unit"] else 404)
+
+
+@router.get("/units/{uid}/people", response_class=HTMLResponse)
+async def unit_people(p: User, uid: str, subtree: bool = False, cursor: str | None = None) -> HTMLResponse:
+    data = await service.unit_people(p.apis, uid, p.day, subtree=subtree, cursor=cursor)
+    return p.render("_people.html", data)
+
+
+async def _unit_or_404(p: Page, uid: str) -> dict[str, Any]:
+    unit: dict[str, Any] = await p.apis.orgunits.get(f"/orgunits/{uid}", at=p.day)
+    return unit
+
+
+@router.get("/units/{uid}/move", response_class=HTMLResponse)
+async def move_form(p: User, uid: str) -> HTMLResponse:
+    unit = await _unit_or_404(p, uid)
+    form = FormState(values={"from": p.day.isoformat(), "version": str(unit["version"])})
+    return p.render("form_move.html", {"unit": unit, "form": form})
+
+
+@router.post("/units/{uid}/move", response_class=HTMLResponse)
+async def move(
+    p: User, uid: str,
+    parent: Annotated[str, Form()] = "",
+    from_: Annotated[str, Form(alias="from")] = "",
+    version: Annotated[str, Form()] = "",
+) -> Response:
+    unit = await _unit_or_404(p, uid)
+    form = FormState(values={"parent": parent, "from": from_, "version": version})
+    try:
+        await service.move_unit(p.apis, uid, form)
+    except ApiError as exc:
+        if exc.status in (401, 403, 503):
+            raise
+        form.errors = service.field_errors(exc, ["parent", "from"])
+        chosen = await p.apis.orgunits.get_or_none(f"/orgunits/{parent}", at=p.day) if parent else None
+        return p.render("form_move.html", {"unit": unit, "form": form, "chosen": chosen}, 422)
+    return _saved(p, f"/units/{uid}", from_)
+
+
+@router.get("/units/{uid}/terminate", response_class=HTMLResponse)
+async def terminate_form(p: User, uid: str) -> HTMLResponse:
+    unit = await _unit_or_404(p, uid)
+    form = FormState(values={"to": p.day.isoformat(), "version": str(unit["version"])})
+    return p.render("form_terminate.html", {"unit": unit, "form": form})
+
+
+@router.post("/units/{uid}/terminate", response_class=HTMLResponse)
+async def terminate(
+    p: User, uid: str, to: Annotated[str, Form()] = "", version: Annotated[str, Form()] = ""
+) -> Response:
+    unit = await _unit_or_404(p, uid)
+    form = FormState(values={"to": to, "version": version})
+    if not service.required(form, "to", message=p.t("form.required")):
+        return p.render("form_terminate.html", {"unit": unit, "form": form}, 422)
+    try:
+        await service.terminate_unit(p.apis, uid, form)
+    except ApiError as exc:
+        if exc.status in (401, 403, 503):
+            raise
+        form.errors = service.field_errors(exc, ["to"])
+        return p.render("form_terminate.html", {"unit": unit, "form": form}, 422)
+    return _saved(p, f"/units/{uid}", to)
+
+
+async def _hire_page(p: Page, unit: dict[str, Any], form: FormState, status: int = 200) -> HTMLResponse:
+    jobs, types = await service.gather(
+        service.classes_of(p.apis, "job_function", p.day), service.classes_of(p.apis, "engagement_type", p.day)
+    )
+    person = form.values.get("person")
+    chosen = await p.apis.registry.get_or_none(f"/persons/{person}", at=p.day) if person else None
+    return p.render(
+        "form_hire.html", {"unit": unit, "form": form, "jobs": jobs, "types": types, "chosen": chosen}, status
+    )
+
+
+@router.get("/units/{uid}/hire", response_class=HTMLResponse)
+async def hire_form(p: User, uid: str) -> HTMLResponse:
+    unit = await _unit_or_404(p, uid)
+    return await _hire_page(p, unit, FormState(values={"from": p.day.isoformat(), "primary": "on"}))
+
+
+@router.post("/units/{uid}/hire", response_class=HTMLResponse)
+async def hire(
+    p: User, uid: str,
+    person: Annotated[str, Form()] = "",
+    job_function: Annotated[str, Form()] = "",
+    engagement_type: Annotated[str, Form()] = "",
+    primary: Annotated[str, Form()] = "",
+    from_: Annotated[str, Form(alias="from")] = "",
+) -> Response:
+    unit = await _unit_or_404(p, uid)
+    form = FormState(values={"person": person, "job_function": job_function, "engagement_type": engagement_type,
+                             "primary": primary, "from": from_})
+    if not service.required(form, "person", message=p.t("form.required")):
+        return await _hire_page(p, unit, form, 422)
+    try:
+        await service.hire(p.apis, uid, form)
+    except ApiError as exc:
+        if exc.status in (401, 403, 503):
+            raise
+        form.errors = service.field_errors(exc, ["person", "job_function", "engagement_type", "from"])
+        return await _hire_page(p, unit, form, 422)
+    return _saved(p, f"/units/{uid}", from_)
+
+
+# ---------------------------------------------------------------------------- pickers (htmx fragments)
+
+
+@router.get("/pick/units", response_class=HTMLResponse)
+async def pick_units(p: User, name: Annotated[str, Query(pattern="^[a-z_]+$")] = "parent") -> HTMLResponse:
+    """Radio buttons named ``name`` for the units matching the picker's search box (``<name>_q``)."""
+    q = p.request.query_params.get(f"{name}_q", "")
+    units = await service.search_units(p.apis, q, p.day)
+    return p.render("_pick_units.html", {"units": units, "name": name, "q": q})
+
+
+@router.get("/pick/persons", response_class=HTMLResponse)
+async def pick_persons(p: User, q: Annotated[str, Query(alias="person_q")] = "") -> HTMLResponse:
+    return p.render("_pick_persons.html", {"persons": await service.search_people(p.apis, q), "q": q})
+
+
+# ---------------------------------------------------------------------------- people
+
+
+@router.get("/persons", response_class=HTMLResponse)
+async def persons(p: User, q: str = "") -> HTMLResponse:
+    return p.render("persons.html", {"q": q, "persons": await service.search_people(p.apis, q)})
+
+
+@router.get("/persons/{pid}", response_class=HTMLResponse)
+async def person(p: User, pid: str) -> HTMLResponse:
+    data = await service.person_page(p.apis, pid, p.day)
+    return p.render("person.html", data, 200 if data["person"] else 404)
