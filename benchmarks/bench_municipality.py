@@ -126,7 +126,13 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
         cpu0, wall0, cpu_seconds_self0 = cpu(), time.monotonic(), cpu_seconds(os.getpid())
         settings = ImportSettings(orgunits_url=procs["orgunits"].url, registry_url=procs["registry"].url,
                                   token="dev-admin", concurrency=args.concurrency)
-        report = await run_import(CsvSource(out), settings, Options(day=today, progress=True), sys.stderr, sys.stderr)
+        try:
+            report = await run_import(CsvSource(out), settings, Options(day=today, progress=True), sys.stderr,
+                                      sys.stderr)
+        except Exception:  # which process went away, and how (-9: killed from outside)
+            print(f"exit codes: { {name: p.proc.poll() if p.proc else None for name, p in procs.items()} }",
+                  file=sys.stderr)
+            raise
         secs = report.kind_seconds
         results["import"] = {
             "counts": dict(export.counts()),
