@@ -446,6 +446,14 @@ class RabbitNode(LocalServer):
             # Erlang distribution on loopback only; the node is private.
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
+        if _rabbitmq_ids() is not None:
+            # As root every node runs as the rabbitmq user, whose one cookie would let any two nodes
+            # of this machine (a test session's, a killed private node, a cluster) connect: a node
+            # killed while connected can hang the others' distribution. A cookie per node (per
+            # cluster) keeps each apart.
+            cookie = self.cookie()
+            env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] += f" -setcookie {cookie}"
+            env["RABBITMQ_CTL_ERL_ARGS"] = f"-setcookie {cookie}"
         if _rabbitmq_ids() is None:
             # Running as ourselves: a HOME of the node's own keeps its cookie private.
             env["HOME"] = str(self.home or d / "home")
@@ -490,9 +498,21 @@ class RabbitNode(LocalServer):
     def is_running(self) -> bool:
         return bool(self.pids()) and port_open(self.port)
 
+    def cookie(self) -> str:
+        """This node's Erlang cookie (its cluster's, when it has a shared home), kept across restarts."""
+        where = self.home or self.base_dir
+        where.mkdir(parents=True, exist_ok=True)
+        path = where / "erlang-cookie"
+        if not path.is_file():
+            path.write_text(secrets.token_hex(20).upper())
+        return path.read_text().strip()
+
     def _ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         _, ctl = ensure_rabbitmq_installed()
-        return _run([str(ctl), "-n", self.node, *args], env=self.env(), cwd=self.data_dir, timeout=timeout)
+        cmd = [str(ctl), "-n", self.node]
+        if _rabbitmq_ids() is not None:
+            cmd += ["--erlang-cookie", self.cookie()]
+        return _run([*cmd, *args], env=self.env(), cwd=self.data_dir, timeout=timeout)
 
     @property
     def crash_dump(self) -> Path:
