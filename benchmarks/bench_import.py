@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from importer.readers import CsvSource, write_csv
 from importer.service import Options, run_import
 from importer.settings import ImportSettings
 from orgdir.settings import Settings
-from orgdir_tools.localservers import ServerSet, run_dir
+from orgdir_tools.localservers import bench_servers
 from orgdir_tools.testkit import ServiceProcess, settings_for
 
 SERVICES = {"orgunits": "orgunits", "registry": "registry", "access-rights": "access_rights", "notifier": "notifier"}
@@ -78,20 +77,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    servers = None
-    amqp_url, mongodb_url = os.environ.get("AMQP_URL"), os.environ.get("MONGODB_URL")
-    base = run_dir() / f"bench-import-{os.getpid()}"
-    if not (amqp_url and mongodb_url):
-        servers = ServerSet.for_dir(base, rabbit_name=f"benchimp{os.getpid()}")
-        servers.start()
-        amqp_url, mongodb_url = servers.amqp_url, servers.mongodb_url
-    try:
+    with bench_servers("import") as (amqp_url, mongodb_url):
         asyncio.run(bench(args, amqp_url, mongodb_url))
-    finally:
-        if servers is not None:
-            servers.stop()
-            shutil.rmtree(base, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

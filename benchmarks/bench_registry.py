@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import statistics
 import time
 import uuid
@@ -27,7 +26,7 @@ import httpx
 
 from orgdir.bus import declare_consumer_queue
 from orgdir.settings import Settings
-from orgdir_tools.localservers import ServerSet, run_dir
+from orgdir_tools.localservers import bench_servers
 from orgdir_tools.registry_support import OrgFeed
 from orgdir_tools.testkit import ServiceProcess, settings_for
 from registry.settings import RegistrySettings
@@ -385,20 +384,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument("--queries", type=int, default=1000, help="search queries to time")
     args = parser.parse_args()
-    servers = None
-    amqp_url, mongodb_url = os.environ.get("AMQP_URL"), os.environ.get("MONGODB_URL")
-    base = run_dir() / f"bench-registry-{os.getpid()}"
-    if not (amqp_url and mongodb_url):
-        servers = ServerSet.for_dir(base, rabbit_name=f"benchreg{os.getpid()}")
-        servers.start()
-        amqp_url, mongodb_url = servers.amqp_url, servers.mongodb_url
-    try:
+    with bench_servers("registry") as (amqp_url, mongodb_url):
         asyncio.run(bench(args, amqp_url, mongodb_url))
-    finally:
-        if servers is not None:
-            servers.stop()
-            shutil.rmtree(base, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -1001,6 +1001,24 @@ class ServerSet:
         return values
 
 
+@contextlib.contextmanager
+def bench_servers(tag: str) -> Iterator[tuple[str, str]]:
+    """(AMQP URL, MongoDB URL) for a benchmark: ``AMQP_URL``/``MONGODB_URL`` when both are set, else a
+    private RabbitMQ and database started for this run and removed after it."""
+    amqp_url, mongodb_url = os.environ.get("AMQP_URL"), os.environ.get("MONGODB_URL")
+    if amqp_url and mongodb_url:
+        yield amqp_url, mongodb_url
+        return
+    base = run_dir() / f"bench-{tag}-{os.getpid()}"
+    servers = ServerSet.for_dir(base, rabbit_name=f"bench{tag.replace('-', '')}{os.getpid()}")
+    servers.start()
+    try:
+        yield servers.amqp_url, servers.mongodb_url
+    finally:
+        servers.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def cleanup_stale_test_dirs(base: Path | None = None) -> None:
     """Stop servers and remove ``test-<pid>`` dirs left by test sessions that died."""
     base = base or run_dir()

@@ -10,6 +10,7 @@ instead (``ORGDIR_MONGO_BACKEND=h2`` runs the session's server on H2).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -62,9 +63,44 @@ def mongodb_url(orgdir_servers: ServerSet) -> str:
 
 
 @pytest.fixture
-def ns() -> str:
-    """A unique name prefix for this test's databases, exchanges and queues."""
-    return _short_id()
+def ns(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A unique name prefix for this test's databases, exchanges and queues.
+
+    The session's broker holds every test's queues; one RabbitMQ node here
+    stops answering at a few hundred quorum queues (313 seen), so the
+    topology queues a test's services declared are deleted after it.
+    """
+    name = _short_id()
+    yield name
+    if "amqp_url" in request.fixturenames:
+        _delete_topology_queues(str(request.getfixturevalue("amqp_url")), name)
+
+
+def _delete_topology_queues(amqp_url: str, prefix: str) -> None:
+    from orgdir.queues import CONSUMER_QUEUES
+
+    names = [f"{prefix}.events.unrouted"]
+    for queue in CONSUMER_QUEUES:
+        names += [f"{prefix}.{queue}", f"{prefix}.{queue}.dead"]
+
+    async def delete() -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(amqp_url.split(",")[0], timeout=10)
+        try:
+            channel = await connection.channel()
+            for queue in names:  # deleting a queue that does not exist is no error
+                await channel.queue_delete(queue)
+        finally:
+            await connection.close()
+
+    loop = asyncio.new_event_loop()  # not asyncio.run: it would unset the session's loop
+    try:
+        loop.run_until_complete(asyncio.wait_for(delete(), 30))
+    except Exception as exc:  # never fail a test over cleanup; the broker goes with the session
+        print(f"note: could not delete the queues of {prefix}: {exc}")
+    finally:
+        loop.close()
 
 
 @pytest.fixture
