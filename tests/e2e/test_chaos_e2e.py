@@ -54,9 +54,11 @@ from importer.service import Options, run_import
 from importer.settings import ImportSettings
 from orgdir.settings import Settings
 from orgdir_tools.localservers import MongoServer, RabbitCluster, run_concurrently
-from orgdir_tools.testkit import ADMIN, ServiceProcess, settings_for
+from orgdir_tools.testkit import ServiceProcess, settings_for
 from orgdir_tools.testpeers import Receiver, ScimServer
 from orgunits.vocabulary import class_uuid
+
+from .conftest import Replicas
 
 pytestmark = pytest.mark.slow
 
@@ -111,26 +113,12 @@ class Score:
     errors: list[str] = field(default_factory=list)
 
 
-class Service:
+class Service(Replicas):
     """The replicas of one service behind a client-side balancer that skips dead processes."""
 
     def __init__(self, name: str, procs: list[ServiceProcess]) -> None:
+        super().__init__(procs, fallback=True)
         self.name = name
-        self.procs = procs
-        self.clients = [httpx.AsyncClient(base_url=p.url, headers=ADMIN, timeout=30) for p in procs]
-        self._turn = itertools.cycle(range(len(procs)))
-
-    def next(self) -> httpx.AsyncClient:
-        for _ in self.procs:
-            k = next(self._turn)
-            proc = self.procs[k].proc
-            if proc is not None and proc.poll() is None:
-                return self.clients[k]
-        return self.clients[0]  # all restarting: the request fails and is retried
-
-    async def close(self) -> None:
-        for c in self.clients:
-            await c.aclose()
 
 
 @dataclass

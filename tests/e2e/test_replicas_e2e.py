@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 
 import aio_pika
-import httpx
 import pytest
 
 from orgdir.settings import Settings
-from orgdir_tools.testkit import ADMIN, ServiceProcess, eventually, settings_for
+from orgdir_tools.testkit import ServiceProcess, eventually, settings_for
 from orgdir_tools.testpeers import Receiver, ScimServer
 from orgunits.vocabulary import class_uuid
 
-from .conftest import ok
+from .conftest import Replicas, ok
 
 PEOPLE = 6
 SERVICES = {  # package, service name, extra environment
@@ -46,26 +44,6 @@ def uid() -> str:
     return str(uuid.uuid4())
 
 
-class Replicas:
-    """Both replicas of one service, and a client that alternates between them."""
-
-    def __init__(self, procs: list[ServiceProcess]) -> None:
-        self.procs = procs
-        self.clients = [httpx.AsyncClient(base_url=p.url, headers=ADMIN, timeout=30) for p in procs]
-        self._turn = itertools.cycle(range(len(procs)))
-
-    def next(self) -> httpx.AsyncClient:
-        """The next live replica, as a load balancer's health check would route."""
-        for _ in self.procs:
-            k = next(self._turn)
-            proc = self.procs[k].proc
-            if proc is not None and proc.poll() is None:
-                return self.clients[k]
-        raise AssertionError("no replica is running")
-
-    async def close(self) -> None:
-        for c in self.clients:
-            await c.aclose()
 
 
 
