@@ -13,7 +13,10 @@ Consumers retry a failing handler with a growing delay (nack + requeue; the
 quorum queue counts attempts in ``x-delivery-count``); on the last attempt
 the message is published to ``<queue>.dead`` with the error in headers and
 only then acked, so nothing is ever lost. The queue's own delivery limit is a
-safety net for a process that crashes while handling.
+safety net for a process that crashes while handling. A handler failing
+because the database is away (``is_transient``) is retried in place without
+using up an attempt, for up to ``transient_hold_seconds``: an outage must not
+turn the events in flight into dead letters.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from pydantic import BaseModel
+from pymongo.errors import ConnectionFailure
 from yarl import URL
 
-from orgdir import context, metrics
+from orgdir import context, metrics, problems
 from orgdir.events import CloudEvent, EventRejected, parse, typed_data
 from orgdir.settings import Settings
 
@@ -205,6 +209,11 @@ class Bus:
             self._connect_task.cancel()
         if self.connection is not None:
             await self.connection.close()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The database is unreachable or busy: retrying later helps, the message itself is fine."""
+    return isinstance(exc, ConnectionFailure | problems.Unavailable)
 
 
 async def declare_exchanges(channel: AbstractChannel, name: str) -> tuple[AbstractExchange, AbstractExchange]:
@@ -425,8 +434,6 @@ class Consumer:
             await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        service = self.bus.settings.service_name
-        queue = self.queue_name
         kind = message.type or message.routing_key or "unknown"
         try:
             event = parse(message.body)
@@ -434,23 +441,44 @@ class Consumer:
         except EventRejected as exc:
             await self._dead(message, f"rejected: {exc}", kind)
             return
-        if self.takeover is not None:
+        s = self.bus.settings
+        hold_until = time.monotonic() + s.transient_hold_seconds
+        pause = max(s.retry_delay_seconds, 0.05)
+        while True:
             try:
-                async with self._takeover_lock:
-                    if await self.takeover.claim() and self.on_takeover is not None:
-                        await self.on_takeover()
-            except Exception as exc:
-                await self._retry_or_dead(message, exc, kind)
+                outcome = await self._handle(message, event, data)
+            except EventRejected as exc:
+                await self._dead(message, f"rejected: {exc}", event.type)
                 return
-        try:
-            claimed = self.seen is None or await self.seen.claim(self.name, event)
-        except Exception as exc:
-            await self._retry_or_dead(message, exc, event.type)
-            return
-        if not claimed:
+            except Exception as exc:
+                if is_transient(exc) and time.monotonic() + pause < hold_until:
+                    # The database (or broker) is away: not this message's fault, so it
+                    # must not use up its attempts and end as a dead letter during an
+                    # outage. Hold it unacknowledged and try again in place.
+                    log.warning(
+                        "infrastructure unavailable, holding the message",
+                        extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"[:300]},
+                    )
+                    metrics.EVENTS_CONSUMED.labels(s.service_name, self.queue_name, event.type, "held").inc()
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
+                await self._retry_or_dead(message, exc, event.type)
+                return
             await message.ack()
-            metrics.EVENTS_CONSUMED.labels(service, queue, event.type, "stale").inc()
+            metrics.EVENTS_CONSUMED.labels(s.service_name, self.queue_name, event.type, outcome).inc()
             return
+
+    async def _handle(self, message: AbstractIncomingMessage, event: CloudEvent, data: BaseModel) -> str:
+        """Apply one event once: the takeover check, the stale check, the handlers, the echo."""
+        service = self.bus.settings.service_name
+        queue = self.queue_name
+        if self.takeover is not None:
+            async with self._takeover_lock:
+                if await self.takeover.claim() and self.on_takeover is not None:
+                    await self.on_takeover()
+        if self.seen is not None and not await self.seen.claim(self.name, event):
+            return "stale"
         started = time.perf_counter()
         token_c = context.correlation_id.set(event.correlationid or event.id)
         token_k = context.causation_id.set(event.id)
@@ -461,12 +489,6 @@ class Consumer:
             if self.echo is not None:  # before the mark: a failed echo is retried with the event
                 await self.bus.fanout(self.echo, message.body, type=message.type)
             applied = True
-        except EventRejected as exc:
-            await self._dead(message, f"rejected: {exc}", event.type)
-            return
-        except Exception as exc:
-            await self._retry_or_dead(message, exc, event.type)
-            return
         finally:
             context.correlation_id.reset(token_c)
             context.causation_id.reset(token_k)
@@ -475,8 +497,7 @@ class Consumer:
                     await self.seen.finish(self.name, event, applied=applied)
         metrics.EVENT_HANDLING.labels(service, queue).observe(time.perf_counter() - started)
         metrics.EVENT_LAG.labels(service, queue).observe(max(0.0, (datetime.now(UTC) - event.time).total_seconds()))
-        await message.ack()
-        metrics.EVENTS_CONSUMED.labels(service, queue, event.type, "ok").inc()
+        return "ok"
 
     async def _retry_or_dead(self, message: AbstractIncomingMessage, exc: Exception, kind: str) -> None:
         s = self.bus.settings
@@ -668,8 +689,9 @@ class Signals(ReplicaQueue):
                 await self.bus.fanout(self.exchange, body)
                 return True
             except Exception as exc:
-                log.warning("signal not sent, retrying", extra={"signal": notice, "attempt": attempt + 1,
-                                                                  "error": str(exc)})
+                log.warning(
+                    "signal not sent, retrying", extra={"signal": notice, "attempt": attempt + 1, "error": str(exc)}
+                )
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
         log.error("signal given up", extra={"signal": notice})
         return False

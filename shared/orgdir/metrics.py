@@ -35,7 +35,7 @@ PUBLISH_FAILURES = Counter(
 )
 EVENTS_CONSUMED = Counter(
     "orgdir_events_consumed_total",
-    "Events taken from a queue, by outcome: ok, retried, dead, stale.",
+    "Events taken from a queue, by outcome: ok, retried, held (database away), dead, stale.",
     ["service", "queue", "type", "outcome"],
 )
 EVENT_HANDLING = Histogram(

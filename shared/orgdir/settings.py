@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     prefetch: int = Field(32, ge=1, le=1000, description="Unacked messages per consumer.")
     delivery_limit: int = Field(5, ge=1, description="Attempts before a message is dead.")
     retry_delay_seconds: float = Field(0.5, ge=0, description="First retry delay; doubles.")
+    transient_hold_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="While the database is unreachable a message is held and retried in place this long "
+        "(not counted as an attempt); keep it below RabbitMQ's consumer_timeout (30 min).",
+    )
     relay_sweep_seconds: float = Field(
         30.0, gt=0, description="Outbox crash-recovery sweep (a full scan of each collection)."
     )

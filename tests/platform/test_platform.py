@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import httpx
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from orgdir.bus import Bus, Consumer, Router
 from orgdir.events import CloudEvent, new_event
@@ -40,8 +41,6 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
 
 
 class ConsumerProcess:
@@ -253,6 +252,44 @@ async def test_failing_handler_dead_letters_after_limit_and_queue_keeps_flowing(
         assert "failed 3 times" in dead[0].headers["x-orgdir-error"]
         assert attempts["poison"] == 3
         await eventually(lambda: asyncio.sleep(0, result=sorted(handled) == ["good-1", "good-2"]))
+    finally:
+        await consumer.stop()
+        await bus.close()
+
+
+async def test_database_outage_holds_messages_instead_of_dead_lettering_them(ns: str, amqp_url: str) -> None:
+    """Seen in the chaos test: a 10 s database outage used up a message's attempts and left a dead letter."""
+    settings = toy_settings(ns, amqp_url, "mongodb://unused/", delivery_limit=3, retry_delay_seconds=0.02)
+    bus = Bus(settings)
+    await bus.connect()
+    calls: list[tuple[str, int]] = []
+    router = Router()
+
+    @router.on("widget.*")
+    async def handle(event: CloudEvent, data: toy.WidgetState) -> None:
+        calls.append((data.name, len(calls)))
+        if data.name == "during-outage" and sum(1 for n, _ in calls if n == data.name) <= 6:
+            raise ConnectionFailure("database not reachable")  # twice the delivery limit
+        if data.name == "broken":
+            raise ValueError("a real bug")
+
+    consumer = Consumer(bus, "outage", router)
+    await consumer.start()
+    try:
+        for i, name in enumerate(["during-outage", "broken"]):
+            await bus.publish(
+                new_event(
+                    service="toy",
+                    type="widget.created",
+                    subject=f"o{i}",
+                    sequence=1,
+                    data={"uuid": f"o{i}", "version": 1, "name": name},
+                )
+            )
+        dead = await _dead_messages(amqp_url, f"{ns}.toy.outage.dead", 1)
+        assert [json.loads(m.body)["data"]["name"] for m in dead] == ["broken"]  # a real failure still ends there
+        await eventually(lambda: asyncio.sleep(0, result=[n for n, _ in calls].count("during-outage") == 7))
+        assert await _dead_messages(amqp_url, f"{ns}.toy.outage.dead", 1, timeout=1) == []
     finally:
         await consumer.stop()
         await bus.close()
