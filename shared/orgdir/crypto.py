@@ -16,7 +16,7 @@ import binascii
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -113,29 +113,37 @@ def key_id_of(sealed: str) -> str:
     return split(sealed)[0]
 
 
-def _resealed(value: Any, keyring: Keyring) -> tuple[Any, int]:
-    """``value`` with every sealed string under an old key sealed again; and how many changed."""
+def _resealed(value: Any, keyring: Keyring, plain: frozenset[str], key: str | None = None) -> tuple[Any, int]:
+    """``value`` with every sealed string under an old key sealed again, and every plaintext string
+    under a key named in ``plain`` (data stored before sealing existed) sealed; and how many changed."""
     if is_sealed(value):
         new = keyring.reseal(value)
         return (value, 0) if new is None else (new, 1)
+    if isinstance(value, str) and value and key in plain:
+        return keyring.seal(value), 1
     if isinstance(value, dict):
         out, n = {}, 0
         for k, v in value.items():
-            out[k], m = _resealed(v, keyring)
+            out[k], m = _resealed(v, keyring, plain, k)
             n += m
         return out, n
     if isinstance(value, list):
         items, n = [], 0
         for v in value:
-            new_v, m = _resealed(v, keyring)
+            new_v, m = _resealed(v, keyring, plain, key)
             items.append(new_v)
             n += m
         return items, n
     return value, 0
 
 
-async def reseal_collection(db: AsyncDatabase[Any], collection: str, keyring: Keyring) -> tuple[int, int]:
+async def reseal_collection(
+    db: AsyncDatabase[Any], collection: str, keyring: Keyring, plaintext_fields: Iterable[str] = ()
+) -> tuple[int, int]:
     """Seal every value of ``collection`` under an older key with the current one; (documents, values).
+
+    Plaintext strings under a key in ``plaintext_fields`` (at any depth: ``state.cpr`` and every
+    history snapshot's) are sealed too: the migration of data written before sealing existed.
 
     Each document is rewritten with a conditional update (its ``version`` when
     it has one, else the fields as read), so a concurrent write is never
@@ -143,6 +151,7 @@ async def reseal_collection(db: AsyncDatabase[Any], collection: str, keyring: Ke
     (``registrations``) are values like any other.
     """
     col = db[collection]
+    plain = frozenset(plaintext_fields)
     docs = values = 0
     async for doc in col.find({}, {"outbox": 0}):
         for _ in range(10):
@@ -151,7 +160,7 @@ async def reseal_collection(db: AsyncDatabase[Any], collection: str, keyring: Ke
             for field, value in doc.items():
                 if field == "_id":
                     continue
-                new, n = _resealed(value, keyring)
+                new, n = _resealed(value, keyring, plain, field)
                 if n:
                     changed[field] = new
                     count += n

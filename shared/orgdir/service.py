@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
@@ -49,7 +49,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._consumers_task: asyncio.Task[None] | None = None
         self.authenticator = Authenticator(settings)
-        self.sealed_collections: list[str] = []  # hold values sealed with the keyring (``rotate_keys``)
+        # collection -> fields it holds sealed (``rotate_keys``)
+        self.sealed_collections: dict[str, frozenset[str]] = {}
         self._keyring: crypto.Keyring | None = None
         self.refresher = refresh.Refresher(self.db, self.bus, settings, self.repositories, self.replica)
         self.declare(*refresh.INDEXES)
@@ -71,18 +72,23 @@ class Runtime:
             self._keyring = self.settings.keyring()
         return self._keyring
 
-    def sealed(self, *collections: str) -> None:
-        """Collections that hold sealed values: ``rotate_keys`` re-encrypts them."""
-        self.sealed_collections.extend(c for c in collections if c not in self.sealed_collections)
+    def sealed(self, *collections: str, fields: Iterable[str] = ()) -> None:
+        """Collections that hold sealed values: ``rotate_keys`` re-encrypts them.
+
+        ``fields`` are the keys whose values must be sealed: one still in plaintext
+        (stored by a version before sealing) is sealed by ``rotate_keys`` too.
+        """
+        for c in collections:
+            self.sealed_collections[c] = self.sealed_collections.get(c, frozenset()) | frozenset(fields)
 
     async def rotate_keys(self) -> dict[str, Any]:
-        """Seal every value under an older key with the current key, documents and history alike."""
+        """Seal every value under an older key (or still in plaintext) with the current key, history too."""
         out: dict[str, Any] = {"key_id": None, "documents": 0, "values": 0}
         if not self.sealed_collections:
             return out  # this service stores nothing sealed
         out["key_id"] = self.keyring.current
-        for collection in self.sealed_collections:
-            docs, values = await crypto.reseal_collection(self.db, collection, self.keyring)
+        for collection, fields in self.sealed_collections.items():
+            docs, values = await crypto.reseal_collection(self.db, collection, self.keyring, fields)
             out["documents"] += docs
             out["values"] += values
         return out

@@ -29,12 +29,13 @@ from access_rights.app import create_app as access_app
 from access_rights.settings import AccessRightsSettings
 from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
-from orgdir import crypto
+from orgdir import crypto, logs
 from orgdir.logs import JsonFormatter
 from orgdir.settings import Settings, StaticToken, UnsafeSettings
 from orgdir.store import connect
 from orgdir_tools.cli import uvicorn_command
 from orgdir_tools.localservers import free_port
+from orgdir_tools.logscan import LogScanner, find_leaks
 from orgdir_tools.testkit import RunningApp, settings_for
 from orgunits.app import create_app as orgunits_app
 from orgunits.settings import OrgunitsSettings
@@ -80,15 +81,20 @@ def test_a_started_process_without_configuration_exits_naming_the_settings(amqp_
     """What the container image does when started with no ORGDIR_* configuration."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORGDIR_")}
     env.update({"ORGDIR_AMQP_URL": amqp_url, "ORGDIR_MONGODB_URL": mongodb_url, "ORGDIR_SERVICE_NAME": "orgunits"})
-    done = subprocess.run(uvicorn_command("orgunits", free_port()), env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        uvicorn_command("orgunits", free_port()), env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode != 0
     assert "refuses to start" in done.stderr and "ORGDIR_AUTH_MODE" in done.stderr, done.stderr[-2000:]
 
 
 def test_outside_static_mode_the_public_development_keys_are_refused() -> None:
-    oidc: dict[str, Any] = {"auth_mode": "oidc", "oidc_issuer": "https://idp", "oidc_audience": "orgdir",
-                            "oidc_algorithms": ["RS256"]}
+    oidc: dict[str, Any] = {
+        "auth_mode": "oidc",
+        "oidc_issuer": "https://idp",
+        "oidc_audience": "orgdir",
+        "oidc_algorithms": ["RS256"],
+    }
     problems = RegistrySettings(**oidc, encryption_keys={crypto.DEV_KEY_ID: crypto.DEV_KEY}).startup_problems()
     assert any("ORGDIR_CPR_HASH_KEY" in p for p in problems)
     assert any("public development key" in p for p in problems)
@@ -98,8 +104,10 @@ def test_outside_static_mode_the_public_development_keys_are_refused() -> None:
     assert any("ORGDIR_OIDC_ALGORITHMS" in p for p in no_algorithms.startup_problems())
     assert any("HS256" in p for p in Settings(**{**oidc, "oidc_algorithms": ["HS256"]}).startup_problems())
     named_by_token = {"dev-x-12345": StaticToken(token="dev-x-12345", roles=["orgdir:read"])}
-    assert any("cannot be the token" in p for p in Settings(auth_mode="static", allow_static_tokens=True,
-                                                            static_tokens=named_by_token).startup_problems())
+    assert any(
+        "cannot be the token" in p
+        for p in Settings(auth_mode="static", allow_static_tokens=True, static_tokens=named_by_token).startup_problems()
+    )
 
 
 async def test_static_mode_warns_in_readyz(ns: str, amqp_url: str, mongodb_url: str) -> None:
@@ -157,21 +165,40 @@ async def test_oidc_rejects_wrong_audience_issuer_expiry_and_unknown_keys(
     k1 = idp.add("k1")
     issuer = "https://idp.example/realms/kommune"
     settings = settings_for(
-        Settings, ns=ns, service="toy", amqp_url=amqp_url, mongodb_url=mongodb_url,
-        auth_mode="oidc", allow_static_tokens=False, oidc_jwks_url=idp.url, oidc_issuer=issuer,
-        oidc_audience="orgdir", oidc_algorithms=["RS256"], oidc_leeway_seconds=5, jwks_min_refetch_seconds=0,
+        Settings,
+        ns=ns,
+        service="toy",
+        amqp_url=amqp_url,
+        mongodb_url=mongodb_url,
+        auth_mode="oidc",
+        allow_static_tokens=False,
+        oidc_jwks_url=idp.url,
+        oidc_issuer=issuer,
+        oidc_audience="orgdir",
+        oidc_algorithms=["RS256"],
+        oidc_leeway_seconds=5,
+        jwks_min_refetch_seconds=0,
         encryption_keys={"k1": key()},
     )
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     def bearer(signer: rsa.RSAPrivateKey = k1, kid: str = "k1", **over: Any) -> dict[str, str]:
         now = int(time.time())
-        claims = {"sub": "3f1c-user", "azp": "portal", "iss": issuer, "aud": "orgdir", "iat": now,
-                  "exp": now + 300, "roles": ["orgdir:write"], **over}
+        claims = {
+            "sub": "3f1c-user",
+            "azp": "portal",
+            "iss": issuer,
+            "aud": "orgdir",
+            "iat": now,
+            "exp": now + 300,
+            "roles": ["orgdir:write"],
+            **over,
+        }
         claims = {k: v for k, v in claims.items() if v is not None}
         return {"Authorization": "Bearer " + jwt.encode(claims, signer, algorithm="RS256", headers={"kid": kid})}
 
     async with RunningApp(toy.create(settings), headers={}) as app:
+
         async def post(headers: dict[str, str]) -> httpx.Response:
             return await app.http.post("/api/v1/widgets", json={"name": "x"}, headers=headers)
 
@@ -188,9 +215,15 @@ async def test_oidc_rejects_wrong_audience_issuer_expiry_and_unknown_keys(
             "no expiry": bearer(exp=None),
             "unknown key": bearer(signer=stranger, kid="k9"),
             "known kid, other key": bearer(signer=stranger, kid="k1"),
-            "unsigned": {"Authorization": "Bearer " + jwt.encode({"sub": "x", "iss": issuer, "aud": "orgdir",
-                                                                  "exp": now + 60}, None, algorithm="none",
-                                                                 headers={"kid": "k1"})},
+            "unsigned": {
+                "Authorization": "Bearer "
+                + jwt.encode(
+                    {"sub": "x", "iss": issuer, "aud": "orgdir", "exp": now + 60},
+                    None,
+                    algorithm="none",
+                    headers={"kid": "k1"},
+                )
+            },
         }
         for why, headers in refused.items():
             r = await post(headers)
@@ -255,7 +288,9 @@ async def test_cpr_secrets_and_tokens_never_at_rest_nor_in_logs_and_keys_rotate(
     scim_token = "scim-" + secrets.token_urlsafe(24)
     old, new = key(), key()
     common: dict[str, Any] = {
-        "ns": ns, "amqp_url": amqp_url, "mongodb_url": mongodb_url,
+        "ns": ns,
+        "amqp_url": amqp_url,
+        "mongodb_url": mongodb_url,
         "static_tokens": {
             "hr-system": StaticToken(token=token, roles=["orgdir:admin", "orgdir:read:cpr"]),
             "payroll": StaticToken(token=birth_token, roles=["orgdir:read:birthdate"]),
@@ -268,12 +303,16 @@ async def test_cpr_secrets_and_tokens_never_at_rest_nor_in_logs_and_keys_rotate(
     root = logging.getLogger()
     previous_level = root.level
     try:
-        registry_v1 = settings_for(RegistrySettings, service="registry", **common,
-                                   encryption_keys={"k1": old}, encryption_key_id="k1")
-        notifier_v1 = settings_for(NotifierSettings, service="notifier", **common,
-                                   encryption_keys={"k1": old}, encryption_key_id="k1")
-        async with RunningApp(captured.app(registry_app, registry_v1), headers) as reg, \
-                RunningApp(captured.app(notifier_app, notifier_v1), headers) as notif:
+        registry_v1 = settings_for(
+            RegistrySettings, service="registry", **common, encryption_keys={"k1": old}, encryption_key_id="k1"
+        )
+        notifier_v1 = settings_for(
+            NotifierSettings, service="notifier", **common, encryption_keys={"k1": old}, encryption_key_id="k1"
+        )
+        async with (
+            RunningApp(captured.app(registry_app, registry_v1), headers) as reg,
+            RunningApp(captured.app(notifier_app, notifier_v1), headers) as notif,
+        ):
             body = {"given_name": "Sofie", "surname": "Hansen", "cpr": cpr, "validity": {"from": "2020-01-01"}}
             r = await reg.http.put(f"/api/v1/persons/{person}", json=body)
             assert r.status_code == 201, r.text
@@ -291,10 +330,16 @@ async def test_cpr_secrets_and_tokens_never_at_rest_nor_in_logs_and_keys_rotate(
             assert birth["cpr"] == f"{cpr[:6]}-XXXX"
             audit = (await reg.http.get("/api/v1/audit", params={"person": person})).json()["items"]
             assert {(a["actor"], a["action"]) for a in audit} == {
-                ("static:hr-system", "read-person"), ("static:payroll", "read-birthdate")
+                ("static:hr-system", "read-person"),
+                ("static:payroll", "read-birthdate"),
             }
-            hook = {"kind": "webhook", "name": "hook", "url": "http://127.0.0.1:9/hook",
-                    "event_types": ["person.*"], "secret": webhook_secret}
+            hook = {
+                "kind": "webhook",
+                "name": "hook",
+                "url": "http://127.0.0.1:9/hook",
+                "event_types": ["person.*"],
+                "secret": webhook_secret,
+            }
             scim = {"kind": "scim", "name": "scim", "url": "http://127.0.0.1:9/scim", "token": scim_token}
             subs = []
             for sub in (hook, scim):
@@ -308,8 +353,14 @@ async def test_cpr_secrets_and_tokens_never_at_rest_nor_in_logs_and_keys_rotate(
             "notifier": await raw_database(mongodb_url, notifier_v1.database_name),
         }
         for where, text in dumps.items():
-            for secret in (cpr, f"{cpr[:6]}-{cpr[6:]}", webhook_secret, webhook_secret.removeprefix("whsec_"),
-                           scim_token, token):
+            for secret in (
+                cpr,
+                f"{cpr[:6]}-{cpr[6:]}",
+                webhook_secret,
+                webhook_secret.removeprefix("whsec_"),
+                scim_token,
+                token,
+            ):
                 assert secret not in text, f"{where} database holds {secret!r}"
         assert '"registered_by": "static:hr-system"' in dumps["registry"]
         assert dumps["registry"].count("enc1:k1:") >= 3  # the person and both history snapshots
@@ -319,8 +370,10 @@ async def test_cpr_secrets_and_tokens_never_at_rest_nor_in_logs_and_keys_rotate(
         keys = {"k1": old, "k2": new}
         registry_v2 = registry_v1.model_copy(update={"encryption_keys": keys, "encryption_key_id": "k2"})
         notifier_v2 = notifier_v1.model_copy(update={"encryption_keys": keys, "encryption_key_id": "k2"})
-        async with RunningApp(captured.app(registry_app, registry_v2), headers) as reg, \
-                RunningApp(captured.app(notifier_app, notifier_v2), headers) as notif:
+        async with (
+            RunningApp(captured.app(registry_app, registry_v2), headers) as reg,
+            RunningApp(captured.app(notifier_app, notifier_v2), headers) as notif,
+        ):
             for app in (reg, notif):
                 r = await app.http.post("/api/v1/rotate-keys")
                 assert r.status_code == 200 and r.json()["key_id"] == "k2" and r.json()["values"] >= 2, r.text
@@ -329,8 +382,10 @@ async def test_cpr_secrets_and_tokens_never_at_rest_nor_in_logs_and_keys_rotate(
         # Only k2 now: everything still opens.
         registry_v3 = registry_v1.model_copy(update={"encryption_keys": {"k2": new}, "encryption_key_id": "k2"})
         notifier_v3 = notifier_v1.model_copy(update={"encryption_keys": {"k2": new}, "encryption_key_id": "k2"})
-        async with RunningApp(captured.app(registry_app, registry_v3), headers) as reg, \
-                RunningApp(captured.app(notifier_app, notifier_v3), headers) as notif:
+        async with (
+            RunningApp(captured.app(registry_app, registry_v3), headers) as reg,
+            RunningApp(captured.app(notifier_app, notifier_v3), headers) as notif,
+        ):
             assert (await reg.http.get(f"/api/v1/persons/{person}")).json()["cpr"] == f"{cpr[:6]}-{cpr[6:]}"
             hist = await reg.runtime.repositories["persons"].history(person)
             assert all(reg.runtime.keyring.open(h["state"]["cpr"]) == cpr for h in hist)
@@ -349,12 +404,67 @@ async def test_cpr_secrets_and_tokens_never_at_rest_nor_in_logs_and_keys_rotate(
         assert secret not in logged, f"a log line holds {secret!r}"
 
 
+async def test_rotate_keys_seals_what_an_older_version_stored_in_plaintext(
+    ns: str, amqp_url: str, mongodb_url: str
+) -> None:
+    """The migration for an installation that stored CPR numbers and secrets before sealing existed."""
+    cpr = "0202" + f"{secrets.randbelow(100):02d}" + "4" + f"{secrets.randbelow(1000):03d}"
+    webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    common: dict[str, Any] = {
+        "ns": ns,
+        "amqp_url": amqp_url,
+        "mongodb_url": mongodb_url,
+        "encryption_keys": {"k1": key()},
+        "encryption_key_id": "k1",
+    }
+    person = str(uuid.uuid4())
+    registry_s = settings_for(RegistrySettings, service="registry", **common)
+    notifier_s = settings_for(NotifierSettings, service="notifier", **common)
+    client = connect(mongodb_url)
+    try:
+        async with RunningApp(registry_app(registry_s)) as reg, RunningApp(notifier_app(notifier_s)) as notif:
+            body = {"given_name": "Ida", "surname": "Holm", "cpr": cpr, "validity": {"from": "2020-01-01"}}
+            assert (await reg.http.put(f"/api/v1/persons/{person}", json=body)).status_code == 201
+            hook = {
+                "kind": "webhook",
+                "name": "old",
+                "url": "http://127.0.0.1:9/hook",
+                "event_types": ["person.*"],
+                "secret": webhook_secret,
+            }
+            r = await notif.http.post("/api/v1/subscriptions", json=hook)
+            assert r.status_code == 201, r.text
+            sub = r.json()["uuid"]
+            # What an older version left: the same documents with the values in plaintext.
+            persons = client[registry_s.database_name]["persons"]
+            await persons.update_one({"_id": person}, {"$set": {"state.cpr": cpr, "registrations.0.state.cpr": cpr}})
+            subs = client[notifier_s.database_name]["subscriptions"]
+            await subs.update_one({"_id": sub}, {"$set": {"secret": webhook_secret}})
+            assert cpr in await raw_database(mongodb_url, registry_s.database_name)
+            assert (await reg.http.get(f"/api/v1/persons/{person}")).json()["cpr"] == f"{cpr[:6]}-{cpr[6:]}"
+
+            rotated = {}
+            for name, app in (("registry", reg), ("notifier", notif)):
+                r = await app.http.post("/api/v1/rotate-keys")
+                assert r.status_code == 200, r.text
+                rotated[name] = r.json()["values"]
+            assert rotated == {"registry": 2, "notifier": 1}  # state and history snapshot; the secret
+
+            assert cpr not in await raw_database(mongodb_url, registry_s.database_name)
+            assert webhook_secret not in await raw_database(mongodb_url, notifier_s.database_name)
+            assert (await reg.http.get(f"/api/v1/persons/{person}")).json()["cpr"] == f"{cpr[:6]}-{cpr[6:]}"
+            assert (await notif.app.state.notifier.subscriptions.get(sub))["secret"] == webhook_secret
+    finally:
+        await client.close()
+
+
 # --------------------------------------------------------------------------------- bounds
 
 
 async def test_oversized_bodies_get_413_problem_json(ns: str, amqp_url: str, mongodb_url: str) -> None:
-    settings = settings_for(Settings, ns=ns, service="toy", amqp_url=amqp_url, mongodb_url=mongodb_url,
-                            max_body_bytes=4096)
+    settings = settings_for(
+        Settings, ns=ns, service="toy", amqp_url=amqp_url, mongodb_url=mongodb_url, max_body_bytes=4096
+    )
     async with RunningApp(toy.create(settings)) as app:
         big = {"name": "x" * 5000}
         r = await app.http.post("/api/v1/widgets", json=big)
@@ -370,3 +480,33 @@ async def test_oversized_bodies_get_413_problem_json(ns: str, amqp_url: str, mon
         assert (await app.http.post("/api/v1/widgets", json={"name": "fits"})).status_code == 201
 
 
+# --------------------------------------------------------------------------------- logs
+
+
+def test_the_session_log_scanner_finds_cpr_numbers_and_tokens_and_survives_reconfiguration() -> None:
+    """The whole test run is scanned (``orgdir_tools.logscan``); this shows the scanner can fail."""
+    assert find_leaks("created person 0505124321") and find_leaks("lookup cpr=050512-4321.")
+    assert find_leaks("header Authorization: Bearer eyJhbGciOi.x.y") and find_leaks("token dev-admin used")
+    quiet = (
+        "static Bearer tokens at 1733072400.25 took 0.0505124321 s; "
+        "id 1b4e28ba-2fa1-11d2-883f-b9a761bde3fb; 3213991234; static:admin"
+    )
+    assert find_leaks(quiet) == []
+    scanner = LogScanner()
+    root = logging.getLogger()
+    session_scanners = [h for h in root.handlers if isinstance(h, LogScanner)]  # must not see these leaks
+    for h in session_scanners:
+        root.removeHandler(h)
+    root.addHandler(scanner)
+    try:
+        logs.configure("test", "INFO")  # what every app does at start: replaces the root's handlers
+        assert scanner in root.handlers
+        logging.getLogger("orgdir.test").warning("cpr %s", "0505124321", extra={"auth": "Bearer abc.defgh1"})
+        assert len(scanner.leaks) == 2
+    finally:
+        root.removeHandler(scanner)
+        for h in session_scanners:
+            root.addHandler(h)
+    record = logging.LogRecord("x", logging.INFO, "", 0, "GET /persons?cpr=0505124321 Bearer abc.defgh1", None, None)
+    line = JsonFormatter("test").format(record)
+    assert "0505124321" not in line and "defgh1" not in line and "[cpr]" in line

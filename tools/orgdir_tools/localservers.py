@@ -464,7 +464,10 @@ class RabbitNode(LocalServer):
         for sub in ("mnesia", "log", "home"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "enabled_plugins").write_text("[].\n")
-        (d / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        # balanced: a cluster's quorum queue leaders spread over the nodes, not all on the declaring one
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\nqueue_leader_locator = balanced\n"
+        )
         (d / "rabbitmq-env.conf").write_text("# intentionally empty: all settings come from env\n")
         (d / "server.json").write_text(json.dumps({"node": self.node, "port": self.port, "dist_port": self.dist_port}))
         ids = _rabbitmq_ids()

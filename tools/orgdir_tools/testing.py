@@ -11,8 +11,10 @@ instead (``ORGDIR_MONGO_BACKEND=h2`` runs the session's server on H2).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +28,31 @@ from orgdir_tools.localservers import (
     cleanup_stale_test_dirs,
     run_dir,
 )
+from orgdir_tools.logscan import LogScanner, scan_files
+
+_scanner = LogScanner()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Scan every log record and every service process's log file of the session for secrets."""
+    logging.getLogger().addHandler(_scanner)
+    if "ORGDIR_TEST_LOG_DIR" not in os.environ:
+        os.environ["ORGDIR_TEST_LOG_DIR"] = tempfile.mkdtemp(prefix="orgdir-test-logs-")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No log line of a test run may hold a CPR number or a bearer token (issue #16): a leak fails the run."""
+    logs = Path(os.environ["ORGDIR_TEST_LOG_DIR"])
+    leaks = _scanner.leaks + scan_files(logs)
+    shutil.rmtree(logs, ignore_errors=True)
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"{len(leaks)} log line(s) hold a CPR number or a token:", *leaks[:50]]
+        if reporter is not None:
+            reporter.write_sep("=", "secrets in logs", red=True)
+            for line in lines:
+                reporter.write_line(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _short_id() -> str:

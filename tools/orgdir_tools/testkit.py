@@ -11,9 +11,12 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import aio_pika
 import httpx
@@ -34,6 +37,7 @@ ADMIN = {"Authorization": "Bearer dev-admin"}
 WRITER = {"Authorization": "Bearer dev-writer"}
 READER = {"Authorization": "Bearer dev-reader"}
 APPROVER = {"Authorization": "Bearer dev-approver"}
+SECRET_READER = {"Authorization": "Bearer dev-secret-reader"}
 
 
 def auth_environment(settings: Settings) -> dict[str, str]:
@@ -211,6 +215,7 @@ class ServiceProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
 
     def environment(self) -> dict[str, str]:
         s = self.settings
@@ -233,30 +238,54 @@ class ServiceProcess:
 
     async def start(self) -> None:
         """Start (again, on the same port) and wait until ``/readyz`` answers 200."""
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - a child process; readiness is awaited below
-            [*uvicorn_command(self.package, self.port), "--log-level", "warning"], env=self.environment()
-        )
+        log = self._log_file()
+        try:
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - a child process; readiness is awaited below
+                [*uvicorn_command(self.package, self.port), "--log-level", "warning"],
+                env=self.environment(),
+                stderr=log,
+            )
+        finally:
+            if log is not None:
+                log.close()  # the child holds its own descriptor
         try:
             await wait_ready(self.url, self.proc, timeout=90, name=self.package)
         except BaseException:
             self.stop()
             raise
 
+    def _log_file(self) -> IO[bytes] | None:
+        """Under pytest, the log goes to a file the session scans for secrets (``orgdir_tools.logscan``)."""
+        directory = os.environ.get("ORGDIR_TEST_LOG_DIR")
+        if not directory or not Path(directory).is_dir():
+            return None  # inherit stderr
+        self.log_path = Path(directory) / f"{self.package}-{self.port}-{uuid.uuid4().hex[:6]}.log"
+        return self.log_path.open("wb")
+
+    def _show_log(self) -> None:
+        """Echo the process's log to stderr, where pytest shows it with a failing test."""
+        if self.log_path is not None and self.log_path.exists():
+            text = self.log_path.read_text(errors="replace")
+            if text:
+                sys.stderr.write(f"--- {self.package} :{self.port} log ---\n{text[-20000:]}")
+            self.log_path = None
+
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, nothing flushed, as when a node dies."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._show_log()
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._show_log()
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
