@@ -1,6 +1,9 @@
 """Bearer tokens with roles: OIDC/JWKS (Keycloak-compatible) or, explicitly enabled, static tokens.
 
 Roles imply others: ``orgdir:admin`` ⊃ ``orgdir:write`` ⊃ ``orgdir:read``.
+A role may be held on a unit subtree only (``orgdir:write@<unit>``, see
+``orgdir.scopes``): routes that accept such a principal (``ScopedWriter``)
+check the units a write touches with ``check_scope``.
 The actor a request is recorded under (audit, history, logs) is the token's
 subject, never the token: ``static:<name>`` for a static token, the ``sub``
 claim (with the client, ``azp``) for an OIDC token.
@@ -14,17 +17,22 @@ import json
 import logging
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from datetime import date
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from orgdir import context
+from orgdir import context, scopes
 from orgdir.problems import Forbidden, Unauthorized
 from orgdir.settings import Settings
+
+if TYPE_CHECKING:
+    from orgdir.tree import UnitTree
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,7 @@ IMPLIES: dict[str, set[str]] = {
     "orgdir:approve": {"orgdir:read"},
     "orgdir:read:cpr": {"orgdir:read:birthdate", "orgdir:read"},
     "orgdir:read:birthdate": {"orgdir:read"},
+    "orgdir:read:secret": {"orgdir:read"},  # addresses of the visibility class hemmelig (orgdir.visibility)
 }
 
 
@@ -42,9 +51,14 @@ class Principal:
     subject: str
     roles: frozenset[str] = field(default_factory=frozenset)
     client_id: str | None = None
+    scoped: Mapping[str, frozenset[str]] = field(default_factory=dict)  # role -> units it is held on
 
     def has(self, role: str) -> bool:
+        """Held everywhere."""
         return role in self.roles
+
+    def has_somewhere(self, role: str) -> bool:
+        return role in self.roles or bool(self.scoped.get(role))
 
     @property
     def actor(self) -> str:
@@ -59,6 +73,17 @@ def expand(roles: set[str] | list[str]) -> frozenset[str]:
         if not more:
             return frozenset(out)
         out |= more
+
+
+def principal_of(subject: str, grants: Iterable[str], client_id: str | None = None) -> Principal:
+    """Grants (roles, scoped roles) as a principal, with the implied roles."""
+    roles, scoped = scopes.split_grants(grants)
+    return Principal(
+        subject=subject,
+        roles=expand(roles),
+        client_id=client_id,
+        scoped=scopes.expand_scoped(scoped, IMPLIES),
+    )
 
 
 def unauthorized(detail: str) -> Unauthorized:
@@ -136,7 +161,8 @@ class Authenticator:
         if s.auth_mode == "static" and s.allow_static_tokens:
             for name, entry in s.tokens().items():
                 if hmac.compare_digest(entry.token.encode(), token.encode()):
-                    return Principal(subject=f"static:{name}", roles=expand(entry.roles))
+                    subject = f"static:{name}"
+                    return principal_of(subject, [*entry.roles, *s.role_bindings.get(subject, [])])
             raise unauthorized("Unknown bearer token.")
         if self._jwks is None:  # never started: Runtime.lifespan refuses such settings
             raise unauthorized("No authentication is configured.")
@@ -160,11 +186,13 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise unauthorized(f"Invalid token: {exc}") from exc
         client = claims.get("azp") or claims.get("client_id")
-        return Principal(
-            subject=str(claims["sub"]),
-            roles=expand(roles_from_claims(claims, s.oidc_client_id)),
-            client_id=str(client) if client else None,
+        subject = str(claims["sub"])
+        grants = roles_from_claims(claims, s.oidc_client_id) | scopes.grants_from_groups(
+            claims.get("groups") or [], s.oidc_group_prefix
         )
+        for group in [subject, *(g for g in claims.get("groups") or [] if isinstance(g, str))]:
+            grants |= set(s.role_bindings.get(group, []))  # the binding list an administrator keeps
+        return principal_of(subject, grants, str(client) if client else None)
 
 
 def roles_from_claims(claims: dict[str, Any], client_id: str = "") -> set[str]:
@@ -181,8 +209,12 @@ def roles_from_claims(claims: dict[str, Any], client_id: str = "") -> set[str]:
 bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="An OIDC access token (or a static dev token).")
 
 
-def require(role: str) -> Callable[..., Awaitable[Principal]]:
-    """FastAPI dependency: a valid bearer token carrying ``role`` (401 / 403 otherwise)."""
+def require(role: str, *, scoped: bool = False) -> Callable[..., Awaitable[Principal]]:
+    """FastAPI dependency: a valid bearer token carrying ``role`` (401 / 403 otherwise).
+
+    With ``scoped`` a role held on some subtree passes too: the route's service
+    then calls ``check_scope`` with the units the write touches.
+    """
 
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -191,9 +223,10 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
             raise unauthorized("A bearer token is required.")
         authenticator: Authenticator = request.app.state.authenticator
         principal = await authenticator.authenticate(credentials.credentials.strip())
-        if not principal.has(role):
+        if not (principal.has_somewhere(role) if scoped else principal.has(role)):
             raise Forbidden("forbidden", "Forbidden", f"This needs the role {role}.", required_role=role)
         context.actor.set(principal.actor)
+        current.set(principal)
         request.state.principal = principal
         return principal
 
@@ -207,6 +240,37 @@ def role_of(call: object) -> str | None:
     return role if isinstance(role, str) else None
 
 
+# The principal of the request being handled (None in consumers and the scheduler: the system acts).
+current: ContextVar[Principal | None] = ContextVar("principal", default=None)
+
+
+def check_scope(tree: UnitTree, units: Iterable[str | None], day: date, role: str = "orgdir:write") -> None:
+    """403 ``out-of-scope`` unless the caller holds ``role`` everywhere or on subtrees holding every unit.
+
+    ``units`` are all the units a write touches on ``day`` (a moved unit and
+    its new parent; an engagement's old and new unit); ``None`` stands for
+    "no unit" (a root, a person), which only a role held everywhere reaches.
+    """
+    principal = current.get()
+    if principal is None or principal.has(role):
+        return
+    anchors = principal.scoped.get(role, frozenset())
+    wanted = list(dict.fromkeys(units))
+    bad = [u for u in wanted if u is not None]
+    bad = scopes.outside(tree, anchors, bad, day) if anchors else bad
+    if None in wanted or bad:
+        scope = scopes.names(tree, sorted(anchors), day)
+        where = ", ".join(scopes.names(tree, bad, day)) or "a unit-less record (a root unit, a person)"
+        raise Forbidden(
+            "out-of-scope",
+            "Outside your scope",
+            f"{role} is yours on {', '.join(scope) or 'no unit'} and below; {where} is outside it.",
+            required_role=role,
+            scope=sorted(anchors),
+            units=bad,
+        )
+
+
 read = require("orgdir:read")
 write = require("orgdir:write")
 admin = require("orgdir:admin")
@@ -217,3 +281,5 @@ Reader = Annotated[Principal, Depends(read)]
 Writer = Annotated[Principal, Depends(write)]
 Admin = Annotated[Principal, Depends(admin)]
 Approver = Annotated[Principal, Depends(approve)]
+# Writes whose service checks the units with ``check_scope``: a writer on a subtree passes the route.
+ScopedWriter = Annotated[Principal, Depends(require("orgdir:write", scoped=True))]

@@ -19,6 +19,7 @@ ALL_ROLES = [
     "orgdir:admin",
     "orgdir:approve",
     "orgdir:read:cpr",
+    "orgdir:read:secret",
 ]
 
 
@@ -36,6 +37,7 @@ DEV_STATIC_TOKENS: dict[str, StaticToken] = {
     "approver": StaticToken(token="dev-approver", roles=["orgdir:read", "orgdir:write", "orgdir:approve"]),
     "writer": StaticToken(token="dev-writer", roles=["orgdir:read", "orgdir:write"]),
     "reader": StaticToken(token="dev-reader", roles=["orgdir:read"]),
+    "secret-reader": StaticToken(token="dev-secret-reader", roles=["orgdir:read", "orgdir:read:secret"]),
 }
 
 UNSAFE_ALGORITHMS = {"none", "HS256", "HS384", "HS512"}  # no secret to share with an IdP, no unsigned tokens
@@ -104,6 +106,16 @@ class Settings(BaseSettings):
         default_factory=list, description='Accepted signature algorithms (JSON, e.g. ["RS256"]). Required in oidc mode.'
     )
     oidc_client_id: str = Field("", description="Keycloak client whose roles count.")
+    oidc_group_prefix: str = Field(
+        "/orgdir/",
+        description="Group paths under it grant roles: <prefix>write is orgdir:write, "
+        "<prefix>write/<unit> the role on that unit's subtree.",
+    )
+    role_bindings: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Grants by token subject or group (JSON), e.g. {"static:bou": ["orgdir:write@<unit uuid or '
+        'user_key>"]}: the binding list an administrator keeps.',
+    )
     oidc_leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp and nbf.")
     jwks_cache_seconds: float = Field(600, gt=0, description="How long fetched signing keys are kept.")
     jwks_min_refetch_seconds: float = Field(
