@@ -12,9 +12,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
 
 import fastapi_offline
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -205,9 +206,7 @@ def _install_errors(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return problem_response(
-            problems.Invalid("validation-error", "Invalid request", detail, errors=errors), request
-        )
+        return problem_response(problems.Invalid("validation-error", "Invalid request", detail, errors=errors), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -393,6 +392,41 @@ async def _at_day(
 
 AtDay = Annotated[date, Depends(_at_day)]
 """``?at=`` resolved to a day (today in the service's zone when absent; 400 ``invalid-date``)."""
+
+
+def parse_instant(value: str, zone: str) -> datetime:
+    """RFC 3339 (``2027-01-01T12:00:00+01:00``); without an offset, or a bare date, in the service's zone."""
+    try:
+        instant = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise problems.bad_request(
+            "invalid-instant",
+            f"{value!r} is not an instant (e.g. 2027-01-01T12:00:00+01:00).",
+            field="registered_at",
+        ) from exc
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=ZoneInfo(zone))
+
+
+async def _registered_at(
+    request: Request,
+    registered_at: Annotated[
+        str | None,
+        Query(
+            description="Transaction time: answer as the system had it registered at this instant "
+            "(RFC 3339; without an offset, in the service's zone; a bare date is its first moment). "
+            "Default: now.",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
+) -> datetime | None:
+    if registered_at is None:
+        return None
+    return parse_instant(registered_at, request.app.state.runtime.settings.timezone)
+
+
+RegisteredAt = Annotated[datetime | None, Depends(_registered_at)]
+"""``?registered_at=``: the instant of transaction time a read answers at (None: now). Every read
+that takes ``AtDay`` takes this too (checked by ``tests/platform/test_conventions``)."""
 
 
 def _if_match_header(

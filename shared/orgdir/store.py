@@ -155,6 +155,25 @@ class Change:
     note: str | None = None
 
 
+def as_registered(doc: Mapping[str, Any], instant: datetime) -> Doc | None:
+    """The document as its last registration at or before ``instant`` left it; None if it came later.
+
+    Registrations hold the whole state each write left (``Repository``), so
+    the belief at any instant is read off them: transaction time.
+    """
+    chosen = None
+    for r in doc.get("registrations") or []:
+        at = r["registered_at"]
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        if at > instant:
+            break
+        chosen = r
+    if chosen is None:
+        return None
+    return {"_id": doc["_id"], "version": chosen["version"], "state": chosen["state"]}
+
+
 class Repository:
     """Aggregates as single documents: ``_id``, ``version``, ``state``, ``outbox``.
 
@@ -368,6 +387,18 @@ class Repository:
                     raise problems.precondition_failed(exc.current, if_match) from exc
         raise problems.conflict(f"{what} {uuid} is being changed concurrently; try again")
 
+    async def get_as_registered(self, uuid: str, instant: datetime) -> Doc | None:
+        """The document as it was registered at ``instant`` (None: not yet, or never, there)."""
+        doc = await self.col.find_one({"_id": uuid}, {"outbox": 0})
+        return None if doc is None else as_registered(doc, instant)
+
+    async def scan_as_registered(self, instant: datetime, query: Mapping[str, Any] | None = None) -> AsyncIterator[Doc]:
+        """Every document as registered at ``instant``: a full scan, for the rare "what did we believe then"."""
+        async for doc in self.col.find(dict(query or {}), {"outbox": 0}):
+            then = as_registered(doc, instant)
+            if then is not None:
+                yield then
+
     async def full_history(self, uuid: str, what: str) -> History:
         """The aggregate's history in the one response shape every service serves."""
         doc = await self.get_full(uuid)
@@ -495,10 +526,16 @@ class MongoSeenStore:
 
 
 class Projection:
-    """A local copy of another service's aggregates, applied only when newer."""
+    """A local copy of another service's aggregates, applied only when newer.
 
-    def __init__(self, db: AsyncDatabase[Doc], collection: str) -> None:
+    With ``history`` every state applied is also kept in ``<collection>_log``
+    with the time it arrived, so a read can answer as this service knew it at
+    an instant (``scan_as_registered``: transaction time for what it projects).
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc], collection: str, *, history: bool = False) -> None:
         self.col: AsyncCollection[Doc] = db[collection]
+        self.log: AsyncCollection[Doc] | None = db[f"{collection}_log"] if history else None
 
     async def apply(self, subject: str, sequence: int, body: dict[str, Any]) -> bool:
         """Store ``body`` for ``subject`` if ``sequence`` is newer; False when stale.
@@ -510,6 +547,16 @@ class Projection:
         newer copy (stale).
         """
         doc = {**body, "_id": subject, "sequence": sequence}
+        if self.log is not None:  # first: a crash in between leaves a logged state that redelivery applies
+            entry = {
+                "_id": f"{subject}:{sequence}",
+                "subject": subject,
+                "sequence": sequence,
+                "applied_at": datetime.now(UTC),
+                "body": body,
+            }
+            with contextlib.suppress(DuplicateKeyError):
+                await self.log.insert_one(entry)
         for _ in range(10):
             res = await self.col.replace_one({"_id": subject, "sequence": {"$lt": sequence}}, doc)
             if res.matched_count:
@@ -525,6 +572,18 @@ class Projection:
 
     async def get(self, subject: str) -> Doc | None:
         return await self.col.find_one({"_id": subject})
+
+    async def scan_as_registered(self, instant: datetime) -> AsyncIterator[Doc]:
+        """Each subject's newest state that had arrived by ``instant`` (shaped like the stored copy)."""
+        if self.log is None:
+            raise RuntimeError(f"projection {self.col.name} keeps no history")
+        newest: dict[str, Doc] = {}
+        async for e in self.log.find({"applied_at": {"$lte": instant}}):
+            held = newest.get(e["subject"])
+            if held is None or int(held["sequence"]) < int(e["sequence"]):
+                newest[e["subject"]] = e
+        for e in newest.values():
+            yield {**e["body"], "_id": e["subject"], "sequence": e["sequence"]}
 
 
 @dataclass
