@@ -533,9 +533,12 @@ class Projection:
     an instant (``scan_as_registered``: transaction time for what it projects).
     """
 
-    def __init__(self, db: AsyncDatabase[Doc], collection: str, *, history: bool = False) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Doc], collection: str, *, history: bool = False, clock: Clock | None = None
+    ) -> None:
         self.col: AsyncCollection[Doc] = db[collection]
         self.log: AsyncCollection[Doc] | None = db[f"{collection}_log"] if history else None
+        self.clock = clock  # the service's: arrival times on the same clock as its registrations
 
     async def apply(self, subject: str, sequence: int, body: dict[str, Any]) -> bool:
         """Store ``body`` for ``subject`` if ``sequence`` is newer; False when stale.
@@ -552,7 +555,7 @@ class Projection:
                 "_id": f"{subject}:{sequence}",
                 "subject": subject,
                 "sequence": sequence,
-                "applied_at": datetime.now(UTC),
+                "applied_at": self.clock.now() if self.clock else datetime.now(UTC),
                 "body": body,
             }
             with contextlib.suppress(DuplicateKeyError):

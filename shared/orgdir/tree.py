@@ -4,15 +4,58 @@ orgunits owns the tree; registry, access-rights and notifier keep this read
 model of it from ``orgunit.*`` events (orgunits itself from its own
 documents). One model, so "below", "above" and "the path to the root" mean
 the same everywhere. Pure and in-memory: the database stays the truth.
+
+Several hierarchies (the line organisation, MED committees, projects) share
+the one tree: a unit's parent is always in the unit's own hierarchy, so each
+hierarchy is a set of whole subtrees. ``Hierarchy`` is how a read names one:
+the values of ``OrgUnitSlice.hierarchy`` it accepts (``hierarchy_filter``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date
 
-from orgdir.contracts.orgunits import OrgUnitSlice
+from orgdir import problems
+from orgdir.contracts.orgunits import ClassState, OrgUnitSlice
 from orgdir.validity import at
+
+#: The unit_hierarchy facet, and the user_key of its default class (the line organisation).
+HIERARCHY_FACET = "unit_hierarchy"
+LINE = "linje"
+
+#: The ``hierarchy`` values a read accepts; ``None`` in it stands for units written before hierarchies.
+Hierarchy = frozenset[str | None]
+
+
+def hierarchy_filter(
+    ref: str | None,
+    classes: Mapping[str, ClassState],
+    by_key: Mapping[tuple[str, str], str] | None = None,
+) -> Hierarchy | None:
+    """``?hierarchy=`` (a unit_hierarchy class's UUID or user_key) as the values it accepts; None: any.
+
+    The line organisation also accepts ``null`` (states published before
+    units had a hierarchy). An unknown class is 422 ``unknown-hierarchy``
+    naming the field. ``by_key`` ((facet, user_key) → UUID) spares a scan of
+    every class on hot reads.
+    """
+    if ref is None:
+        return None
+    hit = classes.get(ref) or (classes.get(by_key.get((HIERARCHY_FACET, ref), "")) if by_key is not None else None)
+    candidates = [hit] if hit is not None else [] if by_key is not None else list(classes.values())
+    for c in candidates:
+        if c.facet != HIERARCHY_FACET or not c.timeline:
+            continue
+        keys = {s.user_key for s in c.timeline}
+        if ref == c.uuid or ref in keys:
+            return frozenset({c.uuid, None}) if LINE in keys else frozenset({c.uuid})
+    raise problems.rule(
+        "unknown-hierarchy",
+        f"hierarchy: no class {ref!r} in facet {HIERARCHY_FACET}.",
+        field="hierarchy",
+        facet=HIERARCHY_FACET,
+    )
 
 
 def reachable(start: str, neighbours: Callable[[str], Iterable[str]]) -> set[str]:
@@ -88,9 +131,19 @@ class UnitTree:
         self._by_day = (day, self.generation, index)
         return index
 
-    def subtree_at(self, unit: str, day: date) -> set[str]:
+    def in_hierarchy(self, unit: str, day: date, hierarchy: Collection[str | None] | None) -> bool:
+        """Whether the unit is active on ``day`` in ``hierarchy`` (None: in any)."""
+        s = self.at(unit, day)
+        return s is not None and (hierarchy is None or s.hierarchy in hierarchy)
+
+    def subtree_at(self, unit: str, day: date, hierarchy: Collection[str | None] | None = None) -> set[str]:
+        """The unit and everything below it on ``day``; with ``hierarchy``, empty unless the unit is in it."""
         index = self.children_at(day)
-        return reachable(unit, lambda u: index.get(u, ()))
+        if hierarchy is None:
+            return reachable(unit, lambda u: index.get(u, ()))
+        if not self.in_hierarchy(unit, day, hierarchy):
+            return set()
+        return reachable(unit, lambda u: [c for c in index.get(u, ()) if self.in_hierarchy(c, day, hierarchy)])
 
     # ------------------------------------------------------------------ over all time
 

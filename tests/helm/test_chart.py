@@ -824,6 +824,22 @@ def test_nothing_secret_in_configmaps(helm: str, value_set: str) -> None:
         )
 
 
+def test_portal_has_its_oidc_client_and_a_sealed_session(helm: str) -> None:
+    """The portal signs users in at the chart's issuer as its own client (PKCE); its client secret and
+    the key that seals the session cookie come from a Secret, the same for every replica."""
+    docs = render(helm, "full")
+    data = by_name(docs, "ConfigMap")[f"{RELEASE}-portal"]["data"]
+    assert data["ORGDIR_AUTH_MODE"] == "oidc" and data["ORGDIR_OIDC_ISSUER"].startswith("https://")
+    assert data["ORGDIR_OIDC_LOGIN_CLIENT_ID"] and "openid" in data["ORGDIR_OIDC_SCOPES"].split()
+    assert "ORGDIR_OIDC_REDIRECT_URL" in data and data["ORGDIR_SESSION_HTTPS_ONLY"] == "true"
+    assert not {"ORGDIR_OIDC_CLIENT_SECRET", "ORGDIR_SESSION_SECRET"} & data.keys()
+    (container,) = by_name(docs, "Deployment")[f"{RELEASE}-portal"]["spec"]["template"]["spec"]["containers"]
+    required = {e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert "ORGDIR_SESSION_SECRET" in required
+    secret = by_name(docs, "Secret")[f"{RELEASE}-secrets"]["stringData"]
+    assert {"ORGDIR_OIDC_CLIENT_SECRET", "ORGDIR_SESSION_SECRET"} <= secret.keys()
+
+
 def test_configmap_carries_the_orgdir_settings(helm: str) -> None:
     configmaps = by_name(render(helm, "full"), "ConfigMap")
     data = configmaps[f"{RELEASE}-registry"]["data"]
@@ -1146,6 +1162,9 @@ ROUTES = {
     f"/units/{UUID}/hire": "portal",
     f"/persons/{UUID}": "portal",
     "/static/htmx.min.js": "portal",
+    "/rights": "portal",
+    "/login": "portal",
+    "/callback": "portal",
     "/metrics": "",
     "/healthz": "",
 }

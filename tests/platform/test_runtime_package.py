@@ -1,6 +1,6 @@
 """The runtime apart from the tooling: what an image installs starts every service without any test tool.
 
-Builds the wheels of ``shared`` (``orgdir``) and the four services, installs only
+Builds the wheels of ``shared`` (``orgdir``), the four services and the portal, installs only
 those (and their third-party dependencies, pinned to ``uv.lock``) into a fresh
 virtual environment, and there imports each ``<pkg>.app`` and calls
 ``create_app()`` (no servers: the app is built, not started). ``pytest``,
@@ -28,6 +28,7 @@ RUNTIME = {  # workspace member -> import name
     "services/registry": "registry",
     "services/access-rights": "access_rights",
     "services/notifier": "notifier",
+    "services/portal": "portal",
 }
 SERVICES = [pkg for pkg in RUNTIME.values() if pkg != "orgdir"]
 TOOLING_MODULES = ["cli", "localservers", "testing", "testkit", "testpeers"]  # left orgdir for orgdir_tools

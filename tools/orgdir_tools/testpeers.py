@@ -1,12 +1,15 @@
-"""Real peers for tests: a webhook receiver that verifies Standard Webhooks signatures, and
-``scim2-server`` in its own process. Used by the notifier's tests and the cross-service tests;
-needs ``standardwebhooks`` and ``scim2-server``.
+"""Real peers for tests: a webhook receiver that verifies Standard Webhooks signatures,
+``scim2-server`` in its own process, and a small OpenID Connect issuer (``OidcIssuer``). Used by the
+notifier's tests, the cross-service tests and the portal's sign-in tests; needs ``standardwebhooks``
+and ``scim2-server``.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import json
 import os
 import secrets
 import subprocess
@@ -16,8 +19,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from standardwebhooks import Webhook
 
 from orgdir_tools.localservers import free_port
@@ -145,3 +151,172 @@ class ScimServer:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class OidcIssuer:
+    """A small, real OpenID Connect issuer over HTTP: discovery, an authorization endpoint that approves
+    at once as ``user`` (no login page), a token endpoint that checks the PKCE verifier (S256), the
+    redirect URI and the client, a JWKS with its RS256 key, and an end-session endpoint.
+
+    Tokens: the access token has ``aud`` = ``audience`` (the services') and the user's roles in
+    ``realm_access``, the ID token ``aud`` = the client id and the request's ``nonce``. A code is used
+    once. ``authorize_requests`` and ``token_requests`` record what clients sent; ``token_errors`` the
+    refusals; ``nonce_override`` makes the next ID token carry another nonce (a replay, for tests).
+    """
+
+    def __init__(
+        self, *, client_id: str = "orgdir-portal", client_secret: str = "", audience: str = "orgdir",
+        user: dict[str, Any] | None = None, lifetime: int = 300,
+    ) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.audience = audience
+        self.user = user or {"sub": "u-1", "preferred_username": "anne.admin", "roles": ["orgdir:admin"]}
+        self.lifetime = lifetime
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = secrets.token_hex(4)
+        self.codes: dict[str, dict[str, str]] = {}
+        self.authorize_requests: list[dict[str, str]] = []
+        self.token_requests: list[dict[str, str]] = []
+        self.token_errors: list[str] = []
+        self.nonce_override: str | None = None
+        self.lock = threading.Lock()
+        self.port = free_port()
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _redirect(self, url: str) -> None:
+                self.send_response(302)
+                self.send_header("Location", url)
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if url.path == "/.well-known/openid-configuration":
+                    self._json(200, issuer.discovery())
+                elif url.path == "/jwks":
+                    self._json(200, issuer.jwks())
+                elif url.path == "/authorize":
+                    self._redirect(issuer.authorize(query))
+                elif url.path == "/logout":
+                    self._redirect(query.get("post_logout_redirect_uri") or issuer.url)
+                else:
+                    self._json(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:
+                if urlsplit(self.path).path != "/token":
+                    self._json(404, {"error": "not_found"})
+                    return
+                body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                form = {k: v[0] for k, v in parse_qs(body).items()}
+                status, answer = issuer.token(form, self.headers.get("Authorization", ""))
+                self._json(status, answer)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """The issuer identifier (``iss``), also the base of every endpoint."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "issuer": self.url,
+            "authorization_endpoint": f"{self.url}/authorize",
+            "token_endpoint": f"{self.url}/token",
+            "jwks_uri": f"{self.url}/jwks",
+            "end_session_endpoint": f"{self.url}/logout",
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code"],
+            "code_challenge_methods_supported": ["S256"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "subject_types_supported": ["public"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
+
+    def authorize(self, query: dict[str, str]) -> str:
+        """Approve at once: back to the client's redirect URI with a one-time code (or an error)."""
+        with self.lock:
+            self.authorize_requests.append(query)
+        redirect = query.get("redirect_uri", "")
+        state = {"state": query["state"]} if "state" in query else {}
+        if query.get("client_id") != self.client_id or not redirect:
+            return f"{redirect or self.url}?{urlencode({'error': 'unauthorized_client', **state})}"
+        if query.get("response_type") != "code" or query.get("code_challenge_method") != "S256" \
+                or not query.get("code_challenge"):
+            return f"{redirect}?{urlencode({'error': 'invalid_request', **state})}"
+        code = secrets.token_urlsafe(24)
+        with self.lock:
+            self.codes[code] = {"challenge": query["code_challenge"], "redirect_uri": redirect,
+                                "nonce": query.get("nonce", ""), "scope": query.get("scope", "")}
+        return f"{redirect}?{urlencode({'code': code, **state})}"
+
+    def token(self, form: dict[str, str], authorization: str) -> tuple[int, dict[str, Any]]:
+        """The code for tokens, only with the verifier whose S256 challenge came with the code."""
+        with self.lock:
+            self.token_requests.append(form)
+            grant = self.codes.pop(form.get("code", ""), None)
+
+        def refuse(error: str, why: str) -> tuple[int, dict[str, Any]]:
+            with self.lock:
+                self.token_errors.append(why)
+            return 400, {"error": error, "error_description": why}
+
+        if self.client_secret:
+            expected = "Basic " + base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+            if authorization != expected:
+                return refuse("invalid_client", "wrong client credentials")
+        elif form.get("client_id") != self.client_id:
+            return refuse("invalid_client", "unknown client")
+        if form.get("grant_type") != "authorization_code":
+            return refuse("unsupported_grant_type", "only authorization_code")
+        if grant is None:
+            return refuse("invalid_grant", "unknown or used code")
+        if form.get("redirect_uri") != grant["redirect_uri"]:
+            return refuse("invalid_grant", "redirect_uri differs from the authorization request's")
+        verifier = form.get("code_verifier", "")
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        if not verifier or not secrets.compare_digest(challenge, grant["challenge"]):
+            return refuse("invalid_grant", "code_verifier does not match the code_challenge")
+        now = int(time.time())
+        user = dict(self.user)
+        roles = user.pop("roles", [])
+        common = {"iss": self.url, "iat": now, "exp": now + self.lifetime, "sub": user["sub"], "azp": self.client_id}
+        access = {**common, "aud": self.audience, "realm_access": {"roles": roles}, "scope": grant["scope"],
+                  "preferred_username": user.get("preferred_username")}
+        nonce = self.nonce_override if self.nonce_override is not None else grant["nonce"]
+        identity = {**common, **user, "aud": self.client_id, "nonce": nonce}
+        return 200, {
+            "access_token": self.sign(access),
+            "id_token": self.sign(identity),
+            "token_type": "Bearer",
+            "expires_in": self.lifetime,
+            "scope": grant["scope"],
+        }
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -11,7 +11,7 @@ same inputs give the same rights whatever order events came in.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from orgdir.contracts.access import (
     RoleGroupState,
     RoleState,
 )
+from orgdir.contracts.orgunits import OrgUnitSlice
 from orgdir.contracts.registry import EngagementState
 from orgdir.text import spell_out
 from orgdir.validity import SliceBase, Validity, apply, at, covered, truncate
@@ -104,6 +105,8 @@ def assignment_target(s: AssignmentSlice) -> str:
         return "person"
     if s.job_function:
         return "job_function"
+    if s.kle:
+        return "kle"
     return "unit"
 
 
@@ -112,11 +115,22 @@ def check_assignment(state: AssignmentState, org: OrgView, cat: CatalogueView) -
     for s in state.timeline:
         if (s.role is None) == (s.role_group is None):
             raise problems.rule("role-or-role-group", "Name exactly one of role and role_group.")
-        targets = [t for t in (s.person, s.job_function) if t]
-        if len(targets) > 1 or (s.person and s.unit) or not (s.person or s.unit or s.job_function):
+        targets = [t for t in (s.person, s.job_function, s.kle) if t]
+        if (
+            len(targets) > 1
+            or ((s.person or s.kle) and s.unit)
+            or not (s.person or s.unit or s.job_function or s.kle)
+        ):
             raise problems.rule(
                 "one-target",
-                "Assign to a person, a unit, or a job function (optionally within a unit subtree).",
+                "Assign to a person, a unit, a job function (optionally within a unit subtree) "
+                "or a KLE number with an aspect.",
+            )
+        if (s.kle is None) != (s.aspect is None):
+            raise problems.rule(
+                "kle-needs-aspect",
+                "A KLE assignment names a KLE class and one aspect (udførende, ansvarlig, indsigt).",
+                field="aspect" if s.kle else "kle",
             )
         if assignment_target(s) != state.target:
             raise problems.rule("target-changed", "An assignment keeps its kind of target; create a new one.")
@@ -147,6 +161,11 @@ def check_assignment(state: AssignmentState, org: OrgView, cat: CatalogueView) -
             if cls is None or cls.facet != "job_function":
                 raise unknown("job_function", s.job_function)
             require_covering("job_function", s.job_function, cls.timeline, s.validity)
+        if s.kle:
+            cls = org.classes.get(s.kle)
+            if cls is None or cls.facet != "kle":
+                raise problems.rule("unknown-kle", f"kle: no KLE class {s.kle}.", field="kle")
+            require_covering("kle", s.kle, cls.timeline, s.validity)
 
 
 def is_sensitive(s: AssignmentSlice, cat: CatalogueView) -> bool:
@@ -267,6 +286,8 @@ def _reason_key(r: Reason) -> tuple[str, ...]:
         r.unit or "",
         r.job_function or "",
         r.role_group or "",
+        r.kle or "",
+        r.aspect or "",
     )
 
 
@@ -278,13 +299,17 @@ def relevant_assignments(person: str, org: OrgView, cat: CatalogueView) -> list[
             units.add(s.unit)
             jfs.add(s.job_function)
     ancestors: set[str] = set()
+    kles: set[str] = set()
     for u in units:
         ancestors |= org.ancestors_any_time(u)
+        kles |= {k.kle for s in org.units.get(u, []) for k in s.kle}
     ids = set(cat.by_person.get(person, ()))
     for u in ancestors:
         ids |= cat.by_unit.get(u, set())
     for jf in jfs:
         ids |= cat.by_job_function.get(jf, set())
+    for kle in kles:
+        ids |= cat.by_kle.get(kle, set())
     return [cat.assignments[a] for a in sorted(ids)]
 
 
@@ -389,6 +414,14 @@ def holding_on(
             for s in active:
                 if sl.unit == s.unit or (sl.inherit and sl.unit in chains[s.unit]):
                     reasons.append(Reason(kind="unit", assignment=a.uuid, unit=sl.unit, via_unit=s.unit))
+        elif not excluded and a.target == "kle":
+            for s in active:
+                if org.carries_kle(s.unit, day, sl.kle, sl.aspect):
+                    reasons.append(
+                        Reason(
+                            kind="kle", assignment=a.uuid, unit=s.unit, via_unit=s.unit, kle=sl.kle, aspect=sl.aspect
+                        )
+                    )
         elif not excluded:
             for s in active:
                 if s.job_function == sl.job_function and (sl.unit is None or sl.unit in chains[s.unit]):
@@ -523,6 +556,8 @@ def assignment_candidates(a: AssignmentState, org: OrgView) -> set[str]:
             out.add(s.person)
         elif a.target == "unit" and s.unit:
             out |= org.members_any_time(org.descendants_any_time(s.unit) if s.inherit else {s.unit})
+        elif a.target == "kle" and s.kle:
+            out |= org.members_any_time(org.kle_units_any_time(s.kle, s.aspect))
         elif a.target == "job_function" and s.job_function:
             allowed = org.descendants_any_time(s.unit) if s.unit else None
             for e in org.eng_by_job_function.get(s.job_function, ()):
@@ -539,6 +574,9 @@ def unit_rights(unit: str, day: date, org: OrgView, cat: CatalogueView) -> list[
     for u in chain:
         ids |= cat.by_unit.get(u, set())
     ids |= {a for jf in cat.by_job_function.values() for a in jf}
+    here = org.tree.at(unit, day)
+    for k in here.kle if here is not None else []:
+        ids |= cat.by_kle.get(k.kle, set())
     out: list[dict[str, Any]] = []
     for a in sorted(ids):
         state = cat.assignments[a]
@@ -558,6 +596,17 @@ def unit_rights(unit: str, day: date, org: OrgView, cat: CatalogueView) -> list[
                 role_group=sl.role_group,
             )
             applies = {"job_function": sl.job_function}
+        elif state.target == "kle" and org.carries_kle(unit, day, sl.kle, sl.aspect):
+            reason = Reason(
+                kind="kle",
+                assignment=a,
+                unit=unit,
+                via_unit=unit,
+                kle=sl.kle,
+                aspect=sl.aspect,
+                role_group=sl.role_group,
+            )
+            applies = {"members": True}
         else:
             continue
         if sl.role:
@@ -578,3 +627,36 @@ def unit_rights(unit: str, day: date, org: OrgView, cat: CatalogueView) -> list[
                 }
             )
     return out
+
+
+# --------------------------------------------------------------------------- org changes
+
+
+def _spans(timeline: Sequence[OrgUnitSlice], key: Callable[[OrgUnitSlice], Any]) -> list[tuple[Any, ...]]:
+    """The periods of the unit's life with ``key`` of each, adjacent equal periods merged."""
+    out: list[tuple[Any, ...]] = []
+    for s in sorted(timeline, key=lambda s: s.validity.from_):
+        k = key(s)
+        if out and out[-1][1] == s.validity.from_ and out[-1][2] == k:
+            out[-1] = (out[-1][0], s.validity.to, k)
+        else:
+            out.append((s.validity.from_, s.validity.to, k))
+    return out
+
+
+def units_to_recompute(
+    unit: str, old: Sequence[OrgUnitSlice] | None, new: Sequence[OrgUnitSlice], org: OrgView
+) -> set[str]:
+    """The units whose members' rights a unit change can alter.
+
+    Its existence or parents over time change what is above every unit
+    below it (unit assignments inherit down the tree): the whole subtree,
+    as ever known. Its KLE numbers only reach its own members. Names,
+    addresses and types reach nobody.
+    """
+    if old is None or _spans(old, lambda s: s.parent) != _spans(new, lambda s: s.parent):
+        return org.descendants_any_time(unit)
+    kle = lambda s: tuple(sorted((k.kle, tuple(k.aspects)) for k in s.kle))  # noqa: E731
+    if _spans(old, kle) != _spans(new, kle):
+        return {unit}
+    return set()

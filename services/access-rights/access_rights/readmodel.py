@@ -35,6 +35,7 @@ class OrgView:
     eng_by_person: dict[str, set[str]] = field(default_factory=dict)
     eng_by_unit: dict[str, set[str]] = field(default_factory=dict)
     eng_by_job_function: dict[str, set[str]] = field(default_factory=dict)
+    units_by_kle: dict[str, set[str]] = field(default_factory=dict)
     seq: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -68,7 +69,26 @@ class OrgView:
         return True
 
     def put_unit(self, state: OrgUnitState) -> None:
+        for s in self.tree.units.get(state.uuid, []):
+            for k in s.kle:
+                self.units_by_kle.get(k.kle, set()).discard(state.uuid)
         self.tree.put(state.uuid, state.timeline)
+        for s in state.timeline:
+            for k in s.kle:
+                self.units_by_kle.setdefault(k.kle, set()).add(state.uuid)
+
+    def kle_units_any_time(self, kle: str, aspect: str | None) -> set[str]:
+        """Units that ever carried the KLE class (with ``aspect``, if given)."""
+        return {
+            u
+            for u in self.units_by_kle.get(kle, ())
+            if any(k.kle == kle and (aspect is None or aspect in k.aspects) for s in self.units[u] for k in s.kle)
+        }
+
+    def carries_kle(self, unit: str, day: date, kle: str | None, aspect: str | None) -> bool:
+        """Whether the unit carries the KLE class with the aspect on ``day``."""
+        s = self.tree.at(unit, day)
+        return s is not None and any(k.kle == kle and aspect in k.aspects for k in s.kle)
 
     def put_engagement(self, state: EngagementState) -> None:
         old = self.engagements.get(state.uuid)
@@ -145,6 +165,7 @@ class CatalogueView:
     by_person: dict[str, set[str]] = field(default_factory=dict)
     by_unit: dict[str, set[str]] = field(default_factory=dict)
     by_job_function: dict[str, set[str]] = field(default_factory=dict)
+    by_kle: dict[str, set[str]] = field(default_factory=dict)
 
     def of(self, collection: str) -> dict[str, Any]:
         """The states of one catalogue collection (``it_systems``, ``roles`` …)."""
@@ -195,6 +216,8 @@ class CatalogueView:
                 out.append((s.unit, self.by_unit))
             elif a.target == "job_function" and s.job_function:
                 out.append((s.job_function, self.by_job_function))
+            elif a.target == "kle" and s.kle:
+                out.append((s.kle, self.by_kle))
         return out
 
     def assignments_with_role(self, role: str) -> set[str]:

@@ -26,6 +26,7 @@ from orgdir.contracts.access import (
     RoleSlice,
     RoleState,
 )
+from orgdir.contracts.orgunits import KleAspect
 from orgdir.schemas import ValidityIn
 from orgdir.validity import SliceBase, Validity, at
 
@@ -101,6 +102,7 @@ class AssignmentIn(SliceIn):
                 {"validity": {"from": "2025-01-01"}, "role": "role-a", "unit": "u-forv-a", "inherit": True},
                 {"validity": {"from": "2025-01-01"}, "role_group": "g-1", "job_function": "jf-1", "unit": "u-1"},
                 {"validity": {"from": "2025-01-01"}, "role": "role-s", "person": "p-1"},
+                {"validity": {"from": "2025-01-01"}, "role": "role-k", "kle": "27.24", "aspect": "udførende"},
             ]
         },
     )
@@ -111,6 +113,11 @@ class AssignmentIn(SliceIn):
     unit: str | None = None
     inherit: bool = Field(False, description="Unit assignment inherited by the whole subtree.")
     job_function: str | None = None
+    kle: str | None = Field(
+        None, description="A kle class (UUID, or a KLE number such as 27.24): everyone engaged in a unit carrying it "
+        "with `aspect` on the day holds the role (target `kle`)."
+    )
+    aspect: KleAspect | None = Field(None, description="With `kle`: udførende, ansvarlig or indsigt.")
 
 
 class PatchIn(BaseModel):

@@ -446,13 +446,16 @@ class AccessService:
     async def _org_event(self, ticket: SectionTicket, event: CloudEvent, data: BaseModel) -> None:
         collection = ORG_KINDS[event.type.split(".", 1)[0]]
         old = self.org.engagements.get(data.uuid) if isinstance(data, EngagementState) else None
+        old_unit = self.org.units.get(event.subject) if isinstance(data, OrgUnitState) else None
+        fresh = self.org.seq.get(event.subject, 0) < event.sequence  # a redelivery recomputes as much as the first
         # In memory before the write (which another replica's catch-up then re-reads).
         self._put_org(event.sequence, data)
         if await self.projections[collection].apply(event.subject, event.sequence, dump(data)):
             ticket.wrote(collection, event.subject)
         affected: set[str] = set()
         if isinstance(data, OrgUnitState):
-            affected = self.org.members_any_time(self.org.descendants_any_time(data.uuid))
+            units = domain.units_to_recompute(data.uuid, old_unit if fresh else None, data.timeline, self.org)
+            affected = self.org.members_any_time(units)
         elif isinstance(data, EngagementState):
             affected = {data.person} | ({old.person} if old else set())
         await self.recompute(ticket, affected, Cause(event.time, event.type))
@@ -773,7 +776,17 @@ class AccessService:
 
     def _slice(self, kind: Kind, body: SliceIn) -> Any:
         validity = body.validity.resolve(self.clock.today())
-        return kind.slice_model.model_validate({**body.fields(), "validity": validity})
+        fields = body.fields()
+        if fields.get("kle"):
+            fields["kle"] = self._kle(fields["kle"])
+        return kind.slice_model.model_validate({**fields, "validity": validity})
+
+    def _kle(self, ref: str) -> str:
+        """A KLE class by UUID or by its number (user_key); unknown ones are left for the rules to refuse."""
+        if ref in self.view_org.classes:
+            return ref
+        found = [c.uuid for c in self.view_org.classes.values() if c.facet == "kle" and c.timeline[-1].user_key == ref]
+        return found[0] if found else ref
 
     async def _write(
         self,

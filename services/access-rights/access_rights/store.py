@@ -34,7 +34,7 @@ INDEXES: list[Index] = [
     index("roles", "state.timeline.it_system"),
     *(
         index("assignments", f"state.timeline.{key}")
-        for key in ("person", "unit", "role", "role_group", "job_function", "status")
+        for key in ("person", "unit", "role", "role_group", "job_function", "kle", "status")
     ),
     index("held_batches", "status"),
     index("held_batches", "revocations.person"),

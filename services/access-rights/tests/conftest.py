@@ -62,14 +62,42 @@ class OrgFeed:
             },
         )
 
-    async def unit(self, uid: str, name: str, parent: str | None, start: str = "2000-01-01") -> None:
+    async def kle_class(self, uid: str, number: str, title: str) -> None:
+        await self._emit(
+            "orgunits",
+            "class",
+            "created",
+            uid,
+            {
+                "facet": "kle",
+                "facet_uuid": "f-kle",
+                "timeline": [{"validity": v("1900-01-01"), "user_key": number, "name": title}],
+            },
+        )
+
+    async def unit(
+        self,
+        uid: str,
+        name: str,
+        parent: str | None,
+        start: str = "2000-01-01",
+        kle: list[dict[str, Any]] | None = None,
+    ) -> None:
         await self._emit(
             "orgunits",
             "orgunit",
             "created",
             uid,
-            {"timeline": [{"validity": v(start), "user_key": name, "name": name, "parent": parent}]},
+            {"timeline": [{"validity": v(start), "user_key": name, "name": name, "parent": parent, "kle": kle or []}]},
         )
+
+    async def set_kle(self, uid: str, kle: list[dict[str, Any]], start: date) -> None:
+        """The unit's KLE numbers from ``start`` on (its last slice split there)."""
+        timeline = self.states[uid]["timeline"]
+        last = dict(timeline[-1])
+        before = {**last, "validity": {**last["validity"], "to": str(start)}}
+        after = {**last, "validity": {"from": str(start), "to": last["validity"]["to"]}, "kle": kle}
+        await self._emit("orgunits", "orgunit", "updated", uid, {"timeline": [*timeline[:-1], before, after]})
 
     async def move(self, uid: str, parent: str, start: date) -> None:
         timeline = self.states[uid]["timeline"]

@@ -86,6 +86,8 @@ async def test_hire_move_end_and_offboarding(env: Any) -> None:
         "via_unit": TEAM,
         "job_function": None,
         "role_group": None,
+        "kle": None,
+        "aspect": None,
     }
     assert granted[0].sequence == 1
 

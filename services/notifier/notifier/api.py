@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from notifier import domain
 from notifier.schemas import DeliveryOut, ReplayOut, SubscriptionIn, SubscriptionOut, SubscriptionPatch
 from notifier.service import Notifier
-from orgdir import auth
+from orgdir import auth, visibility
 from orgdir.http import IfMatch, Page, PageQuery, set_etag
 
 router = APIRouter(prefix="/api/v1")
@@ -133,8 +133,10 @@ async def list_deliveries(
 
 
 @router.get("/deliveries/{did}", response_model=DeliveryOut, tags=["deliveries"])
-async def get_delivery(did: DeliveryId, svc: Svc, _: auth.Reader) -> DeliveryOut:
-    return await svc.get_delivery(did)
+async def get_delivery(did: DeliveryId, svc: Svc, principal: auth.Reader) -> DeliveryOut:
+    """The event as sent; secret addresses in it only with orgdir:read:secret."""
+    secret = principal.has(visibility.READ_SECRET)
+    return await svc.get_delivery(did, "secret" if secret else "internal")
 
 
 @router.post("/deliveries/{did}/replay", response_model=DeliveryOut, status_code=202, tags=["deliveries"])

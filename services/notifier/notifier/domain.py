@@ -21,8 +21,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from notifier.schemas import SubscriptionIn, SubscriptionPatch
+from orgdir import visibility
 from orgdir.bus import amqp_matches
-from orgdir.events import CATALOGUE
+from orgdir.events import CATALOGUE, CloudEvent
 from orgdir.problems import bad_request, conflict, rule
 from orgdir.tree import UnitTree
 
@@ -44,6 +45,7 @@ CONFIG_FIELDS = (
     "it_system",
     "active",
     "latest_state_only",
+    "visibility",
 )
 
 
@@ -109,6 +111,7 @@ def patched_config(previous: Mapping[str, Any], patch: SubscriptionPatch) -> dic
 
 
 def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg["visibility"] = cfg.get("visibility") or visibility.DEFAULT  # stored before the field existed
     if cfg["kind"] == "webhook":
         if not cfg.get("secret"):
             raise rule("secret-required", "A webhook subscription needs a secret (whsec_<base64>).")
@@ -122,6 +125,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A subscription as the API shows it: secrets replaced by flags."""
     out = {k: doc.get(k) for k in CONFIG_FIELDS if k not in ("secret", "token")}
+    out["visibility"] = ceiling_of(doc)
     out["uuid"] = doc["_id"]
     out["version"] = doc["version"]
     out["has_secret"] = bool(doc.get("secret"))
@@ -129,6 +133,30 @@ def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     out["created_at"] = doc.get("created_at")
     out["updated_at"] = doc.get("updated_at")
     return out
+
+
+# --- address visibility ----------------------------------------------------------------------
+
+
+def ceiling_of(sub: Mapping[str, Any]) -> visibility.Level:
+    """How much of addresses a target may see (a subscription stored before the setting: internal)."""
+    value = sub.get("visibility")
+    return value if value in visibility.LEVELS else visibility.DEFAULT
+
+
+def redact(event: CloudEvent, ceiling: visibility.Level, user_key_of: visibility.UserKeyOf) -> CloudEvent:
+    """The event as a target allowed up to ``ceiling`` receives it: every ``addresses`` list of its
+    timeline (persons, units) cut to what the target may see. The same event when nothing is cut."""
+    timeline = event.data.get("timeline")
+    if ceiling == "secret" or not isinstance(timeline, list):
+        return event
+    slices = [s for s in timeline if isinstance(s, Mapping)]
+    if not any(isinstance(s.get("addresses"), list) and s["addresses"] for s in slices):
+        return event
+    stripped = visibility.strip_timeline(slices, ceiling, user_key_of)
+    if stripped == slices:
+        return event
+    return event.model_copy(update={"data": {**event.data, "timeline": stripped}})
 
 
 # --- requests -----------------------------------------------------------------------------

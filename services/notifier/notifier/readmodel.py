@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import ReplaceOne
 
+from orgdir import visibility
 from orgdir.contracts.orgunits import OrgUnitSlice
 from orgdir.events import CloudEvent
 from orgdir.store import BulkWriter, Doc
@@ -29,6 +30,7 @@ PROJECTED = {
     "account": "p_accounts",
     "access": "p_rights",
     "role": "p_roles",
+    "class": "p_classes",  # the visibility classes decide what a target may see of addresses
 }
 
 
@@ -133,6 +135,14 @@ class Projections:
         timeline = [OrgUnitSlice.model_validate(s) for s in doc["data"].get("timeline", [])]
         self.tree.put(uid, timeline)
         self._tree_sequence[uid] = int(doc["sequence"])
+
+    def visibility_user_key(self, uuid: str) -> str | None:
+        """A visibility class's user_key (``orgdir.visibility.UserKeyOf``); None when not (yet) known."""
+        doc = self.caches["class"].get(uuid)
+        if doc is None or doc["data"].get("facet") != visibility.FACET:
+            return None
+        timeline = doc["data"].get("timeline") or []
+        return str(timeline[-1].get("user_key")) if timeline else None
 
     def units_of_person(self, person: str) -> set[str]:
         units: set[str] = set()

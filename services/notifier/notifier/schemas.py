@@ -10,6 +10,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Kind = Literal["webhook", "scim"]
+Visibility = Literal["public", "internal", "secret"]
+VISIBILITY_HELP = (
+    "The most a target may see of addresses (orgdir.visibility): `public` (offentlig only), "
+    "`internal` (also intern and unclassified; the default) or `secret` (also hemmelig: set it only "
+    "for a system allowed to hold secret addresses). Payloads carry nothing above it."
+)
 Circuit = Literal["closed", "open", "half-open"]
 
 _SECRET_EXAMPLE = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -56,6 +62,7 @@ class SubscriptionIn(BaseModel):
     latest_state_only: bool = Field(
         False, description="A newer state supersedes an undelivered older one."
     )
+    visibility: Visibility = Field("internal", description=VISIBILITY_HELP)
 
     @field_validator("url")
     @classmethod
@@ -81,6 +88,7 @@ class SubscriptionPatch(BaseModel):
     it_system: str | None = None
     active: bool | None = None
     latest_state_only: bool | None = None
+    visibility: Visibility | None = None
 
 
 class SubscriptionStatus(BaseModel):
@@ -104,6 +112,7 @@ class SubscriptionOut(BaseModel):
     it_system: str | None = None
     active: bool
     latest_state_only: bool
+    visibility: Visibility = Field(description=VISIBILITY_HELP)
     has_secret: bool
     has_token: bool
     created_at: datetime | None = None

@@ -31,6 +31,7 @@ from scim2_models import (
     ListResponse,
     Manager,
     Name,
+    PhoneNumber,
     SCIMException,
     SearchRequest,
     User,
@@ -41,6 +42,7 @@ from notifier.delivery import Pending
 from notifier.readmodel import Projections
 from notifier.settings import NotifierSettings
 from notifier.store import Doc, ScimIds
+from orgdir import visibility
 from orgdir.clock import Clock
 
 ScimUser = User[EnterpriseUser]
@@ -255,7 +257,14 @@ class ScimSender:
                     break
         return sorted(out)
 
-    def build_user(self, person: str, account: dict[str, Any], manager_id: str | None) -> ScimUser:
+    def build_user(
+        self,
+        person: str,
+        account: dict[str, Any],
+        manager_id: str | None,
+        ceiling: visibility.Level = visibility.DEFAULT,
+    ) -> ScimUser:
+        """The SCIM User; e-mails and phone numbers only those the target's ``ceiling`` allows."""
         today = self.today()
         pdoc = self.p["person"].get(person)
         pslice = domain.slice_at(pdoc["data"]["timeline"], today) if pdoc else None
@@ -268,10 +277,18 @@ class ScimSender:
             given, family = pslice.get("given_name"), pslice.get("surname")
             user.name = Name(given_name=given, family_name=family, formatted=f"{given} {family}")
             user.display_name = f"{given} {family}"
-            emails = [a["value"] for a in pslice.get("addresses", []) if a.get("scope") == "email"]
+            shown = visibility.visible(
+                pslice.get("addresses", []), ceiling, self.p.visibility_user_key
+            )
+            emails = [a["value"] for a in shown if a.get("scope") == "email"]
             if emails:
                 user.emails = [
                     Email(value=e, type="work", primary=i == 0) for i, e in enumerate(emails)
+                ]
+            phones = [a["value"] for a in shown if a.get("scope") == "phone"]
+            if phones:
+                user.phone_numbers = [
+                    PhoneNumber(value=n, type="work", primary=i == 0) for i, n in enumerate(phones)
                 ]
         eng = self.primary_engagement(person)
         ext = EnterpriseUser()
@@ -338,7 +355,7 @@ class ScimSender:
     ) -> None:
         manager = self.manager_of(person)
         manager_id = await self.ids.get(sub["_id"], "user", manager) if manager else None
-        user = self.build_user(person, account, manager_id)
+        user = self.build_user(person, account, manager_id, domain.ceiling_of(sub))
         sid = await self.ids.get(sub["_id"], "user", person) or await self._find(
             scim, ScimUser, person
         )

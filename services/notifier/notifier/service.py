@@ -40,8 +40,8 @@ from notifier.schemas import (
 )
 from notifier.scim import ScimSender
 from notifier.settings import NotifierSettings
-from notifier.store import INDEXES, Deliveries, Doc, ScimIds, StreamSeen, Subscriptions
-from orgdir import metrics, problems
+from notifier.store import INDEXES, SEALED_FIELDS, Deliveries, Doc, ScimIds, StreamSeen, Subscriptions
+from orgdir import metrics, problems, visibility
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.service import Runtime
@@ -62,7 +62,7 @@ class Notifier:
         self.clock = clock
         runtime.declare(*INDEXES)
         self.subscriptions = Subscriptions(db, clock, lambda: runtime.keyring)
-        runtime.sealed("subscriptions")
+        runtime.sealed("subscriptions", fields=SEALED_FIELDS)
         self.deliveries = Deliveries(db, clock)
         self.projections = Projections(db)
         self.seen = StreamSeen(db)
@@ -247,8 +247,16 @@ class Notifier:
         docs, nxt = await self.deliveries.page(q, limit=limit, cursor=cursor)
         return [DeliveryOut.of(d) for d in docs], nxt
 
-    async def get_delivery(self, did: str) -> DeliveryOut:
-        return DeliveryOut.of(await self._delivery(did))
+    async def get_delivery(self, did: str, ceiling: visibility.Level = "internal") -> DeliveryOut:
+        """One delivery with the event sent; a reader without ``orgdir:read:secret`` sees no secret
+        address in it (a target allowed secrets got them)."""
+        doc = await self._delivery(did)
+        if doc.get("event") and ceiling != "secret":
+            event = domain.redact(
+                CloudEvent.model_validate(doc["event"]), ceiling, self.projections.visibility_user_key
+            )
+            doc = {**doc, "event": event.model_dump(mode="json")}
+        return DeliveryOut.of(doc)
 
     async def replay_delivery(self, did: str) -> DeliveryOut:
         """Queue a delivery again (any final state)."""
@@ -339,8 +347,11 @@ class Notifier:
         await self.projections.apply(event)
         stream = domain.stream_of(event.type, event.subject)
         for sub in self.matching(event):
+            # What the target may not see of addresses is left out before the delivery is stored:
+            # neither the payload nor the delivery log holds it.
+            sent = domain.redact(event, domain.ceiling_of(sub), self.projections.visibility_user_key)
             doc, _ = await self.deliveries.create(
-                sub, event, stream, self.replica, self.settings.lease_seconds
+                sub, sent, stream, self.replica, self.settings.lease_seconds
             )
             if doc is not None:
                 self.dispatcher.add(doc)  # a redelivered one too, if still pending: in order

@@ -109,7 +109,8 @@ async def test_demo_loads_idempotently(make_settings) -> None:
         await demo.load(app.http)
         await demo.load(app.http)
         items = (await app.http.get("/api/v1/subscriptions")).json()["items"]
-        assert len(items) == 2 and all(i["version"] == 1 for i in items)
+        assert len(items) == 4 and all(i["version"] == 1 for i in items)
+        assert sorted(i["visibility"] for i in items) == ["internal", "internal", "public", "secret"]
 
 
 async def test_openapi_documents_every_answer(make_settings) -> None:

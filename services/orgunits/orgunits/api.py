@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from orgdir import auth
 from orgdir.http import AtDay, IfMatch, PageQuery, problem_responses, set_etag
+from orgdir.tree import LINE, Hierarchy, hierarchy_filter
 from orgunits.schemas import (
     ClassOut,
     ClassPatch,
@@ -28,6 +29,8 @@ from orgunits.schemas import (
     MoveIn,
     OrgUnitState,
     Page,
+    RelatedUnitIn,
+    RelatedUnitState,
     TerminateIn,
     Tree,
     TreeNode,
@@ -55,6 +58,23 @@ async def fresh(request: Request) -> OrgUnits:
 
 Svc = Annotated[OrgUnits, Depends(service)]  # writes catch up inside the tree section
 Fresh = Annotated[OrgUnits, Depends(fresh)]  # reads
+
+ALL = "*"
+HierarchyRef = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="A unit_hierarchy class (UUID or user_key: linje, med, projekt …); `*` for every hierarchy. "
+        "Default: the line organisation for the tree and unit lists, the named unit's own hierarchy where a unit "
+        "is named (parent, children, subtree). 422 `unknown-hierarchy` when unknown.",
+    ),
+]
+
+
+def _hierarchy(s: OrgUnits, ref: str | None, default: str | None) -> Hierarchy | None:
+    """The accepted ``hierarchy`` values of a read; ``*`` (or no ref and no default) means every hierarchy."""
+    ref = ref if ref is not None else default
+    return None if ref is None or ref == ALL else hierarchy_filter(ref, s.vocab.classes, s.vocab.class_by_key)
 
 
 def _written(doc: dict[str, Any], created: bool, response: Response) -> dict[str, Any]:
@@ -173,15 +193,18 @@ async def list_units(
     ] = None,
     parent: Annotated[UUID | None, Query(description="Only the children of this unit.")] = None,
     roots: Annotated[bool, Query(description="Only root units.")] = False,
+    hierarchy: HierarchyRef = None,
 ) -> Page[UnitOut]:
-    """Units active on the day, by name."""
-    return s.cache.search(day, q, str(parent) if parent else None, roots, paging)
+    """Units active on the day (of the line organisation unless ``hierarchy`` or ``parent`` says otherwise), by name."""
+    h = _hierarchy(s, hierarchy, None if parent else LINE)
+    return s.cache.search(day, q, str(parent) if parent else None, roots, paging, h)
 
 
 @router.get("/tree", tags=["orgunits"], response_model=Tree)
-async def tree(_: auth.Reader, s: Fresh, day: AtDay) -> Response:
-    """Every unit active on the day, nested under its parent, in one response (pre-rendered per day)."""
-    return Response(s.cache.tree_json(day), media_type="application/json")
+async def tree(_: auth.Reader, s: Fresh, day: AtDay, hierarchy: HierarchyRef = None) -> Response:
+    """The units of one hierarchy active on the day (default the line organisation; ``*`` all), nested under
+    their parents, in one response (pre-rendered per day and hierarchy)."""
+    return Response(s.cache.tree_json(day, _hierarchy(s, hierarchy, LINE)), media_type="application/json")
 
 
 @router.get("/orgunits/{uid}", tags=["orgunits"], response_model=UnitOut)
@@ -199,8 +222,11 @@ async def unit_history(_: auth.Reader, uid: UUID, s: Fresh) -> History:
 
 
 @router.get("/orgunits/{uid}/children", tags=["orgunits"], response_model=Page[UnitOut])
-async def children(_: auth.Reader, uid: UUID, day: AtDay, paging: PageQuery, s: Fresh) -> Page[UnitOut]:
-    return s.cache.children(str(uid), day, paging)
+async def children(
+    _: auth.Reader, uid: UUID, day: AtDay, paging: PageQuery, s: Fresh, hierarchy: HierarchyRef = None
+) -> Page[UnitOut]:
+    """The unit's children on the day; 404 ``not-in-hierarchy`` when ``hierarchy`` is not the unit's."""
+    return s.cache.children(str(uid), day, paging, _hierarchy(s, hierarchy, None))
 
 
 @router.get("/orgunits/{uid}/subtree", tags=["orgunits"], response_model=TreeNode, response_model_exclude_unset=True)
@@ -210,9 +236,10 @@ async def subtree(
     day: AtDay,
     s: Fresh,
     depth: Annotated[int | None, Query(ge=0, le=100, description="Levels below the unit; default all.")] = None,
+    hierarchy: HierarchyRef = None,
 ) -> dict[str, Any]:
     """The unit and the units below it; ``children`` is absent below ``depth``."""
-    return s.cache.subtree(str(uid), day, depth)
+    return s.cache.subtree(str(uid), day, depth, _hierarchy(s, hierarchy, None))
 
 
 @router.get("/orgunits/{uid}/ancestors", tags=["orgunits"], response_model=Page[UnitOut])
@@ -258,3 +285,60 @@ async def terminate_unit(
 ) -> dict[str, Any]:
     """End the unit: ``to`` is the first day it no longer exists (default today)."""
     return _written(await s.terminate_unit(str(uid), body, version), False, response)
+
+
+# ---------------------------------------------------------------------------- related units
+
+
+@router.get("/related-units", tags=["related units"], response_model=Page[RelatedUnitState])
+async def list_related(
+    _: auth.Reader,
+    s: Fresh,
+    day: AtDay,
+    paging: PageQuery,
+    unit: Annotated[UUID | None, Query(description="Only the relations of this unit.")] = None,
+    all: Annotated[bool, Query(description="Include relations not holding on the day.")] = False,
+) -> Page[RelatedUnitState]:
+    """Relations between two units holding on the day (or all of them), by UUID."""
+    return s.cache.related.page(day, str(unit) if unit else None, all, paging)
+
+
+@router.get("/related-units/{uid}", tags=["related units"], response_model=RelatedUnitState)
+async def get_related(_: auth.Reader, uid: UUID, response: Response, s: Fresh) -> RelatedUnitState:
+    state = s.cache.related.get(str(uid))
+    set_etag(response, state.version)
+    return state
+
+
+@router.get("/related-units/{uid}/history", tags=["related units"], response_model=History)
+async def related_history(_: auth.Reader, uid: UUID, s: Fresh) -> History:
+    return await s.related_history(str(uid))
+
+
+@router.post("/related-units", status_code=201, tags=["related units"], response_model=RelatedUnitState)
+async def create_related(_: auth.Writer, body: RelatedUnitIn, response: Response, s: Svc) -> dict[str, Any]:
+    """Relate two units from ``validity.from`` (default today); both must exist over the whole period."""
+    doc, created = await s.put_related(str(uuidlib.uuid4()), body, None)
+    return _written(doc, created, response)
+
+
+@router.put(
+    "/related-units/{uid}",
+    tags=["related units"],
+    response_model=RelatedUnitState,
+    responses={201: {"model": RelatedUnitState}},
+)
+async def put_related(
+    _: auth.Writer, uid: UUID, body: RelatedUnitIn, version: IfMatch, response: Response, s: Svc
+) -> dict[str, Any]:
+    """Create with this UUID, or set the relation over ``validity``; the two units never change."""
+    doc, created = await s.put_related(str(uid), body, version)
+    return _written(doc, created, response)
+
+
+@router.post("/related-units/{uid}/terminate", tags=["related units"], response_model=RelatedUnitState)
+async def terminate_related(
+    _: auth.Writer, uid: UUID, body: TerminateIn, version: IfMatch, response: Response, s: Svc
+) -> dict[str, Any]:
+    """End the relation: ``to`` is the first day it no longer holds (default today)."""
+    return _written(await s.terminate_related(str(uid), body, version), False, response)

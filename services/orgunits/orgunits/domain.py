@@ -16,17 +16,30 @@ from datetime import date
 from typing import Any
 
 from orgdir.contracts.orgunits import (
+    KLE_ASPECTS,
     ClassSlice,
     ClassState,
     FacetSlice,
     OrgUnitSlice,
+    RelatedUnitSlice,
+    RelatedUnitState,
     UnitAddress,
+    UnitKle,
 )
 from orgdir.problems import Problem, conflict, rule
+from orgdir.tree import LINE
 from orgdir.validity import Validity, apply, at, normalize, put, truncate, uncovered
-from orgunits.schemas import AddressIn, UnitFields
+from orgunits.schemas import AddressIn, KleIn, UnitFields
+from orgunits.vocabulary import class_uuid
 
 Timeline = list[OrgUnitSlice]
+
+#: The line organisation: the hierarchy of a unit that names none (and of units stored before hierarchies).
+LINE_HIERARCHY = class_uuid("unit_hierarchy", LINE)
+
+
+def hierarchy_of(s: OrgUnitSlice) -> str:
+    return s.hierarchy or LINE_HIERARCHY
 
 # --------------------------------------------------------------------------- addresses
 
@@ -149,6 +162,29 @@ def build_addresses(
     return out
 
 
+def build_kle(
+    given: Sequence[KleIn],
+    classes: Mapping[str, ClassState],
+    by_key: Mapping[tuple[str, str], str],
+) -> list[UnitKle]:
+    """Each KLE number (a kle class) once, with its aspects once each, in the canonical order."""
+    out: list[UnitKle] = []
+    seen: dict[str, int] = {}
+    for i, k in enumerate(given):
+        cls = resolve_class(k.kle, "kle", classes, by_key, f"kle.{i}.kle")
+        if cls.uuid in seen:
+            raise rule(
+                "duplicate-kle",
+                f"kle.{i}: KLE {k.kle} is listed already (kle.{seen[cls.uuid]}); give all its aspects there.",
+                field=f"kle.{i}.kle",
+            )
+        seen[cls.uuid] = i
+        if len(set(k.aspects)) != len(k.aspects):
+            raise rule("duplicate-aspect", f"kle.{i}.aspects: each aspect once.", field=f"kle.{i}.aspects")
+        out.append(UnitKle(kle=cls.uuid, aspects=[a for a in KLE_ASPECTS if a in k.aspects]))
+    return out
+
+
 def check_class(
     uuid: str,
     facet: str,
@@ -177,6 +213,7 @@ def check_class(
                 raise conflict(
                     f"Facet {facet} already has a class with user_key {s.user_key!r}.",
                     kind="user-key-taken",
+                    field="user_key",
                     holder=o.uuid,
                 )
 
@@ -184,7 +221,9 @@ def check_class(
 def check_facet(uuid: str, user_key: str, holder: str | None, current: Sequence[FacetSlice]) -> None:
     """A facet's user_key is unique and never changes (classes refer to it)."""
     if holder is not None and holder != uuid:
-        raise conflict(f"A facet {user_key!r} exists already.", kind="user-key-taken", holder=holder)
+        raise conflict(
+            f"A facet {user_key!r} exists already.", kind="user-key-taken", field="user_key", holder=holder
+        )
     if current and current[0].user_key != user_key:
         raise rule("facet-key-immutable", "A facet's user_key cannot change (classes refer to it).")
 
@@ -206,6 +245,8 @@ def unit_slice(
     unit_type: str | None,
     unit_level: str | None,
     addresses: list[UnitAddress],
+    hierarchy: str = LINE_HIERARCHY,
+    kle: list[UnitKle] | None = None,
 ) -> OrgUnitSlice:
     return OrgUnitSlice(
         validity=validity,
@@ -215,6 +256,8 @@ def unit_slice(
         unit_level=unit_level,
         parent=parent,
         addresses=addresses,
+        hierarchy=hierarchy,
+        kle=kle or [],
     )
 
 
@@ -269,27 +312,46 @@ def same_timeline(a: Sequence[OrgUnitSlice], b: Sequence[OrgUnitSlice]) -> bool:
 def check_parents(
     uuid: str, timeline: Sequence[OrgUnitSlice], units: Mapping[str, Sequence[OrgUnitSlice]]
 ) -> None:
-    """Each slice's parent exists and is active over the slice's whole validity."""
+    """Each slice's parent exists, is active over the slice's whole validity and is in the same hierarchy."""
     for s in timeline:
         if s.parent is None:
             continue
         if s.parent == uuid:
             raise rule(
-                "cycle", "A unit cannot be its own parent.", day=s.validity.from_.isoformat()
+                "cycle",
+                "A unit cannot be its own parent.",
+                field="parent",
+                day=s.validity.from_.isoformat(),
             )
         parent = units.get(s.parent)
         if parent is None:
             raise rule(
-                "parent-not-found", f"Parent unit {s.parent} does not exist.", parent=s.parent
+                "parent-not-found",
+                f"Parent unit {s.parent} does not exist.",
+                field="parent",
+                parent=s.parent,
             )
         gaps = uncovered(parent, s.validity)
         if gaps:
             raise rule(
                 "parent-not-active",
                 f"Parent unit {s.parent} is not active over the whole of {s.validity.dump()}.",
+                field="parent",
                 parent=s.parent,
                 uncovered=[g.dump() for g in gaps],
             )
+        for p in parent:
+            overlap = p.validity.intersect(s.validity)
+            if overlap is not None and hierarchy_of(p) != hierarchy_of(s):
+                raise rule(
+                    "parent-other-hierarchy",
+                    f"Parent unit {s.parent} is in another hierarchy than the unit in {overlap.dump()}; "
+                    "a unit's parent is in its own hierarchy.",
+                    field="parent",
+                    parent=s.parent,
+                    hierarchy=hierarchy_of(s),
+                    parent_hierarchy=hierarchy_of(p),
+                )
 
 
 def find_cycle(
@@ -336,7 +398,10 @@ def check_no_cycle(
     day = find_cycle(uuid, timeline, units)
     if day is not None:
         raise rule(
-            "cycle", f"The unit would become its own ancestor from {day}.", day=day.isoformat()
+            "cycle",
+            f"The unit would become its own ancestor from {day}.",
+            field="parent",
+            day=day.isoformat(),
         )
 
 
@@ -380,6 +445,32 @@ def check_children(
         )
 
 
+def check_children_hierarchy(
+    uuid: str,
+    timeline: Sequence[OrgUnitSlice],
+    units: Mapping[str, Sequence[OrgUnitSlice]],
+    children: Iterable[str],
+) -> None:
+    """A unit cannot leave its children's hierarchy: move them (or their subtree's root) first."""
+    bad: list[dict[str, Any]] = []
+    for c in sorted(set(children) - {uuid}):
+        for cs in units.get(c, ()):
+            if cs.parent != uuid:
+                continue
+            for s in timeline:
+                overlap = s.validity.intersect(cs.validity)
+                if overlap is not None and hierarchy_of(s) != hierarchy_of(cs):
+                    bad.append({"uuid": c, "name": cs.name, "validity": overlap.dump()})
+    if bad:
+        raise rule(
+            "children-other-hierarchy",
+            f"{len({b['uuid'] for b in bad})} child unit(s) would be in another hierarchy than their parent; "
+            "a unit's children are in its own hierarchy.",
+            field="hierarchy",
+            children=bad,
+        )
+
+
 def check_user_key(
     uuid: str,
     timeline: Sequence[OrgUnitSlice],
@@ -398,6 +489,7 @@ def check_user_key(
                         f"user_key {s.user_key!r} is used by unit {other} "
                         f"in {overlap.dump() if overlap else ''}.",
                         kind="user-key-taken",
+                        field="user_key",
                         holder=other,
                     )
 
@@ -413,6 +505,7 @@ def check_unit(
     check_parents(uuid, timeline, units)
     check_no_cycle(uuid, timeline, units)
     check_children(uuid, timeline, units, children)
+    check_children_hierarchy(uuid, timeline, units, children)
     check_user_key(uuid, timeline, units, holders)
 
 
@@ -448,3 +541,50 @@ def count_active_engagements(docs: Iterable[Mapping[str, Any]], unit: str, day: 
         ):
             n += 1
     return n
+
+
+# --------------------------------------------------------------------------- related units
+
+
+def related_pair(units: Sequence[str]) -> list[str]:
+    """The two units of a relation, sorted; a unit is not related to itself."""
+    pair = sorted(units)
+    if len(pair) != 2 or pair[0] == pair[1]:
+        raise rule("same-unit", "A relation needs two different units.", field="units")
+    return pair
+
+
+def check_relation(
+    uuid: str,
+    pair: Sequence[str],
+    timeline: Sequence[RelatedUnitSlice],
+    units: Mapping[str, Sequence[OrgUnitSlice]],
+    others: Iterable[RelatedUnitState],
+) -> None:
+    """Both units exist over the whole relation, and the pair is not related twice on any day."""
+    for u in pair:
+        unit = units.get(u)
+        if unit is None:
+            raise rule("unknown-unit", f"units: no organisation unit {u}.", field="units", unit=u)
+        for s in timeline:
+            gaps = uncovered(unit, s.validity)
+            if gaps:
+                raise rule(
+                    "unit-not-active",
+                    f"units: unit {u} is not active over the whole of {s.validity.dump()}.",
+                    field="units",
+                    unit=u,
+                    uncovered=[g.dump() for g in gaps],
+                )
+    for o in others:
+        if o.uuid == uuid or sorted(o.units) != list(pair):
+            continue
+        for a in o.timeline:
+            for s in timeline:
+                if a.validity.overlaps(s.validity):
+                    raise conflict(
+                        f"units {pair[0]} and {pair[1]} are related already (relation {o.uuid}).",
+                        kind="relation-exists",
+                        field="units",
+                        holder=o.uuid,
+                    )

@@ -27,14 +27,14 @@ import pydantic_core
 from pymongo.asynchronous.collection import AsyncCollection
 
 from orgdir import problems
-from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState
+from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState, RelatedUnitState
 from orgdir.http import Page, Paging
 from orgdir.store import Doc, decode_cursor, encode_cursor
 from orgdir.text import fold
-from orgdir.tree import UnitTree
+from orgdir.tree import Hierarchy, UnitTree
 from orgdir.validity import at
-from orgunits.schemas import ClassOut, FacetOut, UnitOut
-from orgunits.store import NO_HISTORY, class_state, facet_state, unit_state
+from orgunits.schemas import ClassOut, FacetOut, RelatedUnitRef, UnitOut
+from orgunits.store import NO_HISTORY, class_state, facet_state, related_state, unit_state
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class DayView:
     slices: dict[str, OrgUnitSlice]
     kids: dict[str | None, list[str]]
     sort_keys: dict[str, tuple[str, str]]
-    _tree: bytes | None = None
+    _trees: dict[tuple[str | None, ...] | None, bytes] = field(default_factory=dict)
     _search: list[tuple[tuple[str, str], str, str]] | None = None
 
     @classmethod
@@ -95,8 +95,19 @@ class DayView:
             lst.sort(key=sort_keys.__getitem__)
         return cls(day, tree, slices, dict(kids), sort_keys)
 
+    def in_hierarchy(self, uuid: str, hierarchy: Hierarchy | None) -> bool:
+        return hierarchy is None or self.slices[uuid].hierarchy in hierarchy
+
+    def kids_of(self, uuid: str | None, hierarchy: Hierarchy | None) -> list[str]:
+        kids = self.kids.get(uuid, [])
+        return kids if hierarchy is None else [k for k in kids if self.slices[k].hierarchy in hierarchy]
+
     def node(self, uuid: str, depth: int | None) -> dict[str, Any]:
-        """A unit with its children, ``depth`` levels down (None: all the way)."""
+        """A unit with its children, ``depth`` levels down (None: all the way).
+
+        Children are in their parent's hierarchy (a rule of every write), so
+        a hierarchy's tree is its roots' subtrees: no filter below the roots.
+        """
         s = self.slices[uuid]
         kids = self.kids.get(uuid, [])
         out: dict[str, Any] = {
@@ -105,19 +116,23 @@ class DayView:
             "name": s.name,
             "unit_type": s.unit_type,
             "unit_level": s.unit_level,
+            "hierarchy": s.hierarchy,
             "child_count": len(kids),
         }
         if depth is None or depth > 0:
             out["children"] = [self.node(k, None if depth is None else depth - 1) for k in kids]
         return out
 
-    def tree_json(self) -> bytes:
-        """The whole tree (``schemas.Tree``), rendered once per day and generation: the hot read."""
-        if self._tree is None:
-            roots = [self.node(r, None) for r in self.kids.get(None, [])]
-            body = {"at": self.day.isoformat(), "count": len(self.slices), "roots": roots}
-            self._tree = pydantic_core.to_json(body)
-        return self._tree
+    def tree_json(self, hierarchy: Hierarchy | None = None) -> bytes:
+        """The tree of one hierarchy (``schemas.Tree``), rendered once per day, hierarchy and generation."""
+        key = None if hierarchy is None else tuple(sorted(hierarchy, key=str))
+        body = self._trees.get(key)
+        if body is None:
+            roots = [self.node(r, None) for r in self.kids_of(None, hierarchy)]
+            count = sum(1 for u in self.slices if self.in_hierarchy(u, hierarchy))
+            body = pydantic_core.to_json({"at": self.day.isoformat(), "count": count, "roots": roots})
+            self._trees[key] = body
+        return body
 
     def search_index(self) -> list[tuple[tuple[str, str], str, str]]:
         """(sort key, uuid, folded 'name user_key') for every unit active on the day, sorted."""
@@ -140,6 +155,7 @@ class UnitCache:
     units: dict[str, OrgUnitState] = field(default_factory=dict)
     tree: UnitTree = field(default_factory=UnitTree)
     holders: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    related: RelatedUnits = field(default_factory=lambda: RelatedUnits())
     _views: OrderedDict[date, DayView] = field(default_factory=OrderedDict)
 
     def set(self, state: OrgUnitState, *, force: bool = False) -> bool:
@@ -185,7 +201,7 @@ class UnitCache:
     # ------------------------------------------------------------------ queries
 
     def _out(self, view: DayView, uuid: str) -> UnitOut:
-        return UnitOut.of(uuid, self.units[uuid].version, view.slices[uuid])
+        return UnitOut.of(uuid, self.units[uuid].version, view.slices[uuid], self.related.of_unit(uuid, view.day))
 
     def unit_at(self, uuid: str, day: date) -> UnitOut:
         """The unit as of ``day``: 404 ``not-found``, or 404 ``not-active`` with its periods."""
@@ -200,10 +216,31 @@ class UnitCache:
                 f"Unit {uuid} does not exist on {day}.",
                 periods=[sl.validity.dump() for sl in state.timeline],
             )
-        return UnitOut.of(uuid, state.version, current)
+        return UnitOut.of(uuid, state.version, current, self.related.of_unit(uuid, day))
 
-    def search(self, day: date, q: str | None, parent: str | None, roots: bool, paging: Paging) -> Page[UnitOut]:
-        """Units active on ``day`` by name, optionally a folded substring of name or user_key."""
+    def _in(self, uuid: str, day: date, hierarchy: Hierarchy | None) -> DayView:
+        """The day's view, after checking the unit is active then and in ``hierarchy`` (404 otherwise)."""
+        self.unit_at(uuid, day)
+        view = self.view(day)
+        if not view.in_hierarchy(uuid, hierarchy):
+            raise problems.missing(
+                "not-in-hierarchy",
+                f"Unit {uuid} is not in that hierarchy on {day}.",
+                field="hierarchy",
+                hierarchy=view.slices[uuid].hierarchy,
+            )
+        return view
+
+    def search(
+        self,
+        day: date,
+        q: str | None,
+        parent: str | None,
+        roots: bool,
+        paging: Paging,
+        hierarchy: Hierarchy | None = None,
+    ) -> Page[UnitOut]:
+        """Units active on ``day`` (in ``hierarchy``) by name, optionally a folded substring of name or user_key."""
         view = self.view(day)
         needle = fold(q) if q else None
         wanted: set[str] | None = None
@@ -214,21 +251,22 @@ class UnitCache:
         rows = [
             (key, uid)
             for key, uid, text in view.search_index()
-            if (needle is None or needle in text) and (wanted is None or uid in wanted)
+            if (needle is None or needle in text)
+            and (wanted is None or uid in wanted)
+            and view.in_hierarchy(uid, hierarchy)
         ]
         items, cursor = page(rows, paging, presorted=True)
         return Page[UnitOut](items=[self._out(view, u) for u in items], next_cursor=cursor)
 
-    def children(self, uuid: str, day: date, paging: Paging) -> Page[UnitOut]:
-        self.unit_at(uuid, day)
-        view = self.view(day)
-        items, cursor = page(((view.sort_keys[k], k) for k in view.kids.get(uuid, [])), paging, presorted=True)
+    def children(self, uuid: str, day: date, paging: Paging, hierarchy: Hierarchy | None = None) -> Page[UnitOut]:
+        view = self._in(uuid, day, hierarchy)
+        kids = view.kids_of(uuid, hierarchy)
+        items, cursor = page(((view.sort_keys[k], k) for k in kids), paging, presorted=True)
         return Page[UnitOut](items=[self._out(view, k) for k in items], next_cursor=cursor)
 
-    def subtree(self, uuid: str, day: date, depth: int | None) -> dict[str, Any]:
+    def subtree(self, uuid: str, day: date, depth: int | None, hierarchy: Hierarchy | None = None) -> dict[str, Any]:
         """The unit as a ``schemas.TreeNode`` (a plain dict: large subtrees are not re-validated)."""
-        self.unit_at(uuid, day)
-        return self.view(day).node(uuid, depth)
+        return self._in(uuid, day, hierarchy).node(uuid, depth)
 
     def ancestors(self, uuid: str, day: date) -> Page[UnitOut]:
         """One page: the path is short."""
@@ -236,8 +274,68 @@ class UnitCache:
         view = self.view(day)
         return Page[UnitOut](items=[self._out(view, a) for a in view.ancestors(uuid)], next_cursor=None)
 
-    def tree_json(self, day: date) -> bytes:
-        return self.view(day).tree_json()
+    def tree_json(self, day: date, hierarchy: Hierarchy | None = None) -> bytes:
+        return self.view(day).tree_json(hierarchy)
+
+
+# --------------------------------------------------------------------------- related units
+
+
+@dataclass
+class RelatedUnits:
+    """Every relation between two units, indexed by unit (a few per unit at most)."""
+
+    relations: dict[str, RelatedUnitState] = field(default_factory=dict)
+    by_unit: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def set(self, state: RelatedUnitState, *, force: bool = False) -> bool:
+        old = self.relations.get(state.uuid)
+        if old is not None and not force and old.version >= state.version:
+            return False
+        self.relations[state.uuid] = state
+        for u in state.units:
+            self.by_unit[u].add(state.uuid)
+        return True
+
+    def set_doc(self, doc: Doc, *, force: bool = False) -> bool:
+        return self.set(related_state(doc), force=force)
+
+    def get(self, uuid: str) -> RelatedUnitState:
+        state = self.relations.get(uuid)
+        if state is None:
+            raise problems.not_found("related unit", uuid)
+        return state
+
+    def of_pair(self, pair: list[str]) -> list[RelatedUnitState]:
+        return [self.relations[r] for r in sorted(self.by_unit.get(pair[0], ())) if self.relations[r].units == pair]
+
+    def of_unit(self, unit: str, day: date) -> list[RelatedUnitRef]:
+        """The unit's relations holding on ``day``, seen from the unit."""
+        out: list[RelatedUnitRef] = []
+        for r in sorted(self.by_unit.get(unit, ())):
+            state = self.relations[r]
+            s = at(state.timeline, day)
+            if s is not None:
+                other = next((u for u in state.units if u != unit), unit)
+                out.append(RelatedUnitRef(uuid=r, unit=other, validity=s.validity))
+        return out
+
+    def page(self, day: date, unit: str | None, everything: bool, paging: Paging) -> Page[RelatedUnitState]:
+        ids = self.by_unit.get(unit, set()) if unit else set(self.relations)
+        rows = [
+            ((r,), self.relations[r])
+            for r in ids
+            if everything or at(self.relations[r].timeline, day) is not None
+        ]
+        items, cursor = page(rows, paging)
+        return Page[RelatedUnitState](items=items, next_cursor=cursor)
+
+    async def load(self, col: AsyncCollection[Doc]) -> int:
+        n = 0
+        async for doc in col.find({}, NO_HISTORY):
+            self.set_doc(doc)
+            n += 1
+        return n
 
 
 # --------------------------------------------------------------------------- vocabulary

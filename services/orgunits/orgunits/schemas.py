@@ -17,9 +17,12 @@ from orgdir.contracts.orgunits import (
     AddressScope,
     ClassState,
     FacetState,
+    KleAspect,
     OrgUnitSlice,
     OrgUnitState,
+    RelatedUnitState,
     UnitAddress,
+    UnitKle,
 )
 from orgdir.http import Page
 from orgdir.schemas import History, NotNull, TerminateIn, ValidityIn
@@ -36,9 +39,13 @@ __all__ = [
     "FacetState",
     "FacetWrite",
     "History",
+    "KleIn",
     "MoveIn",
     "OrgUnitState",
     "Page",
+    "RelatedUnitIn",
+    "RelatedUnitRef",
+    "RelatedUnitState",
     "TerminateIn",
     "Tree",
     "TreeNode",
@@ -60,6 +67,15 @@ class AddressIn(BaseModel):
     scope: AddressScope | None = Field(None, description="Optional; taken from the class.")
 
 
+class KleIn(BaseModel):
+    """A KLE number the unit works with, and in which aspects."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kle: str = Field(description="UUID of a kle class, or its number (user_key), e.g. 27.24.")
+    aspects: list[KleAspect] = Field(min_length=1, max_length=3, description="udførende, ansvarlig, indsigt.")
+
+
 class UnitFields(BaseModel):
     """The fields of one slice of a unit, as written by clients."""
 
@@ -69,6 +85,12 @@ class UnitFields(BaseModel):
     unit_level: str | None = Field(None, description="UUID or user_key of a unit_level class.")
     parent: str | None = Field(None, description="Parent unit UUID; null for a root.")
     addresses: list[AddressIn] = Field(default_factory=list)
+    hierarchy: str | None = Field(
+        None,
+        description="UUID or user_key of a unit_hierarchy class (linje, med, projekt); default the line "
+        "organisation. The parent must be in the same hierarchy.",
+    )
+    kle: list[KleIn] = Field(default_factory=list, max_length=500, description="KLE numbers with aspects.")
 
 
 class UnitWrite(UnitFields):
@@ -88,6 +110,7 @@ class UnitWrite(UnitFields):
                     "unit_level": "afdeling",
                     "parent": "5f0e3c1a-8a53-5d5e-9f4e-0b1f6c1d2e3f",
                     "addresses": [{"address_type": "email", "value": "munk@kolding.dk"}],
+                    "kle": [{"kle": "17", "aspects": ["udførende"]}],
                     "validity": {"from": "2027-01-01", "to": None},
                 }
             ]
@@ -111,6 +134,26 @@ class UnitPatch(BaseModel):
     unit_level: str | None = None
     parent: str | None = None
     addresses: list[AddressIn] | None = None
+    hierarchy: str | None = Field(None, description="null: the line organisation.")
+    kle: list[KleIn] | None = Field(None, max_length=500)
+    validity: ValidityIn = Field(default_factory=ValidityIn)
+
+
+class RelatedUnitIn(BaseModel):
+    """PUT/POST body of a relation between two units, from ``validity.from`` (default today)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "units": ["5f0e3c1a-8a53-5d5e-9f4e-0b1f6c1d2e3f", "0b7a1d2c-3e4f-5a6b-7c8d-9e0f1a2b3c4d"],
+                    "validity": {"from": "2027-01-01"},
+                }
+            ]
+        }
+    )
+
+    units: list[str] = Field(min_length=2, max_length=2, description="The two units' UUIDs (any order).")
     validity: ValidityIn = Field(default_factory=ValidityIn)
 
 
@@ -185,6 +228,14 @@ class ClassOut(ClassState):
     active: bool = Field(description="Whether the class holds on the day asked.")
 
 
+class RelatedUnitRef(BaseModel):
+    """A relation of a unit, seen from the unit: the other unit and the period."""
+
+    uuid: str = Field(description="The relation's UUID (/related-units/{uuid}).")
+    unit: str = Field(description="The other unit.")
+    validity: Validity
+
+
 class UnitOut(BaseModel):
     """A unit as of one day: the slice in force, with the unit's uuid and version."""
 
@@ -199,10 +250,14 @@ class UnitOut(BaseModel):
     unit_level: str | None = None
     parent: str | None = None
     addresses: list[UnitAddress] = Field(default_factory=list)
+    hierarchy: str | None = Field(None, description="UUID of the unit's unit_hierarchy class.")
+    kle: list[UnitKle] = Field(default_factory=list)
+    related_units: list[RelatedUnitRef] = Field(default_factory=list, description="Relations holding on the day.")
 
     @classmethod
-    def of(cls, uuid: str, version: int, s: OrgUnitSlice) -> UnitOut:
-        return cls(uuid=uuid, version=version, **dict(s))
+    def of(cls, uuid: str, version: int, s: OrgUnitSlice, related: list[RelatedUnitRef] | None = None) -> UnitOut:
+        return cls(uuid=uuid, version=version, **dict(s), related_units=related or [])
+
 
 
 class TreeNode(BaseModel):
@@ -213,6 +268,7 @@ class TreeNode(BaseModel):
     name: str
     unit_type: str | None
     unit_level: str | None
+    hierarchy: str | None = None
     child_count: int = Field(description="Children on the day, also when they are not listed.")
     children: list[TreeNode] = Field(default_factory=list, description="Absent below the depth asked.")
 

@@ -17,21 +17,29 @@ import logging
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from orgdir import problems
-from orgdir.contracts.orgunits import ClassSlice, ClassState, FacetSlice, OrgUnitSlice, OrgUnitState
+from orgdir.contracts.orgunits import (
+    ClassSlice,
+    ClassState,
+    FacetSlice,
+    OrgUnitSlice,
+    OrgUnitState,
+    RelatedUnitSlice,
+)
 from orgdir.contracts.registry import EngagementSlice
 from orgdir.events import CloudEvent
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
 from orgdir.schemas import History, TerminateIn
 from orgdir.service import Runtime
 from orgdir.store import Change, Doc, Repository, StaleVersion
-from orgdir.validity import SliceBase, Validity, apply, normalize, put
+from orgdir.validity import SliceBase, Validity, apply, normalize, put, truncate
 from orgunits import domain, schemas, vocabulary
 from orgunits.readmodel import UnitCache, Vocabulary
 from orgunits.settings import OrgunitsSettings
-from orgunits.store import NO_HISTORY, class_state, engagement_body, engagements_in, facet_state
+from orgunits.store import NO_HISTORY, class_state, engagement_body, engagements_in, facet_state, related_state
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +58,15 @@ class OrgUnits:
         self.units_repo = runtime.repository("orgunits")
         self.facets_repo = runtime.repository("facets")
         self.classes_repo = runtime.repository("classes")
+        self.related_repo = runtime.repository("related_units")
         self.engagements = runtime.projection("engagements")
         self.cache = UnitCache(max_days=settings.tree_cache_days)
         self.vocab = Vocabulary()
         self.section = runtime.section("tree", self.refresh_one, self.load)
-        runtime.view(["orgunit.*", "class.*", "facet.*"], self.on_event, self.load)
+        runtime.view(["orgunit.*", "class.*", "facet.*", "related_unit.*"], self.on_event, self.load)
         runtime.loaders.append(self.start)
         self.dirty: set[tuple[str, str]] = set()
-        for repo in (self.units_repo, self.facets_repo, self.classes_repo):
+        for repo in (self.units_repo, self.facets_repo, self.classes_repo, self.related_repo):
             self._track(repo)
         self.scheduler = EffectiveScheduler(
             self.units_repo,
@@ -101,18 +110,27 @@ class OrgUnits:
         """Everything from the database; only newer versions replace what memory holds."""
         await self.vocab.load(self.facets_repo.col, self.classes_repo.col)
         n = await self.cache.load(self.units_repo.col)
-        log.info("units loaded", extra={"units": n})
+        r = await self.cache.related.load(self.related_repo.col)
+        log.info("units loaded", extra={"units": n, "related_units": r})
 
     async def on_event(self, event: CloudEvent) -> None:
         """The view feed: any replica's write, re-read by ``_id`` unless memory holds that version already."""
         kind = event.type.split(".", 1)[0]
         models: dict[str, dict[str, Any]] = {
-            "orgunit": self.cache.units, "class": self.vocab.classes, "facet": self.vocab.facets
+            "orgunit": self.cache.units,
+            "class": self.vocab.classes,
+            "facet": self.vocab.facets,
+            "related_unit": self.cache.related.relations,
         }
         held = models[kind].get(event.subject)
         if held is not None and held.version >= event.sequence:
             return  # this replica's own write, or already re-read
-        collection = {"orgunit": self.units_repo.name, "class": self.classes_repo.name, "facet": self.facets_repo.name}
+        collection = {
+            "orgunit": self.units_repo.name,
+            "class": self.classes_repo.name,
+            "facet": self.facets_repo.name,
+            "related_unit": self.related_repo.name,
+        }
         await self.refresh_one(collection[kind], event.subject)
 
     async def seed(self) -> int:
@@ -141,29 +159,37 @@ class OrgUnits:
                     self.vocab.set_facet(facet_state(doc))
                     ticket.wrote(self.facets_repo.name, fid)
                     created += 1
-            for facet, rows in vocabulary.CLASSES.items():
-                for key, name, scope in rows:
-                    cid = vocabulary.class_uuid(facet, key)
-                    if cid in self.vocab.classes:
-                        continue
-                    s = ClassSlice(
-                        validity=Validity(from_=vocabulary.SEED_FROM),
-                        user_key=key,
-                        name=name,
-                        scope=scope,
-                    )
-                    state = {
-                        "facet": facet,
-                        "facet_uuid": vocabulary.facet_uuid(facet),
-                        "timeline": _dump([s]),
-                    }
-                    with contextlib.suppress(problems.Problem):
-                        doc = await self.classes_repo.insert(
-                            cid, Change(state, "class.created", note="seeded")
-                        )
-                        self.vocab.set_class(class_state(doc))
-                        ticket.wrote(self.classes_repo.name, cid)
-                        created += 1
+            seeds: list[tuple[str, str, str, Any, str | None]] = [
+                (facet, key, name, scope, None)
+                for facet, rows in vocabulary.CLASSES.items()
+                for key, name, scope in rows
+            ]
+            kle_csv = Path(self.settings.kle_csv) if self.settings.kle_csv else vocabulary.KLE_CSV
+            seeds += [  # parents first
+                ("kle", r.number, r.title, None, vocabulary.kle_uuid(r.parent) if r.parent else None)
+                for r in vocabulary.kle_rows(kle_csv)
+            ]
+            for facet, key, name, scope, parent in seeds:
+                cid = vocabulary.class_uuid(facet, key)
+                if cid in self.vocab.classes:
+                    continue
+                s = ClassSlice(
+                    validity=Validity(from_=vocabulary.SEED_FROM),
+                    user_key=key,
+                    name=name,
+                    scope=scope,
+                    parent=parent,
+                )
+                state = {
+                    "facet": facet,
+                    "facet_uuid": vocabulary.facet_uuid(facet),
+                    "timeline": _dump([s]),
+                }
+                with contextlib.suppress(problems.Problem):
+                    doc = await self.classes_repo.insert(cid, Change(state, "class.created", note="seeded"))
+                    self.vocab.set_class(class_state(doc))
+                    ticket.wrote(self.classes_repo.name, cid)
+                    created += 1
             self._clean(self.facets_repo.name, self.classes_repo.name)
         return created
 
@@ -181,6 +207,8 @@ class OrgUnits:
             self.vocab.set_class(class_state(doc))
         elif collection == self.facets_repo.name:
             self.vocab.set_facet(facet_state(doc))
+        elif collection == self.related_repo.name:
+            self.cache.related.set_doc(doc)
 
     async def fresh(self) -> None:
         """Re-read documents written in this process outside the write paths (the schedulers)."""
@@ -273,7 +301,23 @@ class OrgUnits:
             else None
         )
         addresses = domain.build_addresses(body.addresses, v.classes, v.class_by_key)
-        return domain.unit_slice(body, validity, body.parent, unit_type, unit_level, addresses)
+        return domain.unit_slice(
+            body,
+            validity,
+            body.parent,
+            unit_type,
+            unit_level,
+            addresses,
+            self._hierarchy(body.hierarchy),
+            domain.build_kle(body.kle, v.classes, v.class_by_key),
+        )
+
+    def _hierarchy(self, ref: str | None) -> str:
+        """A unit_hierarchy class by UUID or user_key; none given: the line organisation."""
+        if ref is None:
+            return domain.LINE_HIERARCHY
+        v = self.vocab
+        return domain.resolve_class(ref, "unit_hierarchy", v.classes, v.class_by_key, "hierarchy").uuid
 
     async def put_unit(
         self, uid: str, body: schemas.UnitWrite, if_match: int | None
@@ -318,6 +362,10 @@ class OrgUnits:
                 a.model_dump()
                 for a in domain.build_addresses(body.addresses or [], v.classes, v.class_by_key)
             ]
+        if "hierarchy" in given:
+            changes["hierarchy"] = self._hierarchy(body.hierarchy)
+        if "kle" in given:
+            changes["kle"] = [k.model_dump() for k in domain.build_kle(body.kle or [], v.classes, v.class_by_key)]
         if not changes:
             raise problems.rule("nothing-to-change", "The PATCH body names no field to change.")
 
@@ -364,6 +412,78 @@ class OrgUnits:
     async def unit_history(self, uid: str) -> History:
         """Every slice of the unit's life and every registration (from the database, not memory)."""
         return await self.units_repo.full_history(uid, "organisation unit")
+
+    # ------------------------------------------------------------------ related units
+
+    async def write_related(
+        self,
+        uid: str,
+        pair: list[str] | None,
+        decide: Callable[[list[RelatedUnitSlice]], tuple[list[RelatedUnitSlice], str]],
+        *,
+        if_match: int | None,
+        must_exist: bool,
+    ) -> tuple[Doc, bool]:
+        """Inside the tree section: the units' timelines and the other relations are current."""
+        async with self.section.hold() as ticket:
+            await self.fresh()
+            doc = await self.related_repo.get(uid)
+            if doc is None and must_exist:
+                raise problems.not_found("related unit", uid)
+            if if_match is not None and (doc is None or doc["version"] != if_match):
+                raise problems.precondition_failed(doc["version"] if doc else 0, if_match)
+            existing = related_state(doc) if doc else None
+            if existing is not None and pair is not None and pair != existing.units:
+                raise problems.rule(
+                    "units-fixed", "A relation keeps its two units; end it and create another.", field="units"
+                )
+            units = existing.units if existing else pair
+            assert units is not None
+            current = list(existing.timeline) if existing else []
+            new, event_type = decide(current)
+            if not new:
+                raise problems.rule("empty-timeline", "The relation would have no validity left.")
+            if doc is not None and _same(current, new):
+                return doc, False
+            domain.check_relation(uid, units, new, self.cache.tree.units, self.cache.related.of_pair(units))
+            verb = "related_unit.created" if doc is None else event_type
+            change = Change({"units": units, "timeline": _dump(new)}, verb)
+            stored = (
+                await self.related_repo.insert(uid, change)
+                if doc is None
+                else await self.related_repo.update(uid, doc["version"], change)
+            )
+            ticket.wrote(self.related_repo.name, uid)
+            stored = {k: v for k, v in stored.items() if k not in ("outbox", "registrations")}
+            self.cache.related.set_doc(stored)
+            self.dirty.discard((self.related_repo.name, uid))
+            return stored, doc is None
+
+    async def put_related(self, uid: str, body: schemas.RelatedUnitIn, if_match: int | None) -> tuple[Doc, bool]:
+        """Create, or set the relation over ``validity`` (the rest of its history stays)."""
+        pair = domain.related_pair(body.units)
+        new_slice = RelatedUnitSlice(validity=body.validity.resolve(self.today()))
+
+        def decide(current: list[RelatedUnitSlice]) -> tuple[list[RelatedUnitSlice], str]:
+            return put(current, new_slice), "related_unit.updated"
+
+        return await self.write_related(uid, pair, decide, if_match=if_match, must_exist=False)
+
+    async def terminate_related(self, uid: str, body: TerminateIn, if_match: int | None) -> Doc:
+        day = body.day(self.today())
+
+        def decide(current: list[RelatedUnitSlice]) -> tuple[list[RelatedUnitSlice], str]:
+            if current and day <= current[0].validity.from_:
+                raise problems.rule(
+                    "terminate-before-start", f"The relation starts on {current[0].validity.from_}.", field="to"
+                )
+            return truncate(current, day), "related_unit.terminated"
+
+        doc, _ = await self.write_related(uid, None, decide, if_match=if_match, must_exist=True)
+        return doc
+
+    async def related_history(self, uid: str) -> History:
+        return await self.related_repo.full_history(uid, "related unit")
 
     # ------------------------------------------------------------------ registry's engagements
 

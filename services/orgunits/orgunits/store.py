@@ -10,7 +10,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitState
+from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitState, RelatedUnitState
 from orgdir.store import Doc
 
 NO_HISTORY = {"outbox": 0, "registrations": 0}
@@ -30,6 +30,12 @@ def class_state(doc: Doc) -> ClassState:
 
 def facet_state(doc: Doc) -> FacetState:
     return FacetState.model_validate(
+        {"uuid": doc["_id"], "version": doc["version"], **doc["state"]}
+    )
+
+
+def related_state(doc: Doc) -> RelatedUnitState:
+    return RelatedUnitState.model_validate(
         {"uuid": doc["_id"], "version": doc["version"], **doc["state"]}
     )
 

@@ -7,8 +7,12 @@ and the class's user_key and never change between installations.
 
 from __future__ import annotations
 
+import csv
 import uuid
+from dataclasses import dataclass
 from datetime import date
+from functools import cache
+from pathlib import Path
 
 NAMESPACE = uuid.UUID("5b1c6f0e-7d3a-4c51-9a55-0f6a2d0c4e11")
 
@@ -39,7 +43,10 @@ FACETS: dict[str, str] = {
     "leave_type": "Orlovstype",
     "address_type": "Adressetype (e-mail, telefon, postadresse, EAN, P-nummer, web)",
     "visibility": "Synlighed",
+    "trade_union": "Fagforening (på tilknytninger, som OS2mo's trade_union)",
     "it_system_category": "IT-systemkategori",
+    "unit_hierarchy": "Organisationshierarki (linjeorganisation, MED, projekt …)",
+    "kle": "KL's Emnesystematik (KLE): hovedgrupper, grupper og emner",
 }
 
 #: facet -> [(user_key, name, scope)]; scope only for address_type
@@ -133,6 +140,19 @@ CLASSES: dict[str, list[tuple[str, str, str | None]]] = {
         ("intern", "Kun internt", None),
         ("hemmelig", "Hemmelig", None),
     ],
+    "trade_union": [
+        ("hk", "HK Kommunal", None),
+        ("foa", "FOA", None),
+        ("bupl", "BUPL", None),
+        ("dlf", "Danmarks Lærerforening", None),
+        ("dsr", "Dansk Sygeplejeråd", None),
+        ("dm", "Dansk Magisterforening", None),
+    ],
+    "unit_hierarchy": [
+        ("linje", "Linjeorganisation", None),
+        ("med", "MED-organisation (samarbejdsudvalg)", None),
+        ("projekt", "Projektorganisation", None),
+    ],
     "it_system_category": [
         ("fagsystem", "Fagsystem", None),
         ("administrativt", "Administrativt system", None),
@@ -140,3 +160,43 @@ CLASSES: dict[str, list[tuple[str, str, str | None]]] = {
         ("kommunikation", "Kommunikation og samarbejde", None),
     ],
 }
+
+
+# --------------------------------------------------------------------------- KLE
+
+#: The KLE numbers shipped with the service: an extract of KL's public KLE emneplan (the main groups
+#: the demo municipality uses, and some of their groups and topics); see ``data/kle.csv``.
+KLE_CSV = Path(__file__).with_name("data") / "kle.csv"
+
+
+@dataclass(frozen=True)
+class KleRow:
+    """One KLE number: a main group (``27``), group (``27.24``) or topic (``27.24.00``)."""
+
+    number: str
+    title: str
+
+    @property
+    def parent(self) -> str | None:
+        """The number one level up (``27.24`` for ``27.24.00``); None for a main group."""
+        head, _, _ = self.number.rpartition(".")
+        return head or None
+
+
+@cache
+def kle_rows(path: Path = KLE_CSV) -> tuple[KleRow, ...]:
+    """The KLE numbers of a ``number,title`` CSV, parents before children; a parent must be listed."""
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = [KleRow(r["number"].strip(), r["title"].strip()) for r in csv.DictReader(f)]
+    numbers = {r.number for r in rows}
+    for r in rows:
+        if not all(part.isdigit() and len(part) == 2 for part in r.number.split(".")) or r.number.count(".") > 2:
+            raise ValueError(f"{path}: {r.number!r} is not a KLE number (NN, NN.NN or NN.NN.NN)")
+        if r.parent is not None and r.parent not in numbers:
+            raise ValueError(f"{path}: {r.number} needs its parent {r.parent} in the file")
+    return tuple(sorted(rows, key=lambda r: (r.number.count("."), r.number)))
+
+
+def kle_uuid(number: str) -> str:
+    """The UUID of a KLE class, by its number (its user_key)."""
+    return class_uuid("kle", number)

@@ -18,7 +18,7 @@ from orgdir_tools.testkit import READER, WRITER, EventCollector, RunningApp
 from orgunits.app import create_app
 from orgunits.service import OrgUnits
 from orgunits.settings import OrgunitsSettings
-from orgunits.vocabulary import CLASSES, FACETS, class_uuid, facet_uuid
+from orgunits.vocabulary import CLASSES, FACETS, class_uuid, facet_uuid, kle_rows, kle_uuid
 
 TODAY = date(2026, 3, 2)
 EAN_OK = "5798000000001"
@@ -76,9 +76,15 @@ async def test_vocabulary_is_seeded_once_with_deterministic_uuids(
             cursor = page["next_cursor"]
             if not cursor:
                 break
-        assert len(seen) == len(set(seen)) == sum(len(rows) for rows in CLASSES.values())
+        assert len(seen) == len(set(seen)) == sum(len(rows) for rows in CLASSES.values()) + len(kle_rows())
+        # KLE is a tree of classes: a topic's parent is its group, a group's its main group.
+        topic = (await app.http.get(f"/api/v1/classes/{kle_uuid('27.24.00')}")).json()
+        group = (await app.http.get(f"/api/v1/classes/{topic['parent']}")).json()
+        main = (await app.http.get(f"/api/v1/classes/{group['parent']}")).json()
+        assert (topic["facet"], group["user_key"], main["user_key"], main["parent"]) == ("kle", "27.24", "27", None)
+        assert main["name"] == "Social service"
         await app.settle()
-    total = sum(len(rows) for rows in CLASSES.values())
+    total = sum(len(rows) for rows in CLASSES.values()) + len(kle_rows())
     await events.wait_type("class.created", total)
     await events.wait_type("facet.created", len(FACETS))
 
@@ -405,10 +411,19 @@ async def test_demo_municipality_loads_idempotently(svc: RunningApp, events: Eve
     assert tree["count"] == len(demo.UNITS) and [u["uuid"] for u in tree["roots"]] == [root]
     anc = (await svc.http.get(f"/api/v1/orgunits/{demo.UNITS['Munkevængets Skole']}/ancestors")).json()
     assert [a["name"] for a in anc["items"]] == ["Skoleområdet", "Børn og Uddannelse", "Kolding Kommune"]
+    # The MED committees are a hierarchy of their own; KLE numbers on units; a related pair.
+    med = (await svc.http.get("/api/v1/tree", params={"hierarchy": "med"})).json()
+    assert med["count"] == len(demo.MED_UNITS) and [u["name"] for u in med["roots"]] == ["Hovedudvalget"]
+    soc = (await svc.http.get(f"/api/v1/orgunits/{demo.UNITS['Socialafdelingen']}")).json()
+    assert {"kle": kle_uuid("27.24"), "aspects": ["udførende", "ansvarlig"]} in soc["kle"]
+    nord = (await svc.http.get(f"/api/v1/orgunits/{demo.UNITS['Hjemmepleje Nord']}")).json()
+    assert [r["unit"] for r in nord["related_units"]] == [demo.UNITS["Hjemmepleje Syd"]]
     await svc.settle()
-    await events.wait_type("orgunit.created", len(demo.UNITS))
-    assert len(events.of_type("orgunit.created")) == len(demo.UNITS)
-    assert events.of_type("orgunit.updated", "orgunit.moved") == []
+    total = len(demo.UNITS) + len(demo.MED_UNITS)
+    await events.wait_type("orgunit.created", total)
+    assert len(events.of_type("orgunit.created")) == total
+    assert events.of_type("orgunit.updated", "orgunit.moved", "related_unit.updated") == []
+    assert len(events.of_type("related_unit.created")) == len(demo.RELATED)
 
 
 async def test_request_metrics_are_labelled_by_route_template(svc: RunningApp) -> None:

@@ -204,3 +204,45 @@ def test_in_memory_pages_refuse_cursors_they_did_not_give_out(cursor: str) -> No
     with pytest.raises(problems.BadRequest) as exc:
         page(rows, Paging(2, cursor))
     assert kind(exc) == "invalid-cursor"
+
+
+def test_parent_and_children_stay_in_one_hierarchy() -> None:
+    med = "med-uuid"
+    units = {
+        "line-root": [sl("L", None, "2020-01-01")],
+        "med-root": [sl("M", None, "2020-01-01").model_copy(update={"hierarchy": med})],
+    }
+    # A MED unit under a line unit, from the day it would be.
+    child = [sl("C", "line-root", "2024-01-01").model_copy(update={"hierarchy": med})]
+    with pytest.raises(Problem) as exc:
+        domain.check_parents("c", child, units)
+    assert (kind(exc), exc.value.extra["field"]) == ("parent-other-hierarchy", "parent")
+    domain.check_parents("c", [s.model_copy(update={"parent": "med-root"}) for s in child], units)
+    # A unit stored before hierarchies (null) counts as the line organisation.
+    domain.check_parents("c", [sl("C", "line-root", "2024-01-01")], units)
+    # A parent cannot leave its children's hierarchy.
+    units["c"] = [sl("C", "line-root", "2024-01-01")]
+    moved = [sl("L", None, "2020-01-01").model_copy(update={"hierarchy": med})]
+    with pytest.raises(Problem) as exc:
+        domain.check_children_hierarchy("line-root", moved, units, ["c"])
+    assert kind(exc) == "children-other-hierarchy" and exc.value.extra["children"][0]["uuid"] == "c"
+
+
+def test_related_pairs_are_two_units_related_once_at_a_time() -> None:
+    from orgdir.contracts.orgunits import RelatedUnitSlice, RelatedUnitState
+
+    assert domain.related_pair(["b", "a"]) == ["a", "b"]
+    with pytest.raises(Problem) as exc:
+        domain.related_pair(["a", "a"])
+    assert kind(exc) == "same-unit"
+    units = {"a": [sl("A", None, "2020-01-01")], "b": [sl("B", None, "2022-01-01")]}
+    rel = [RelatedUnitSlice(validity=v("2023-01-01", "2024-01-01"))]
+    domain.check_relation("r1", ["a", "b"], rel, units, [])
+    with pytest.raises(Problem) as exc:
+        domain.check_relation("r1", ["a", "b"], [RelatedUnitSlice(validity=v("2021-01-01"))], units, [])
+    assert kind(exc) == "unit-not-active" and exc.value.extra["unit"] == "b"
+    other = RelatedUnitState(uuid="r0", version=1, units=["a", "b"], timeline=rel)
+    with pytest.raises(Problem) as exc:
+        domain.check_relation("r1", ["a", "b"], [RelatedUnitSlice(validity=v("2023-06-01"))], units, [other])
+    assert kind(exc) == "relation-exists"
+    domain.check_relation("r1", ["a", "b"], [RelatedUnitSlice(validity=v("2024-01-01"))], units, [other])

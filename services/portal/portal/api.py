@@ -8,6 +8,7 @@ the unit and person pickers of the forms. Forms are plain POSTs: on a problem th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -24,6 +25,7 @@ from orgdir.auth import expand
 from portal import service
 from portal.clients import ApiError, Apis
 from portal.i18n import pick_language, translator
+from portal.oidc import Oidc, SignInError
 from portal.service import Form as FormState
 from portal.settings import PortalSettings
 
@@ -102,7 +104,11 @@ def page(request: Request) -> Page:
             day = date.fromisoformat(at)
         except ValueError:
             at = None
-    return Page(request, settings, lang, translator(lang), day, today, at, request.session.get("user"))
+    user = request.session.get("user")
+    if user and user.get("exp") and user["exp"] < datetime.now().timestamp():  # the access token ran out
+        request.session.pop("user", None)
+        user = None
+    return Page(request, settings, lang, translator(lang), day, today, at, user)
 
 
 P = Annotated[Page, Depends(page)]
@@ -122,8 +128,10 @@ def install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(SignInRequired)
     async def on_signin(request: Request, exc: SignInRequired) -> Response:
+        """To the sign-in page, or with OIDC straight to the issuer (which may know the user already)."""
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return _redirect(f"/signin?{urlencode({'next': target})}", request)
+        start = "/login" if request.app.state.oidc else "/signin"
+        return _redirect(f"{start}?{urlencode({'next': target})}", request)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> Response:
@@ -168,7 +176,44 @@ async def home(p: P) -> Response:
 @router.get("/signin", response_class=HTMLResponse)
 async def signin_form(p: P, next: str | None = None) -> HTMLResponse:
     tokens = p.settings.dev_tokens() if p.settings.static_mode else []
-    return p.render("signin.html", {"tokens": tokens, "next": _safe_next(next)})
+    return p.render("signin.html", {"tokens": tokens, "next": _safe_next(next), "oidc": _oidc(p) is not None})
+
+
+def _oidc(p: Page) -> Oidc | None:
+    oidc: Oidc | None = p.request.app.state.oidc
+    return oidc
+
+
+def _callback_url(p: Page) -> str:
+    return p.settings.oidc_redirect_url or str(p.request.url_for("oidc_callback"))
+
+
+@router.get("/login")
+async def login(p: P, next: str | None = None) -> Response:
+    """OIDC: off to the issuer with state, nonce and the PKCE challenge (the secrets wait in the cookie)."""
+    oidc = _oidc(p)
+    if oidc is None:
+        return RedirectResponse(f"/signin?{urlencode({'next': _safe_next(next)})}", status_code=303)
+    try:
+        url = await oidc.authorize_url(p.request.session, _callback_url(p), _safe_next(next))
+    except SignInError as exc:
+        return p.render("signin.html", {"tokens": [], "next": _safe_next(next), "oidc": True, "error": str(exc)}, 503)
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("/callback", name="oidc_callback")
+async def callback(p: P) -> Response:
+    """OIDC: the code for tokens (with the PKCE verifier); the user's session starts afresh."""
+    oidc = _oidc(p)
+    if oidc is None:
+        return RedirectResponse("/signin", status_code=303)
+    try:
+        user, target = await oidc.complete(p.request.session, dict(p.request.query_params))
+    except SignInError as exc:
+        return p.render("signin.html", {"tokens": [], "next": "/units", "oidc": True, "error": str(exc)}, 400)
+    p.request.session.clear()  # nothing from before the sign-in carries over
+    p.request.session["user"] = user
+    return RedirectResponse(_safe_next(target), status_code=303)
 
 
 @router.post("/signin")
@@ -187,7 +232,13 @@ async def signin(p: P, token: Annotated[str, Form()], next: Annotated[str | None
 
 @router.post("/signout")
 async def signout(p: P) -> Response:
+    """The session cookie goes; with OIDC the issuer's session too (RP-initiated logout), if it offers that."""
     p.request.session.clear()
+    oidc = _oidc(p)
+    if oidc is not None:
+        end = await oidc.logout_url(str(p.request.url_for("signin_form")))
+        if end:
+            return RedirectResponse(end, status_code=303)
     return RedirectResponse("/signin", status_code=303)
 
 
@@ -292,6 +343,37 @@ async def move(
     return _saved(p, f"/units/{uid}", from_)
 
 
+@router.get("/units/{uid}/rename", response_class=HTMLResponse)
+async def rename_form(p: User, uid: str) -> HTMLResponse:
+    unit = await _unit_or_404(p, uid)
+    form = FormState(values={"name": unit["name"], "from": p.day.isoformat(), "version": str(unit["version"])})
+    return p.render("form_rename.html", {"unit": unit, "form": form})
+
+
+@router.post("/units/{uid}/rename", response_class=HTMLResponse)
+async def rename(
+    p: User, uid: str,
+    name: Annotated[str, Form()] = "",
+    from_: Annotated[str, Form(alias="from")] = "",
+    version: Annotated[str, Form()] = "",
+) -> Response:
+    """A new name from a day; ``If-Match`` with the version the form showed, so a change in between is told."""
+    unit = await _unit_or_404(p, uid)
+    form = FormState(values={"name": name, "from": from_, "version": version})
+    if not service.required(form, "name", message=p.t("form.required")):
+        return p.render("form_rename.html", {"unit": unit, "form": form}, 422)
+    try:
+        await service.rename_unit(p.apis, uid, form)
+    except ApiError as exc:
+        if exc.status in (401, 403, 503):
+            raise
+        form.errors = service.field_errors(exc, ["name", "from"])
+        if exc.status == 412:  # If-Match: someone else changed the unit since the form was opened
+            form.errors = {"": f"{p.t('form.stale')} ({exc.detail})"}
+        return p.render("form_rename.html", {"unit": unit, "form": form}, 422)
+    return _saved(p, f"/units/{uid}", from_)
+
+
 @router.get("/units/{uid}/terminate", response_class=HTMLResponse)
 async def terminate_form(p: User, uid: str) -> HTMLResponse:
     unit = await _unit_or_404(p, uid)
@@ -386,3 +468,122 @@ async def persons(p: User, q: str = "") -> HTMLResponse:
 async def person(p: User, pid: str) -> HTMLResponse:
     data = await service.person_page(p.apis, pid, p.day)
     return p.render("person.html", data, 200 if data["person"] else 404)
+
+
+# ---------------------------------------------------------------------------- rights: approvals, batches, assignments
+
+
+async def _rights_page(p: Page, errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
+    data = await service.rights_page(p.apis, p.day)
+    return p.render("rights.html", {**data, "errors": errors or {}}, status)
+
+
+@router.get("/rights", response_class=HTMLResponse)
+async def rights(p: User) -> HTMLResponse:
+    return await _rights_page(p)
+
+
+@router.post("/rights/assignments/{aid}/approve", response_class=HTMLResponse)
+async def approve_assignment(p: User, aid: str) -> Response:
+    """The four-eyes step; the service refuses the requester's own (shown beside that row)."""
+    try:
+        await service.approve(p.apis, aid)
+    except ApiError as exc:
+        if exc.status in (401, 503):
+            raise
+        return await _rights_page(p, {aid: exc.detail}, 422 if exc.status < 500 else exc.status)
+    p.request.session["flash"] = p.t("rights.approved")
+    return RedirectResponse(p.link("/rights"), status_code=303)
+
+
+@router.post("/rights/batches/{bid}/{decision}", response_class=HTMLResponse)
+async def decide_batch(p: User, bid: str, decision: str) -> Response:
+    """Release (the held revocations go out) or cancel (the rights stay) a batch the mass-change guard held."""
+    if decision not in ("release", "cancel"):
+        return await _rights_page(p, {bid: p.t("error.not_found")}, 404)
+    try:
+        await service.decide_batch(p.apis, bid, decision == "release")
+    except ApiError as exc:
+        if exc.status in (401, 503):
+            raise
+        return await _rights_page(p, {bid: exc.detail}, 422 if exc.status < 500 else exc.status)
+    p.request.session["flash"] = p.t(f"rights.batch_{decision}d")
+    return RedirectResponse(p.link("/rights"), status_code=303)
+
+
+ASSIGN_INPUTS = ["what", "job_function", "inherit", "from", "to"]
+
+
+async def _assign_page(
+    p: Page, form: FormState, *, unit: dict[str, Any] | None = None, person: dict[str, Any] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    cat, jobs = await asyncio.gather(
+        service.catalogue(p.apis, p.day), service.classes_of(p.apis, "job_function", p.day)
+    )
+    return p.render("form_assign.html", {"form": form, "unit": unit, "person": person, "jobs": jobs, **cat}, status)
+
+
+def _assign_form(what: str, job_function: str, inherit: str, from_: str, to: str) -> FormState:
+    return FormState(values={"what": what, "job_function": job_function, "inherit": inherit, "from": from_, "to": to})
+
+
+@router.get("/units/{uid}/assign", response_class=HTMLResponse)
+async def unit_assign_form(p: User, uid: str) -> HTMLResponse:
+    unit = await _unit_or_404(p, uid)
+    return await _assign_page(p, FormState(values={"from": p.day.isoformat(), "inherit": "on"}), unit=unit)
+
+
+@router.post("/units/{uid}/assign", response_class=HTMLResponse)
+async def unit_assign(
+    p: User, uid: str,
+    what: Annotated[str, Form()] = "",
+    job_function: Annotated[str, Form()] = "",
+    inherit: Annotated[str, Form()] = "",
+    from_: Annotated[str, Form(alias="from")] = "",
+    to: Annotated[str, Form()] = "",
+) -> Response:
+    """A role or role group to the unit (with or without its subtree), or to a job function within it."""
+    unit = await _unit_or_404(p, uid)
+    form = _assign_form(what, job_function, inherit, from_, to)
+    if not service.required(form, "what", message=p.t("form.required")):
+        return await _assign_page(p, form, unit=unit, status=422)
+    try:
+        await service.assign(p.apis, form, unit=uid)
+    except ApiError as exc:
+        if exc.status in (401, 403, 503):
+            raise
+        form.errors = service.field_errors(exc, ASSIGN_INPUTS)
+        return await _assign_page(p, form, unit=unit, status=422)
+    return _saved(p, f"/units/{uid}", from_)
+
+
+@router.get("/persons/{pid}/assign", response_class=HTMLResponse)
+async def person_assign_form(p: User, pid: str) -> HTMLResponse:
+    person = await p.apis.registry.get(f"/persons/{pid}", at=p.day)
+    return await _assign_page(p, FormState(values={"from": p.day.isoformat()}), person=person)
+
+
+@router.post("/persons/{pid}/assign", response_class=HTMLResponse)
+async def person_assign(
+    p: User, pid: str,
+    what: Annotated[str, Form()] = "",
+    from_: Annotated[str, Form(alias="from")] = "",
+    to: Annotated[str, Form()] = "",
+) -> Response:
+    """A role or role group to one person; a sensitive role then waits for a second person's approval."""
+    person = await p.apis.registry.get(f"/persons/{pid}", at=p.day)
+    form = _assign_form(what, "", "", from_, to)
+    if not service.required(form, "what", message=p.t("form.required")):
+        return await _assign_page(p, form, person=person, status=422)
+    try:
+        result = await service.assign(p.apis, form, person=pid)
+    except ApiError as exc:
+        if exc.status in (401, 403, 503):
+            raise
+        form.errors = service.field_errors(exc, ASSIGN_INPUTS)
+        return await _assign_page(p, form, person=person, status=422)
+    if service.first_slice(result).get("status") == "pending":
+        p.request.session["flash"] = p.t("rights.now_pending")
+        return RedirectResponse(p.link(f"/persons/{pid}"), status_code=303)
+    return _saved(p, f"/persons/{pid}", from_)

@@ -1,6 +1,6 @@
 """The portal app: ``uvicorn --factory portal.app:create_app`` (port 8100 locally). Any number of replicas.
 
-Stateless like the services: the session is a signed cookie (the same secret on every replica), and
+Stateless like the services: the session is a sealed cookie (the same secret on every replica), and
 every page is read from the APIs when it is asked for.
 """
 
@@ -10,16 +10,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.middleware.sessions import SessionMiddleware
 
 from orgdir.http import observe_requests
 from orgdir.service import configure_logging
 from portal import api
 from portal.clients import Clients
+from portal.oidc import Oidc
+from portal.session import SealedSessionMiddleware
 from portal.settings import PortalSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -28,26 +30,28 @@ SESSION_COOKIE = "orgdir_portal"
 
 def create_app(settings: PortalSettings | None = None) -> FastAPI:
     settings = settings or PortalSettings()
-    settings.check_startup()
     configure_logging(settings)
     clients = Clients(settings)
+    issuer_http = httpx.AsyncClient(timeout=settings.api_timeout_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.check_startup()  # at start, like the services: an unconfigured portal does not serve
         try:
             yield
         finally:
             await clients.close()
+            await issuer_http.aclose()
 
     app = FastAPI(title="Orgdir portal", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.clients = clients
+    app.state.oidc = Oidc(settings, issuer_http) if settings.auth_mode == "oidc" else None
     app.add_middleware(
-        SessionMiddleware,
-        secret_key=settings.session_secret,
-        session_cookie=SESSION_COOKIE,
+        SealedSessionMiddleware,
+        secret=settings.session_secret,
+        cookie=SESSION_COOKIE,
         max_age=settings.session_max_age_seconds,
-        same_site="lax",  # a form posted from another site carries no session: no cross-site writes
         https_only=settings.session_https_only,
     )
     observe_requests(app, settings.service_name)

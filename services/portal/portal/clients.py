@@ -86,6 +86,9 @@ class Api:
     async def post(self, path: str, body: Any, *, if_match: int | None = None) -> Any:
         return (await self._call("POST", path, json=body, if_match=if_match)).json()
 
+    async def patch(self, path: str, body: Any, *, if_match: int | None = None) -> Any:
+        return (await self._call("PATCH", path, json=body, if_match=if_match)).json()
+
 
 @dataclass
 class Apis:

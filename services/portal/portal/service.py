@@ -30,6 +30,9 @@ KIND_FIELDS = {
     "cycle": "parent",
     "unknown-person": "person",
     "person-not-active": "person",
+    "role-or-role-group": "what",
+    "unknown-role": "what",
+    "unknown-role-group": "what",
 }
 
 
@@ -98,10 +101,13 @@ class Names:
         self.classes: dict[str, str] = {}
         self.role_groups: dict[str, str] = {}
         self.it_systems: dict[str, str] = {}
+        self.roles: dict[str, str] = {}
+        self.persons: dict[str, str] = {}
 
     async def resolve(
         self, *, units: Iterable[str | None] = (), classes: Iterable[str | None] = (),
         role_groups: Iterable[str | None] = (), it_systems: Iterable[str | None] = (),
+        roles: Iterable[str | None] = (), persons: Iterable[str | None] = (),
     ) -> None:
         async def one(store: dict[str, str], uid: str, call: Awaitable[Any], key: str = "name") -> None:
             try:
@@ -120,13 +126,31 @@ class Names:
             jobs.append(one(self.role_groups, uid, self.apis.access.get_or_none(f"/role-groups/{uid}")))
         for uid in {s for s in it_systems if s and s not in self.it_systems}:
             jobs.append(one(self.it_systems, uid, self.apis.access.get_or_none(f"/it-systems/{uid}")))
+        for uid in {r for r in roles if r and r not in self.roles}:
+            jobs.append(one(self.roles, uid, self.apis.access.get_or_none(f"/roles/{uid}", at=self.day)))
+        for uid in {p for p in persons if p and p not in self.persons}:
+            jobs.append(self._person(uid))
         await asyncio.gather(*jobs)
+
+    async def _person(self, uid: str) -> None:
+        try:
+            body = await self.apis.registry.get_or_none(f"/persons/{uid}", at=self.day)
+        except ApiError:
+            return
+        if body:
+            self.persons[uid] = f"{body.get('given_name', '')} {body.get('surname', '')}".strip() or uid
 
     def unit(self, uid: str | None) -> str:
         return self.units.get(uid or "", uid or "")
 
     def cls(self, uid: str | None) -> str:
         return self.classes.get(uid or "", uid or "")
+
+    def role(self, uid: str | None) -> str:
+        return self.roles.get(uid or "", uid or "")
+
+    def person(self, uid: str | None) -> str:
+        return self.persons.get(uid or "", uid or "")
 
 
 # ---------------------------------------------------------------------------- tree and search
@@ -175,9 +199,12 @@ async def unit_page(apis: Apis, uid: str, day: date, *, subtree: bool = False) -
         apis.orgunits.get(f"/orgunits/{uid}/ancestors", at=day),
         apis.orgunits.get(f"/orgunits/{uid}/subtree", at=day, depth=1),
         apis.registry.get_or_none(f"/orgunits/{uid}/manager", at=day),
-        apis.registry.get(f"/orgunits/{uid}/people", at=day, subtree=str(subtree).lower(), limit=PEOPLE_PAGE),
+        # A unit just created may not have reached registry's projection yet (events, about a second):
+        # then it has no people there yet, rather than no page.
+        apis.registry.get_or_none(f"/orgunits/{uid}/people", at=day, subtree=str(subtree).lower(), limit=PEOPLE_PAGE),
         apis.access.get_or_none(f"/orgunits/{uid}/rights", at=day),
     )
+    people = people or {"items": []}
     names = Names(apis, day)
     path = list(reversed(ancestors["items"]))
     names.units.update({a["uuid"]: a["name"] for a in path})
@@ -279,6 +306,14 @@ async def move_unit(apis: Apis, uid: str, form: Form) -> dict[str, Any]:
     return result
 
 
+async def rename_unit(apis: Apis, uid: str, form: Form) -> dict[str, Any]:
+    """A new name from a day on (the old one stays in the timeline before it)."""
+    version = int(form.values["version"]) if form.values.get("version", "").isdigit() else None
+    body = {"name": form.values.get("name", ""), "validity": {"from": form.values.get("from") or None}}
+    result: dict[str, Any] = await apis.orgunits.patch(f"/orgunits/{uid}", body, if_match=version)
+    return result
+
+
 async def terminate_unit(apis: Apis, uid: str, form: Form) -> dict[str, Any]:
     version = int(form.values["version"]) if form.values.get("version", "").isdigit() else None
     body = {"to": form.values.get("to") or None}
@@ -297,4 +332,78 @@ async def hire(apis: Apis, uid: str, form: Form) -> dict[str, Any]:
         "validity": {"from": v.get("from") or None},
     }
     result: dict[str, Any] = await apis.registry.post("/engagements", body)
+    return result
+
+
+# ---------------------------------------------------------------------------- rights: approvals, held batches
+
+
+def first_slice(doc: dict[str, Any]) -> dict[str, Any]:
+    """The slice in force on the day read, else the first one (an assignment from a later day)."""
+    current: dict[str, Any] | None = doc.get("current")
+    if current:
+        return current
+    timeline: list[dict[str, Any]] = doc.get("timeline") or [{}]
+    return timeline[0]
+
+
+async def rights_page(apis: Apis, day: date) -> dict[str, Any]:
+    """What waits for a decision: sensitive assignments pending a second person's approval, and
+    revocations the mass-change guard held back."""
+    pending, batches = await gather(
+        apis.access.get("/assignments", status="pending", at=day, limit=PEOPLE_PAGE),
+        apis.access.get("/held-batches", status="held", limit=PEOPLE_PAGE),
+    )
+    items = [{**a, "slice": first_slice(a)} for a in pending["items"]]
+    names = Names(apis, day)
+    await names.resolve(
+        roles=[a["slice"].get("role") for a in items],
+        role_groups=[a["slice"].get("role_group") for a in items],
+        persons=[a["slice"].get("person") for a in items],
+        units=[a["slice"].get("unit") for a in items],
+    )
+    return {"pending": items, "batches": batches["items"], "names": names}
+
+
+async def approve(apis: Apis, aid: str) -> dict[str, Any]:
+    result: dict[str, Any] = await apis.access.post(f"/assignments/{aid}/approve", None)
+    return result
+
+
+async def decide_batch(apis: Apis, bid: str, release: bool) -> dict[str, Any]:
+    result: dict[str, Any] = await apis.access.post(f"/held-batches/{bid}/{'release' if release else 'cancel'}", None)
+    return result
+
+
+async def catalogue(apis: Apis, day: date) -> dict[str, list[dict[str, Any]]]:
+    """Roles and role groups to choose from in an assignment form (their names on the day)."""
+    roles, groups = await gather(
+        apis.access.get("/roles", at=day, limit=1000), apis.access.get("/role-groups", at=day, limit=1000)
+    )
+
+    def named(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = [{"uuid": i["uuid"], "name": (i.get("current") or {}).get("name"),
+                "sensitive": (i.get("current") or {}).get("sensitive", False)} for i in items if i.get("current")]
+        return sorted(out, key=lambda i: str(i["name"]))
+
+    return {"roles": named(roles["items"]), "role_groups": named(groups["items"])}
+
+
+async def assign(apis: Apis, form: Form, *, unit: str | None = None, person: str | None = None) -> dict[str, Any]:
+    """A role or a role group to a unit (its subtree if ``inherit``; only a job function there if one is
+    chosen) or to a person. A sensitive role to a person waits for approval (the service decides)."""
+    v = form.values
+    body: dict[str, Any] = {"validity": _validity(form)}
+    what = v.get("what", "")
+    kind, _, ref = what.partition(":")
+    if kind in ("role", "role_group") and ref:
+        body[kind] = ref
+    if unit:
+        body["unit"] = unit
+        body["inherit"] = v.get("inherit") == "on"
+        if v.get("job_function"):
+            body["job_function"] = v["job_function"]
+    if person:
+        body["person"] = person
+    result: dict[str, Any] = await apis.access.post("/assignments", body)
     return result

@@ -25,17 +25,20 @@ class PortalSettings(Settings):
     api_timeout_seconds: float = Field(10.0, gt=0, description="One API call, connect to last byte.")
     session_secret: str = Field(
         DEV_SESSION_SECRET,
-        description="Signs the session cookie; the same on every replica. Required (not the default) in oidc mode.",
+        description="Seals the session cookie (AES-GCM key derived from it); the same on every replica. "
+        "Required (not the default) in oidc mode.",
     )
     session_max_age_seconds: int = Field(8 * 3600, ge=60, description="A sign-in lasts this long.")
     session_https_only: bool = Field(False, description="Mark the session cookie Secure (behind TLS).")
     default_language: str = Field("da", pattern="^(da|en)$", description="Language without ?lang= or a cookie.")
-    # OIDC authorization code with PKCE (not wired yet; see services/portal/README.md).
+    # OIDC authorization code with PKCE (portal/oidc.py; see services/portal/README.md).
     oidc_login_client_id: str = Field(
         "orgdir-portal", description="The portal's own client at the issuer (sign-in); not the services' role client."
     )
     oidc_client_secret: str = Field("", description="Portal's client secret, if the client is confidential.")
-    oidc_redirect_url: str = Field("", description="Callback URL registered with the issuer, e.g. https://…/auth/callback.")
+    oidc_redirect_url: str = Field(
+        "", description="Callback URL registered with the issuer, e.g. https://…/callback (empty: from the request)."
+    )
     oidc_scopes: str = Field("openid profile email", description="Scopes asked for at sign-in.")
 
     def startup_problems(self) -> list[str]:
@@ -50,8 +53,8 @@ class PortalSettings(Settings):
         elif self.auth_mode == "static" and not self.allow_static_tokens:
             out.append("ORGDIR_AUTH_MODE=static is refused unless ORGDIR_ALLOW_STATIC_TOKENS=true.")
         elif self.auth_mode == "oidc":
-            if self.session_secret == DEV_SESSION_SECRET:
-                out.append("ORGDIR_SESSION_SECRET must be set (the same long random value on every replica).")
+            if self.session_secret == DEV_SESSION_SECRET or len(self.session_secret) < 32:
+                out.append("ORGDIR_SESSION_SECRET must be set: 32 random characters or more, the same everywhere.")
             if not (self.oidc_issuer and self.oidc_login_client_id):
                 out.append("ORGDIR_AUTH_MODE=oidc needs ORGDIR_OIDC_ISSUER and ORGDIR_OIDC_LOGIN_CLIENT_ID.")
         return out

@@ -43,6 +43,7 @@ class Stack:
     urls: dict[str, str]
     portal: str
     ids: dict[str, str] = field(default_factory=dict)
+    ns: str = ""  # the namespace of the databases, exchange and queues (another replica joins with it)
 
     def api(self, service: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.urls[service], headers=ADMIN, timeout=30)
@@ -125,7 +126,7 @@ async def stack(amqp_url: str, mongodb_url: str) -> AsyncIterator[Stack]:
         })
         # All at once: the portal needs nothing of the services to start (its pages ask them later).
         await asyncio.gather(*(exits.enter_async_context(p) for p in [*procs.values(), portal]))
-        s = Stack(urls=urls, portal=portal.url)
+        s = Stack(urls=urls, portal=portal.url, ns=ns)
         await load(s)
         yield s
 

@@ -2,7 +2,8 @@
 against the four services and the portal running as processes.
 
 Find a unit by typing part of its name (``oe`` for ``ø``); hire a person from next month and see them
-on the unit page only when the date picker reaches that month; a form error shown beside its field;
+on the unit page only when the date picker reaches that month; move a unit and see a person's rights
+and their reasons change; approve a pending sensitive role; a form error shown beside its field;
 every service's ``/api/v1/docs`` rendering its operations from local assets only. Screenshots of the
 main pages land in ``.run/screenshots/portal/``.
 """
@@ -23,8 +24,11 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from orgdir_tools.localservers import ensure_chromium_installed, run_dir
+from orgdir_tools.testkit import eventually
+from orgunits.vocabulary import class_uuid
 
-from .conftest import Stack, first_of_next_month
+from .axe import describe, serious_violations
+from .conftest import ALWAYS, Stack, first_of_next_month, uid
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +86,9 @@ def people_on_page(driver: WebDriver) -> str:
 def test_find_a_unit_by_typing_part_of_its_name(browser: WebDriver, stack: Stack, screenshots: Path) -> None:
     sign_in(browser, stack)
     # The tree: expand a branch (its children load on demand) and collapse it again.
-    branch = browser.find_element(By.CSS_SELECTOR, f"li[data-uuid='{stack.ids['skoler']}'] > details")
-    branch.find_element(By.TAG_NAME, "summary").click()
+    branch = browser.find_element(By.CSS_SELECTOR, f"li[data-uuid='{stack.ids['skoler']}']")
+    toggle = branch.find_element(By.CSS_SELECTOR, "button.twisty")
+    toggle.click()
     aaskolen = wait(browser, lambda d: [a for a in branch.find_elements(By.TAG_NAME, "a") if a.text == "Åskolen"])
     assert aaskolen[0].is_displayed()
     # Search as you type, ø typed as oe.
@@ -93,8 +98,10 @@ def test_find_a_unit_by_typing_part_of_its_name(browser: WebDriver, stack: Stack
         a for a in d.find_elements(By.CSS_SELECTOR, "#unit-results a") if a.text == "Økonomi og Løn"])
     assert "Testrup Kommune" in browser.find_element(By.ID, "unit-results").text
     browser.save_screenshot(str(screenshots / "tree.png"))
-    branch.find_element(By.TAG_NAME, "summary").click()
+    assert toggle.get_attribute("aria-expanded") == "true"
+    toggle.click()
     wait(browser, lambda d: not aaskolen[0].is_displayed())
+    assert toggle.get_attribute("aria-expanded") == "false"
     hit[0].click()
     wait(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("Økonomi og Løn"))
     assert "Testrup Kommune" in browser.find_element(By.CSS_SELECTOR, "nav.breadcrumb").text
@@ -170,3 +177,169 @@ def test_api_docs_render_from_local_assets(browser: WebDriver, stack: Stack, scr
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert loaded and all(url.startswith(base) for url in loaded), loaded
     browser.save_screenshot(str(screenshots / f"docs-{service}.png"))
+
+
+def main_text(driver: WebDriver) -> str:
+    return str(driver.find_element(By.TAG_NAME, "main").text)
+
+
+def shown_after_refresh(driver: WebDriver, check: Any) -> Any:
+    """For ``eventually``: the page as it is now (read again), once ``check`` holds on it."""
+    driver.refresh()
+    return check(main_text(driver))
+
+
+def pick_unit(driver: WebDriver, name: str, typed: str, unit: str) -> None:
+    """Type into a unit picker's search box and choose the unit among the radio buttons it offers."""
+    driver.find_element(By.ID, f"{name}-q").send_keys(typed)
+    choice = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f"#{name}-choices input[value='{unit}']"))
+    choice[0].click()
+
+
+async def test_move_a_unit_and_see_the_persons_rights_and_reasons_change(
+    browser: WebDriver, stack: Stack, screenshots: Path
+) -> None:
+    """Skoleintra is assigned (in the portal) to Skoleområdet with its subtree; Mads works in Flyttehold below
+    it. Moving Flyttehold under Økonomi og Løn takes the right away once access-rights has the move's
+    events; Fællesdrev (on the whole municipality) stays, with its reason now through the moved unit."""
+    ids = stack.ids
+    flyt, mads, role = uid(), uid(), uid()
+    async with stack.api("orgunits") as ou, stack.api("registry") as reg, stack.api("access-rights") as acc:
+        r = await ou.put(f"/api/v1/orgunits/{flyt}", json={
+            "name": "Flyttehold", "user_key": "T-FLYT", "parent": ids["skoler"], "validity": ALWAYS,
+            "unit_type": class_uuid("unit_type", "forvaltning"), "unit_level": class_uuid("unit_level", "kommune")})
+        assert r.status_code == 201, r.text
+        r = await acc.put(f"/api/v1/roles/{role}", json={
+            "validity": ALWAYS, "it_system": ids["system"], "name": "Skoleintra", "sensitive": False})
+        assert r.status_code == 201, r.text
+        r = await reg.put(f"/api/v1/persons/{mads}", json={
+            "given_name": "Mads", "surname": "Madsen", "validity": {"from": "1990-01-01"}})
+        assert r.status_code == 201, r.text
+
+        async def hire() -> bool:  # registry learns the new unit from orgunits' events
+            r = await reg.put(f"/api/v1/engagements/{uid()}", json={
+                "person": mads, "unit": flyt, "primary": True, "validity": ALWAYS,
+                "job_function": class_uuid("job_function", "paedagog"),
+                "engagement_type": class_uuid("engagement_type", "ansat")})
+            return r.status_code in (200, 201)
+
+        await eventually(hire)
+
+    # The role to Skoleområdet and its subtree, through the portal's form.
+    sign_in(browser, stack, "writer")
+    browser.get(f"{stack.portal}/units/{ids['skoler']}")
+    browser.find_element(By.LINK_TEXT, "Tildel rolle").click()
+    Select(browser.find_element(By.ID, "what")).select_by_visible_text("Skoleintra")
+    assert browser.find_element(By.ID, "inherit").is_selected()  # the subtree by default
+    browser.save_screenshot(str(screenshots / "form-assign.png"))
+    browser.find_element(By.CSS_SELECTOR, "form.form button[type=submit]").click()
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".flash"))
+
+    browser.get(f"{stack.portal}/persons/{mads}")
+    before = "Skoleintra"
+    reason = "via enhed Flyttehold (tildelt på Skoleområdet med underenheder)"
+    await eventually(lambda: shown_after_refresh(browser, lambda text: before in text and reason in text))
+    assert "via enhed Flyttehold (tildelt på Testrup Kommune med underenheder)" in main_text(browser)
+    browser.save_screenshot(str(screenshots / "rights-before-move.png"))
+
+    # Move Flyttehold under Økonomi og Løn from today (the form sends If-Match with the version it showed).
+    browser.get(f"{stack.portal}/units/{flyt}")
+    browser.find_element(By.LINK_TEXT, "Flyt enhed").click()
+    pick_unit(browser, "parent", "oekonomi", ids["oekonomi"])
+    browser.find_element(By.CSS_SELECTOR, "form.form button[type=submit]").click()
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".flash"))
+    assert "Økonomi og Løn" in browser.find_element(By.CSS_SELECTOR, "nav.breadcrumb").text
+
+    browser.get(f"{stack.portal}/persons/{mads}")
+    await eventually(lambda: shown_after_refresh(browser, lambda text: before not in text))
+    text = main_text(browser)
+    assert "Fællesdrev" in text
+    assert "via enhed Flyttehold (tildelt på Testrup Kommune med underenheder)" in text
+    assert "Skoleområdet" not in text
+    assert "Testrup Kommune \u203a Økonomi og Løn" in text  # the engagement's unit path moved too
+    browser.save_screenshot(str(screenshots / "rights-after-move.png"))
+
+
+async def test_approve_a_pending_role(browser: WebDriver, stack: Stack, screenshots: Path) -> None:
+    """A writer asks for a sensitive role for Anne: it waits. The writer is not offered approval; an
+    approver (another person) approves it on the rights page, and Anne has the right, assigned directly."""
+    ids = stack.ids
+    role = uid()
+    async with stack.api("access-rights") as acc:
+        r = await acc.put(f"/api/v1/roles/{role}", json={
+            "validity": ALWAYS, "it_system": ids["system"], "name": "Løndata", "sensitive": True})
+        assert r.status_code == 201, r.text
+
+    sign_in(browser, stack, "writer")
+    browser.get(f"{stack.portal}/persons/{ids['anne']}")
+    browser.find_element(By.LINK_TEXT, "Tildel rolle").click()
+    Select(browser.find_element(By.ID, "what")).select_by_visible_text("Løndata (følsom)")
+    browser.find_element(By.CSS_SELECTOR, "form.form button[type=submit]").click()
+    note = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".flash"))
+    assert "venter" in note[0].text
+    assert "Løndata" not in browser.find_element(By.TAG_NAME, "main").text.split(note[0].text)[1]
+
+    browser.find_element(By.LINK_TEXT, "Rettigheder").click()
+    row = wait(browser, lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#pending tbody tr")
+                                   if "Løndata" in r.text])[0]
+    assert "Anne Jørgensen" in row.text and "static:writer" in row.text
+    assert not row.find_elements(By.TAG_NAME, "button")  # what a user may not do is not offered
+    assert "Kræver godkenderrolle" in row.text
+
+    sign_in(browser, stack, "approver")
+    browser.get(f"{stack.portal}/rights")
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#pending tbody tr") if "Løndata" in r.text)
+    browser.save_screenshot(str(screenshots / "rights.png"))
+    row.find_element(By.TAG_NAME, "button").click()
+    note = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".flash"))
+    assert "Godkendt" in note[0].text
+    assert "Løndata" not in browser.find_element(By.ID, "pending").text
+
+    browser.get(f"{stack.portal}/persons/{ids['anne']}")
+    await eventually(lambda: shown_after_refresh(browser, lambda text: "Løndata" in text))
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "main table tr") if "Løndata" in r.text)
+    assert "tildelt direkte" in row.text
+
+
+def test_main_pages_have_no_serious_accessibility_violations(browser: WebDriver, stack: Stack) -> None:
+    """axe-core (the npm package, injected here) on each main page, in Danish and English, at 1280 px:
+    no critical or serious violation of WCAG 2.x A/AA or axe's best practices."""
+    ids = stack.ids
+    sign_in(browser, stack, "admin")
+    browser.set_script_timeout(60)
+    pages = {
+        "tree": "/units",
+        "unit": f"/units/{ids['skole']}",
+        "person": f"/persons/{ids['anne']}",
+        "people search": "/persons?q=anne",
+        "rights": "/rights",
+        "hire form": f"/units/{ids['oekonomi']}/hire",
+        "assign form": f"/units/{ids['skoler']}/assign",
+        "move form": f"/units/{ids['skole']}/move",
+        "unit in the future": f"/units/{ids['skole']}?at=2099-01-01",
+    }
+    found: dict[str, str] = {}
+    for lang in ("da", "en"):
+        for name, path in pages.items():
+            browser.get(f"{stack.portal}{path}{'&' if '?' in path else '?'}lang={lang}")
+            if name == "tree":  # with search results and an opened branch
+                browser.find_element(By.ID, "unit-q").send_keys("skole")
+                wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#unit-results a"))
+            violations = serious_violations(browser)
+            if violations:
+                found[f"{name} ({lang})"] = describe(violations)
+    # A form sent back with the server's problem beside its field.
+    browser.get(f"{stack.portal}/units/new?parent={ids['kommune']}")
+    browser.find_element(By.ID, "name").send_keys("Dublet")
+    browser.find_element(By.ID, "user_key").send_keys("T-OEK")
+    browser.find_element(By.CSS_SELECTOR, "form.form button[type=submit]").click()
+    wait(browser, lambda d: d.find_elements(By.ID, "user_key-error"))
+    violations = serious_violations(browser)
+    if violations:
+        found["form with error"] = describe(violations)
+    browser.delete_all_cookies()
+    browser.get(f"{stack.portal}/signin")
+    violations = serious_violations(browser)
+    if violations:
+        found["sign-in"] = describe(violations)
+    assert not found, "\n\n".join(f"{page}:\n{text}" for page, text in found.items())

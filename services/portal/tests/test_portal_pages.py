@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from .conftest import Stack
+from .conftest import Stack, uid
 
 PATH_TO_SKOLE = "Testrup Kommune \u203a Skoleområdet"  # the path as the pages show it
 
@@ -157,3 +157,50 @@ async def test_health_and_static_assets(stack: Stack) -> None:
         assert ready["apis"] == {"orgunits": True, "registry": True, "access_rights": True, "notifier": True}
         htmx = await client.get("/static/htmx.min.js")
         assert htmx.status_code == 200 and "htmx" in htmx.text[:200]
+
+
+async def test_rename_sends_if_match_so_a_change_in_between_is_told(admin: httpx.AsyncClient, stack: Stack) -> None:
+    """Two people open the rename form of one unit; the second to save is told, and nothing is written."""
+    unit = stack.ids["oekonomi"]
+    first = await admin.get(f"/units/{unit}/rename")
+    version = re.search(r'name="version" value="(\d+)"', first.text)
+    assert version and 'value="Økonomi og Løn"' in first.text
+    async with stack.api("orgunits") as ou:  # someone else changes the unit meanwhile
+        r = await ou.patch(f"/api/v1/orgunits/{unit}", json={"user_key": "T-OEK2"})
+        assert r.status_code == 200, r.text
+    r = await admin.post(f"/units/{unit}/rename", data={"name": "Økonomi", "version": version.group(1)})
+    assert r.status_code == 422 and "ændret, siden formularen blev åbnet" in r.text
+    assert "Økonomi og Løn" in text((await admin.get(f"/units/{unit}")).text)
+    # An empty name is refused at its field before anything is sent.
+    r = await admin.post(f"/units/{unit}/rename", data={"name": " ", "version": version.group(1)})
+    assert r.status_code == 422 and 'id="name-error"' in r.text
+    async with stack.api("orgunits") as ou:
+        r = await ou.patch(f"/api/v1/orgunits/{unit}", json={"user_key": "T-OEK"})
+        assert r.status_code == 200, r.text
+
+
+async def test_assignment_form_and_self_approval_is_refused_beside_its_row(stack: Stack) -> None:
+    """An approver who asks for a sensitive role cannot approve it too (four eyes): the service's 403
+    is shown beside the row, and the assignment still waits."""
+    role = uid()
+    async with stack.api("access-rights") as acc:
+        r = await acc.put(f"/api/v1/roles/{role}", json={
+            "validity": {"from": "2020-01-01"}, "it_system": stack.ids["system"], "name": "Journal", "sensitive": True})
+        assert r.status_code == 201, r.text
+    approver = await signed_in(stack, "dev-approver")
+    try:
+        # Nothing chosen: refused at the field, nothing sent.
+        r = await approver.post(f"/persons/{stack.ids['soeren']}/assign", data={"what": ""})
+        assert r.status_code == 422 and 'id="what-error"' in r.text
+        r = await approver.post(f"/persons/{stack.ids['soeren']}/assign", data={"what": f"role:{role}"})
+        assert r.status_code == 303
+        assert "venter" in (await approver.get(r.headers["location"])).text
+        page = await approver.get("/rights")
+        aid = re.search(r'<tr data-uuid="([^"]+)">\s*<td>Journal', page.text)
+        assert aid, page.text
+        r = await approver.post(f"/rights/assignments/{aid.group(1)}/approve")
+        assert r.status_code == 422
+        assert re.search(rf'id="row-error-{aid.group(1)}"[^>]*>[^<]*requester', r.text)
+        assert "Journal" in text(r.text)  # still waiting
+    finally:
+        await approver.aclose()

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from orgdir import auth, problems
-from orgdir.http import AtDay, IfMatch, Page, PageQuery, set_etag
+from orgdir.http import AtDay, IfMatch, Page, PageQuery, RegisteredAt, set_etag
 from orgdir.schemas import History, TerminateIn
 from registry import schemas
-from registry.domain import KINDS, PERSON, Kind
+from registry.domain import KINDS, PERSON, Kind, ceiling_of
 from registry.service import Registry
 
 
@@ -72,12 +72,14 @@ def _add_crud(kind: Kind) -> None:
         principal: auth.Reader,
         endpoint: Endpoint,
         day: AtDay,
+        registered_at: RegisteredAt,
         paging: PageQuery,
         person: Annotated[str | None, Query()] = None,
         unit: Annotated[str | None, Query()] = None,
         engagement: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         filters = {"person": person, "unit": unit, "engagement": engagement}
+        reg = await reg.as_registered(registered_at)
         items, nxt = await reg.list_in_force(
             kind, day, filters, principal, endpoint, limit=paging.limit, cursor=paging.cursor
         )
@@ -88,12 +90,12 @@ def _add_crud(kind: Kind) -> None:
     )
     async def create(
         reg: Svc,
-        principal: auth.Writer,
+        principal: auth.ScopedWriter,
         endpoint: Endpoint,
         response: Response,
         body: In,  # type: ignore[valid-type]
     ) -> dict[str, Any]:
-        agg, _ = await reg.save(kind, str(uuidlib.uuid4()), body)
+        agg, _ = await reg.save(kind, str(uuidlib.uuid4()), body, ceiling=ceiling_of(principal.roles))
         response.headers["Location"] = f"{router.prefix}{base}/{agg.uuid}"
         set_etag(response, agg.version)
         return await reg.written(kind, agg, principal, endpoint)
@@ -107,14 +109,14 @@ def _add_crud(kind: Kind) -> None:
     )
     async def put_(
         reg: Svc,
-        principal: auth.Writer,
+        principal: auth.ScopedWriter,
         endpoint: Endpoint,
         response: Response,
         uuid: ClientUuid,
         body: In,  # type: ignore[valid-type]
         if_match: IfMatch,
     ) -> dict[str, Any]:
-        agg, created = await reg.save(kind, uuid, body, if_match=if_match)
+        agg, created = await reg.save(kind, uuid, body, if_match=if_match, ceiling=ceiling_of(principal.roles))
         response.status_code = 201 if created else 200
         set_etag(response, agg.version)
         return await reg.written(kind, agg, principal, endpoint)
@@ -127,14 +129,14 @@ def _add_crud(kind: Kind) -> None:
     )
     async def patch(
         reg: Svc,
-        principal: auth.Writer,
+        principal: auth.ScopedWriter,
         endpoint: Endpoint,
         response: Response,
         uuid: str,
         body: Patch,  # type: ignore[valid-type]
         if_match: IfMatch,
     ) -> dict[str, Any]:
-        agg = await reg.patch(kind, uuid, body, if_match=if_match)
+        agg = await reg.patch(kind, uuid, body, if_match=if_match, ceiling=ceiling_of(principal.roles))
         set_etag(response, agg.version)
         return await reg.written(kind, agg, principal, endpoint)
 
@@ -146,7 +148,7 @@ def _add_crud(kind: Kind) -> None:
     )
     async def terminate(
         reg: Svc,
-        principal: auth.Writer,
+        principal: auth.ScopedWriter,
         endpoint: Endpoint,
         response: Response,
         uuid: str,
@@ -160,9 +162,15 @@ def _add_crud(kind: Kind) -> None:
 
     @router.get(f"{base}/{{uuid}}", tags=tags, response_model=Out, summary=f"A {kind.what} as it is on a day")
     async def get(
-        reg: Svc, principal: auth.Reader, endpoint: Endpoint, response: Response, uuid: str, day: AtDay
+        reg: Svc,
+        principal: auth.Reader,
+        endpoint: Endpoint,
+        response: Response,
+        uuid: str,
+        day: AtDay,
+        registered_at: RegisteredAt,
     ) -> dict[str, Any]:
-        out, version = await reg.read(kind, uuid, day, principal, endpoint)
+        out, version = await (await reg.as_registered(registered_at)).read(kind, uuid, day, principal, endpoint)
         set_etag(response, version)
         return out
 
@@ -188,8 +196,10 @@ for _kind in KINDS.values():
     response_model=schemas.Overview,
     summary="Everything about a person on a day",
 )
-async def overview(reg: Svc, principal: auth.Reader, endpoint: Endpoint, uuid: str, day: AtDay) -> dict[str, Any]:
-    return await reg.person_overview(uuid, day, principal, endpoint)
+async def overview(
+    reg: Svc, principal: auth.Reader, endpoint: Endpoint, uuid: str, day: AtDay, registered_at: RegisteredAt
+) -> dict[str, Any]:
+    return await (await reg.as_registered(registered_at)).person_overview(uuid, day, principal, endpoint)
 
 
 @router.get(
@@ -203,10 +213,22 @@ async def people(
     _: auth.Reader,
     uuid: str,
     day: AtDay,
+    registered_at: RegisteredAt,
     paging: PageQuery,
     subtree: Annotated[bool, Query()] = False,
+    hierarchy: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description="Only units of this unit_hierarchy class (UUID or user_key, e.g. linje, med); "
+            "default the unit's own hierarchy (422 `unknown-hierarchy` when unknown).",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    items, nxt = reg.people_page(uuid, day, subtree=subtree, limit=paging.limit, cursor=paging.cursor)
+    reg = await reg.as_registered(registered_at)
+    items, nxt = reg.people_page(
+        uuid, day, subtree=subtree, limit=paging.limit, cursor=paging.cursor, hierarchy=hierarchy
+    )
     return {"items": items, "next_cursor": nxt}
 
 
@@ -216,8 +238,8 @@ async def people(
     response_model=schemas.UnitManager,
     summary="The responsible manager (inherited when vacant)",
 )
-async def manager(reg: Svc, _: auth.Reader, uuid: str, day: AtDay) -> dict[str, Any]:
-    return reg.unit_manager(uuid, day)
+async def manager(reg: Svc, _: auth.Reader, uuid: str, day: AtDay, registered_at: RegisteredAt) -> dict[str, Any]:
+    return (await reg.as_registered(registered_at)).unit_manager(uuid, day)
 
 
 @router.get(
@@ -228,11 +250,12 @@ async def manager(reg: Svc, _: auth.Reader, uuid: str, day: AtDay) -> dict[str, 
 )
 async def search(
     reg: Svc,
-    _: auth.Reader,
+    principal: auth.Reader,
     q: Annotated[str, Query(min_length=1, max_length=200)],
     limit: Annotated[int, Query(ge=1, le=100, description="The best matches to return.")] = 20,
 ) -> dict[str, Any]:
-    return {"items": reg.search(q, limit), "next_cursor": None}
+    """Secret addresses are shown only with orgdir:read:secret, and are never search terms."""
+    return {"items": reg.search(q, limit, ceiling_of(principal.roles)), "next_cursor": None}
 
 
 @router.get(
@@ -254,7 +277,10 @@ async def audit(
     response_model=Page[schemas.ProjectedUnit],
     summary="Units this service knows (from orgunits events)",
 )
-async def known_units(reg: Svc, _: auth.Reader, day: AtDay, paging: PageQuery) -> dict[str, Any]:
+async def known_units(
+    reg: Svc, _: auth.Reader, day: AtDay, registered_at: RegisteredAt, paging: PageQuery
+) -> dict[str, Any]:
+    reg = await reg.as_registered(registered_at)
     items, nxt = reg.known_units(day, limit=paging.limit, cursor=paging.cursor)
     return {"items": items, "next_cursor": nxt}
 

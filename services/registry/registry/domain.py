@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from orgdir import problems
+from orgdir import problems, visibility
 from orgdir.contracts.orgunits import ClassState, OrgUnitSlice
 from orgdir.contracts.registry import (
     AssociationSlice,
@@ -175,7 +175,7 @@ ASSOCIATION = Kind(
     schemas.AssociationPatch,
     immutable=("person",),
     filters=("person", "unit"),
-    classes={"association_type": "association_type"},
+    classes={"association_type": "association_type", "trade_union": "trade_union"},
 )
 LEAVE = Kind(
     "leave",
@@ -304,6 +304,67 @@ def check_addresses(classes: Mapping[str, ClassState], s: PersonSlice, period: V
             raise rule("invalid-phone", f"{a.value!r} is not a phone number.", field="addresses")
         if a.address_type is not None:
             check_class(classes, a.address_type, "address_type", period, "addresses.address_type")
+        if a.visibility is not None:
+            check_class(classes, a.visibility, visibility.FACET, period, "addresses.visibility")
+
+
+def check_substitute(persons: Mapping[str, Sequence[SliceBase]], s: AssociationSlice, period: Validity) -> None:
+    """A substitute is another person, alive over the association's period."""
+    if s.substitute is None:
+        return
+    if s.substitute == s.person:
+        raise rule("substitute-is-person", "A person cannot be their own substitute.", field="substitute")
+    timeline = persons.get(s.substitute)
+    if timeline is None:
+        raise rule("unknown-person", f"No person {s.substitute}.", field="substitute", person=s.substitute)
+    gaps = uncovered(timeline, period)
+    if gaps:
+        raise rule(
+            "person-not-active",
+            f"The substitute {s.substitute} does not exist over the whole period; missing {_fmt(gaps)}.",
+            field="substitute",
+            person=s.substitute,
+        )
+
+
+# --- visibility of addresses --------------------------------------------------------------------
+
+
+def class_user_key(classes: Mapping[str, ClassState]) -> visibility.UserKeyOf:
+    """The ``visibility`` rule's look-up over the projected classes (a class of another facet is unknown)."""
+
+    def user_key_of(uuid: str) -> str | None:
+        cls = classes.get(uuid)
+        if cls is None or cls.facet != visibility.FACET or not cls.timeline:
+            return None
+        return cls.timeline[-1].user_key
+
+    return user_key_of
+
+
+def ceiling_of(roles: Iterable[str]) -> visibility.Level:
+    """How far a reader sees: secret with ``orgdir:read:secret``, else internal."""
+    return "secret" if visibility.READ_SECRET in set(roles) else "internal"
+
+
+def visible_person(s: PersonSlice, ceiling: visibility.Level, classes: Mapping[str, ClassState]) -> PersonSlice:
+    """The slice as a reader allowed up to ``ceiling`` sees it: addresses above it left out."""
+    shown = visibility.visible(s.addresses, ceiling, class_user_key(classes))
+    return s if len(shown) == len(s.addresses) else s.model_copy(update={"addresses": shown})
+
+
+def keep_hidden(
+    new: PersonSlice, old: PersonSlice | None, ceiling: visibility.Level, classes: Mapping[str, ClassState]
+) -> PersonSlice:
+    """A writer's ``addresses`` replace only those it can see: the stored ones above its ceiling stay.
+
+    So a writer without ``orgdir:read:secret`` that reads a person and writes it
+    back does not erase the secret phone number it never saw.
+    """
+    if old is None:
+        return new
+    kept = [a for a in visibility.hidden(old.addresses, ceiling, class_user_key(classes)) if a not in new.addresses]
+    return new if not kept else new.model_copy(update={"addresses": [*new.addresses, *kept]})
 
 
 def check_single_primary(
@@ -391,3 +452,25 @@ def not_in_force(what: str, uuid: str, day: date, timeline: Sequence[SliceBase])
         f"The {what} {uuid} exists but does not hold on {day}; see validity_periods or /history.",
         validity_periods=[s.validity.dump() for s in timeline],
     )
+
+
+def units_touched(
+    old: Sequence[SliceBase], new: Sequence[SliceBase], since: date, unit_of_engagement: Mapping[str, set[str]]
+) -> list[str | None]:
+    """The units a write reaches from ``since`` on, before and after it (scoped administration).
+
+    A unit's manager, engagement or association names its unit; a leave the
+    units of its engagement; a person none (``None``: only a writer
+    everywhere may change it). Both timelines count, so moving someone out
+    of a scope and into one both need it.
+    """
+    window = Validity(from_=since)
+    out: list[str | None] = []
+    for s in [*overlapping(old, window), *overlapping(new, window)]:
+        if (unit := getattr(s, "unit", None)) is not None:
+            out.append(unit)
+        elif (engagement := getattr(s, "engagement", None)) is not None:
+            out.extend(sorted(unit_of_engagement.get(engagement, set())) or [None])
+        else:
+            out.append(None)
+    return list(dict.fromkeys(out)) or [None]

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orgdir.clock import Clock
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState
 from orgdir.events import CloudEvent, typed_data
 from orgdir.store import Doc, Projection, decode_cursor, encode_cursor
@@ -39,10 +40,11 @@ from registry.domain import KINDS, Kind
 class Directory:
     """What orgunits told us: the unit tree, classes and facets, by UUID."""
 
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
-        self.units_projection = Projection(db, "proj_orgunits")
-        self.classes_projection = Projection(db, "proj_classes")
-        self.facets_projection = Projection(db, "proj_facets")
+    def __init__(self, db: AsyncDatabase[Doc], clock: Clock | None = None) -> None:
+        # With arrival logs: ``load(registered_at=…)`` answers as the registry knew them then.
+        self.units_projection = Projection(db, "proj_orgunits", history=True, clock=clock)
+        self.classes_projection = Projection(db, "proj_classes", history=True, clock=clock)
+        self.facets_projection = Projection(db, "proj_facets", history=True, clock=clock)
         self.tree = UnitTree()
         self.classes: dict[str, ClassState] = {}
         self.facets: dict[str, FacetState] = {}
@@ -80,13 +82,20 @@ class Directory:
         elif isinstance(data, FacetState):
             self.set_facet(data, event.sequence)
 
-    async def load(self) -> None:
-        """(Re)load the projection into memory; only newer entries replace what is held."""
-        async for doc in self.units_projection.col.find({}):
+    async def load(self, registered_at: datetime | None = None) -> None:
+        """(Re)load the projection into memory; only newer entries replace what is held.
+
+        With ``registered_at``: what had arrived by then (a fresh ``Directory`` for one read).
+        """
+
+        def scan(projection: Projection) -> AsyncIterator[Doc]:
+            return projection.col.find({}) if registered_at is None else projection.scan_as_registered(registered_at)
+
+        async for doc in scan(self.units_projection):
             self.set_unit(OrgUnitState.model_validate(doc), int(doc["sequence"]))
-        async for doc in self.classes_projection.col.find({}):
+        async for doc in scan(self.classes_projection):
             self.set_class(ClassState.model_validate(doc), int(doc["sequence"]))
-        async for doc in self.facets_projection.col.find({}):
+        async for doc in scan(self.facets_projection):
             self.set_facet(FacetState.model_validate(doc), int(doc["sequence"]))
 
     # units on a day ----------------------------------------------------------------------------

@@ -136,15 +136,34 @@ class ManagerPatch(WriteBase):
 
 
 class AssociationIn(WriteBase):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "person": "7f1c9a52-3d1e-4a57-8a8e-2a3f7b0c9d11",
+                    "unit": "0b6f0a4e-5c7d-4f5b-9a0e-6d8c2b1e3f40",
+                    "association_type": "2a1b0c9d-8e7f-4a6b-9c5d-4e3f2a1b0c9d",
+                    "substitute": "8e2d0b63-4e2f-4b68-9b9f-3b4a8c1d0e22",
+                    "trade_union": "1b0a9c8d-7e6f-4d5c-8b4a-3f2e1d0c9b8a",
+                    "validity": {"from": "2026-01-01", "to": None},
+                }
+            ]
+        }
+    )
+
     person: str
     unit: str
     association_type: str
+    substitute: str | None = Field(None, description="A person who stands in; active over the validity.")
+    trade_union: str | None = Field(None, description="A class of the trade_union facet.")
 
 
 class AssociationPatch(WriteBase):
     person: str | None = None
     unit: str | None = None
     association_type: str | None = None
+    substitute: str | None = None
+    trade_union: str | None = None
 
 
 class LeaveIn(WriteBase):
@@ -296,6 +315,8 @@ class OverviewAssociation(BaseModel):
     uuid: str
     unit: UnitWithPath
     association_type: ClassRef
+    substitute: PersonRef | None = None
+    trade_union: ClassRef | None = None
     validity: Validity
 
 

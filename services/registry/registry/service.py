@@ -42,29 +42,32 @@ skipped by ``EffectiveScheduler.run_due`` (no error, no second event).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
 
-from orgdir import crypto, problems
+from orgdir import auth, crypto, problems, visibility
 from orgdir.auth import Principal
 from orgdir.clock import Clock
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitState
+from orgdir.contracts.registry import PersonSlice
 from orgdir.events import CloudEvent
 from orgdir.problems import rule
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
 from orgdir.schemas import History, history_of
 from orgdir.service import Runtime
 from orgdir.store import Change, Doc, Repository, Section, SectionTicket, StaleVersion
+from orgdir.tree import hierarchy_filter
 from orgdir.validity import SliceBase, Validity, at, overlapping, put, truncate
 from orgdir.validity import apply as apply_change
 from registry import domain, schemas
-from registry.domain import ENGAGEMENT, KINDS, LEAVE, PERSON, Kind
+from registry.domain import ASSOCIATION, ENGAGEMENT, KINDS, LEAVE, PERSON, Kind
 from registry.readmodel import Agg, Directory, Memory, SearchIndex, page_filtered, page_of
 from registry.settings import RegistrySettings
 from registry.store import INDEXES, NO_HISTORY, AuditLog, CprClaims
@@ -182,7 +185,7 @@ class Registry:
         self.runtime = runtime
         self.settings = settings
         self.clock: Clock = runtime.clock
-        self.directory = Directory(runtime.db)
+        self.directory = Directory(runtime.db, runtime.clock)
         self.memory = Memory()
         self.search_index = SearchIndex()
         self.audit = AuditLog(runtime.db)
@@ -196,7 +199,7 @@ class Registry:
         self.schedulers = [Effective(self, k) for k in KINDS.values()]
         self.directory.on_unit_change.append(self._unit_changed)
         runtime.declare(*INDEXES)
-        runtime.sealed(PERSON.plural)  # state.cpr and every registration's snapshot of it
+        runtime.sealed(PERSON.plural, fields=["cpr"])  # state.cpr and every registration's snapshot of it
         runtime.view([f"{k.agg}.*" for k in KINDS.values()], self.on_event, self.reload)
         # Orgunits events reach every replica after the consuming one projected them.
         runtime.view([], self.directory.apply_event, self.directory.load, handled_by=["orgunits"])
@@ -225,6 +228,26 @@ class Registry:
             async for doc in self.repos[kind.agg].col.find({}, NO_HISTORY):
                 self.memory.put(kind, doc)
         self.reindex_all()
+
+    async def as_registered(self, instant: datetime | None) -> Registry:
+        """The registry as it had things registered at ``instant`` (transaction time), for one read.
+
+        A shallow copy with read models of its own, built from every document's
+        registrations and the projections' arrival logs: a full scan, so meant
+        for the occasional "what did we believe then", not for every read.
+        """
+        if instant is None:
+            return self
+        snap = copy.copy(self)
+        snap.directory = Directory(self.runtime.db, self.clock)
+        snap.memory = Memory()
+        snap.search_index = SearchIndex()
+        await snap.directory.load(instant)
+        for kind in KINDS.values():
+            async for doc in self.repos[kind.agg].scan_as_registered(instant):
+                snap.memory.put(kind, doc)
+        snap.reindex_all()
+        return snap
 
     def reindex_all(self) -> None:
         for person in list(self.memory.aggs["person"]):
@@ -339,9 +362,17 @@ class Registry:
         return domain.format_cpr(digits, view)
 
     async def save(
-        self, kind: Kind, uuid: str, body: schemas.WriteBase, *, if_match: int | None = None
+        self,
+        kind: Kind,
+        uuid: str,
+        body: schemas.WriteBase,
+        *,
+        if_match: int | None = None,
+        ceiling: visibility.Level = "secret",
     ) -> tuple[Agg, bool]:
-        """PUT (create or replace within the body's validity) and POST; idempotent by content."""
+        """PUT (create or replace within the body's validity) and POST; idempotent by content.
+
+        A person's addresses above the writer's ``ceiling`` (which it cannot read) are kept."""
         today = self.clock.today()
         period = body.validity.resolve(today)
         new_slice = kind.slice.model_validate({**domain.slice_fields(body), "validity": period})
@@ -352,7 +383,9 @@ class Registry:
             extra = self._person_cpr(given, doc) if kind is PERSON else {}
             if doc is None:
                 return Plan([new_slice], period, extra, f"{kind.agg}.created")
-            return Plan(put(self._timeline(kind, doc), new_slice), period, extra, f"{kind.agg}.updated")
+            old = self._timeline(kind, doc)
+            timeline = self._keeping_hidden(kind, old, put(old, new_slice), period, ceiling)
+            return Plan(timeline, period, extra, f"{kind.agg}.updated")
 
         return await self._write(
             kind,
@@ -364,8 +397,16 @@ class Registry:
             serialise=kind is not PERSON,
         )
 
-    async def patch(self, kind: Kind, uuid: str, body: schemas.WriteBase, *, if_match: int | None = None) -> Agg:
-        """Change the given fields from ``validity.from`` (to ``validity.to``)."""
+    async def patch(
+        self,
+        kind: Kind,
+        uuid: str,
+        body: schemas.WriteBase,
+        *,
+        if_match: int | None = None,
+        ceiling: visibility.Level = "secret",
+    ) -> Agg:
+        """Change the given fields from ``validity.from`` (to ``validity.to``); hidden addresses are kept."""
         today = self.clock.today()
         period = body.validity.resolve(today)
         changes = domain.slice_fields(body, exclude_unset=True)
@@ -380,6 +421,8 @@ class Registry:
                 new_timeline = apply_change(timeline, period, changes) if changes else timeline
             except ValueError as exc:
                 raise rule("invalid-change", str(exc).splitlines()[0]) from exc
+            if "addresses" in changes:
+                new_timeline = self._keeping_hidden(kind, timeline, new_timeline, period, ceiling)
             return Plan(new_timeline, period, extra, f"{kind.agg}.updated")
 
         agg, _ = await self._write(
@@ -441,6 +484,21 @@ class Registry:
         )
         return agg
 
+    def _keeping_hidden(
+        self, kind: Kind, old: list[Any], new: list[Any], period: Validity, ceiling: visibility.Level
+    ) -> list[Any]:
+        """``new`` with, in each part of ``period``, the addresses of the old slice there that the
+        writer cannot see (``domain.keep_hidden``)."""
+        if kind is not PERSON or ceiling == "secret":
+            return new
+        classes = self.directory.classes
+        for o in overlapping(old, period):
+            part = o.validity.intersect(period)
+            assert part is not None
+            keep = functools.partial(domain.keep_hidden, old=o, ceiling=ceiling, classes=classes)
+            new = apply_change(new, part, keep)
+        return new
+
     async def _write(
         self,
         kind: Kind,
@@ -474,6 +532,7 @@ class Registry:
                         held |= stored
                         continue
                 plan = decide(doc)
+                self._check_scope(kind, doc, plan)
                 await self._refresh_references(kind, plan)
                 self.validate(kind, uuid, plan.timeline, plan.period)
                 state = self.build_state(kind, plan.timeline, plan.extra)
@@ -513,6 +572,19 @@ class Registry:
                 return outcome
         raise problems.conflict(f"{kind.what} {uuid} is being changed concurrently; try again")
 
+    def _check_scope(self, kind: Kind, doc: Doc | None, plan: Plan) -> None:
+        """403 ``out-of-scope`` when a writer scoped to subtrees reaches a unit outside them."""
+        if auth.current.get() is None:
+            return
+        since = plan.period.from_
+        old = self._timeline(kind, doc) if doc is not None else []
+        engagements = {
+            e: {u for x in self.memory.aggs["engagement"][e].timeline if (u := getattr(x, "unit", None))}
+            for x in [*old, *plan.timeline]
+            if (e := getattr(x, "engagement", None)) and e in self.memory.aggs["engagement"]
+        }
+        auth.check_scope(self.directory.tree, domain.units_touched(old, plan.timeline, since, engagements), since)
+
     async def _claim_cpr(self, uuid: str, doc: Doc | None, state: dict[str, Any]) -> tuple[str, str, str | None] | None:
         """Claim a CPR hash the person gets; returns the claim it gives up (released after the write)."""
         new = state.get("cpr_hash")
@@ -532,6 +604,8 @@ class Registry:
         for s in overlapping(plan.timeline, plan.period):
             if getattr(s, "person", None):
                 persons.add(s.person)
+            if getattr(s, "substitute", None):
+                persons.add(s.substitute)
             if kind is LEAVE:
                 engagements.add(s.engagement)
         for p in sorted(persons):
@@ -557,6 +631,9 @@ class Registry:
                 tl = self.memory.timeline("person", person)
                 domain.check_person({person: tl} if tl is not None else {}, person, p)
             domain.check_classes(kind, d.classes, s, p)
+            if kind is ASSOCIATION and s.substitute is not None:
+                sub_tl = self.memory.timeline("person", s.substitute)
+                domain.check_substitute({s.substitute: sub_tl} if sub_tl is not None else {}, s, p)
             if kind is LEAVE:
                 engagement = self.memory.timeline("engagement", s.engagement)
                 domain.check_leave_in_engagement(s, engagement, p)
@@ -591,11 +668,13 @@ class Registry:
         if s is None:
             self.search_index.remove(person)
             return
+        # One index serves every reader: secret addresses are never search terms (a hit would tell).
+        shown = domain.visible_person(s, "internal", self.directory.classes)
         texts = [
             s.given_name,
             s.surname,
             s.nickname or "",
-            *(a.value for a in s.addresses if a.scope != "location"),
+            *(a.value for a in shown.addresses if a.scope != "location"),
         ]
         for e in self.memory.of_person("engagement", person):
             es = current_or_next(e.timeline, today)
@@ -609,7 +688,8 @@ class Registry:
             if p:
                 self.index_person(p)
 
-    def search(self, q: str, limit: int) -> list[dict[str, Any]]:
+    def search(self, q: str, limit: int, ceiling: visibility.Level = "internal") -> list[dict[str, Any]]:
+        """The address book; each hit shows the addresses ``ceiling`` allows (found by non-secret terms only)."""
         today = self.clock.today()
         out = []
         for person in self.search_index.search(domain.query_terms(q), limit):
@@ -617,6 +697,7 @@ class Registry:
             s = current_or_next(agg.timeline, today) if agg else None
             if agg is None or s is None:
                 continue
+            s = domain.visible_person(s, ceiling, self.directory.classes)
             units = []
             for e in self.memory.of_person("engagement", person):
                 es = current_or_next(e.timeline, today)
@@ -639,8 +720,17 @@ class Registry:
     # --- reads ------------------------------------------------------------------------------------
 
     def render(
-        self, kind: Kind, agg: Agg, s: SliceBase, *, reveal_cpr: domain.CprView = "masked"
+        self,
+        kind: Kind,
+        agg: Agg,
+        s: SliceBase,
+        *,
+        reveal_cpr: domain.CprView = "masked",
+        ceiling: visibility.Level = "internal",
     ) -> dict[str, Any]:
+        """One slice as a reader sees it: a person's CPR number masked and addresses above ``ceiling`` left out."""
+        if kind is PERSON:
+            s = domain.visible_person(cast(PersonSlice, s), ceiling, self.directory.classes)
         out = {"uuid": agg.uuid, "version": agg.version, **s.model_dump(mode="json", by_alias=True)}
         if kind is PERSON:
             out["has_cpr"] = bool(agg.extra.get("has_cpr"))
@@ -707,7 +797,9 @@ class Registry:
                 }
         return None
 
-    def overview(self, person: str, day: date, *, reveal_cpr: domain.CprView) -> dict[str, Any]:
+    def overview(
+        self, person: str, day: date, *, reveal_cpr: domain.CprView, ceiling: visibility.Level = "internal"
+    ) -> dict[str, Any]:
         agg = self.memory.get("person", person)
         if agg is None:
             raise problems.not_found("person", person)
@@ -760,6 +852,8 @@ class Registry:
                         "uuid": a.uuid,
                         "unit": self.unit_ref(as_.unit, day, with_path=True),
                         "association_type": d.class_ref(as_.association_type),
+                        "substitute": self.person_ref(as_.substitute, day),
+                        "trade_union": d.class_ref(as_.trade_union),
                         "validity": as_.validity.dump(),
                     }
                 )
@@ -778,7 +872,7 @@ class Registry:
         engagements.sort(key=lambda e: (not e["primary"], e["uuid"]))
         return {
             "at": day.isoformat(),
-            "person": self.render(PERSON, agg, s, reveal_cpr=reveal_cpr),
+            "person": self.render(PERSON, agg, s, reveal_cpr=reveal_cpr, ceiling=ceiling),
             "engagements": engagements,
             "managers": managers,
             "manager_roles": roles,
@@ -786,11 +880,18 @@ class Registry:
             "leaves": leaves,
         }
 
-    def people(self, unit: str, day: date, *, subtree: bool) -> list[tuple[str, dict[str, Any]]]:
-        """Engagements in force in the unit (or its subtree) on ``day``, by engagement uuid."""
+    def people(
+        self, unit: str, day: date, *, subtree: bool, hierarchy: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Engagements in force in the unit (or its subtree, within ``hierarchy``) on ``day``, by engagement uuid."""
         if unit not in self.directory.tree:
             raise unknown_unit(unit)
-        units = self.directory.tree.subtree_at(unit, day) if subtree else {unit}
+        h = hierarchy_filter(hierarchy, self.directory.classes)
+        tree = self.directory.tree
+        if subtree:
+            units = tree.subtree_at(unit, day, h)
+        else:
+            units = {unit} if h is None or tree.in_hierarchy(unit, day, h) else set()
         d = self.directory
         out = []
         for u in units:
@@ -867,11 +968,12 @@ class Registry:
 
         chunk, nxt = page_filtered(ids, keep, limit=limit, cursor=cursor)
         reveal = await self._reveal(kind, viewer, chunk, endpoint)
+        ceiling = domain.ceiling_of(viewer.roles)
         items = []
         for u in chunk:
             s = at(aggs[u].timeline, day)
             assert s is not None
-            items.append(self.render(kind, aggs[u], s, reveal_cpr=reveal))
+            items.append(self.render(kind, aggs[u], s, reveal_cpr=reveal, ceiling=ceiling))
         return items, nxt
 
     async def read(
@@ -885,15 +987,23 @@ class Registry:
         if s is None:
             raise domain.not_in_force(kind.what, uuid, day, agg.timeline)
         reveal = await self._reveal(kind, viewer, [uuid], endpoint)
-        return self.render(kind, agg, s, reveal_cpr=reveal), agg.version
+        return self.render(kind, agg, s, reveal_cpr=reveal, ceiling=domain.ceiling_of(viewer.roles)), agg.version
 
     async def written(self, kind: Kind, agg: Agg, viewer: Principal, endpoint: str) -> dict[str, Any]:
         """A write's answer: the slice in force today (else the last one) and the whole timeline."""
         s = at(agg.timeline, self.clock.today()) or agg.timeline[-1]
         reveal = await self._reveal(kind, viewer, [agg.uuid], endpoint)
-        out = self.render(kind, agg, s, reveal_cpr=reveal)
-        out["timeline"] = [x.model_dump(mode="json", by_alias=True) for x in agg.timeline]
+        ceiling = domain.ceiling_of(viewer.roles)
+        out = self.render(kind, agg, s, reveal_cpr=reveal, ceiling=ceiling)
+        timeline = [x.model_dump(mode="json", by_alias=True) for x in agg.timeline]
+        out["timeline"] = self._strip(kind, timeline, ceiling)
         return out
+
+    def _strip(self, kind: Kind, timeline: list[dict[str, Any]], ceiling: visibility.Level) -> list[dict[str, Any]]:
+        """Raw slices (a write's answer, history) with a person's addresses cut to ``ceiling``."""
+        if kind is not PERSON or ceiling == "secret":
+            return timeline
+        return visibility.strip_timeline(timeline, ceiling, domain.class_user_key(self.directory.classes))
 
     async def history(self, kind: Kind, uuid: str, viewer: Principal, endpoint: str) -> History:
         """The shared history shape; a person's adds the CPR number (masked unless revealed)."""
@@ -903,6 +1013,10 @@ class Registry:
         hist = history_of(doc)
         if kind is not PERSON:
             return hist
+        ceiling = domain.ceiling_of(viewer.roles)
+        hist.timeline = self._strip(kind, hist.timeline, ceiling)
+        for r in hist.registrations:
+            r.timeline = self._strip(kind, r.timeline, ceiling)
         reveal = await self.reveal_cpr(viewer, [uuid], endpoint)
         cpr = doc["state"].get("cpr")
         return schemas.PersonHistory(
@@ -915,12 +1029,12 @@ class Registry:
         if self.memory.get("person", person) is None:
             raise problems.not_found("person", person)
         reveal = await self.reveal_cpr(viewer, [person], endpoint)
-        return self.overview(person, day, reveal_cpr=reveal)
+        return self.overview(person, day, reveal_cpr=reveal, ceiling=domain.ceiling_of(viewer.roles))
 
     def people_page(
-        self, unit: str, day: date, *, subtree: bool, limit: int, cursor: str | None
+        self, unit: str, day: date, *, subtree: bool, limit: int, cursor: str | None, hierarchy: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        rows = self.people(unit, day, subtree=subtree)
+        rows = self.people(unit, day, subtree=subtree, hierarchy=hierarchy)
         by_id = dict(rows)
         chunk, nxt = page_of([k for k, _ in rows], limit=limit, cursor=cursor)
         return [by_id[k] for k in chunk], nxt

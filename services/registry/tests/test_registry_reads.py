@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from orgdir_tools.registry_support import World, problem_type, uid
-from orgdir_tools.testkit import READER, EventCollector, RunningApp
+from orgdir_tools.testkit import READER, SECRET_READER, EventCollector, RunningApp
 from registry.app import create_app
 
 NEXT_MONTH = date(2026, 4, 1)
@@ -245,10 +245,19 @@ async def test_demo_loads_idempotently_into_the_projected_units(world: World) ->
     root = await world.feed.unit(names[0], uuid_=ou_demo.UNITS[names[0]], frm=date(2020, 1, 1))
     for n in names[1:]:
         await world.feed.unit(n, root, uuid_=ou_demo.UNITS[n], frm=date(2020, 1, 1))
+    for facet, keys in (("visibility", ("offentlig", "intern", "hemmelig")), ("trade_union", ("hk", "foa"))):
+        for key in keys:
+            await world.feed.cls(facet, key, key.upper())
+    await world.feed.cls("responsibility", "budget", "Budgetansvar")
     await world.feed.wait(world.registry)
     await demo.load(world.http, within=20)
     persons = (await world.http.get("/api/v1/persons", params={"limit": 100})).json()["items"]
     assert len(persons) == 40
+    # Some people have a secret mobile number: the admin (read:secret) sees it, a reader does not.
+    secret = (await world.http.get("/api/v1/persons", params={"limit": 100}, headers=SECRET_READER)).json()
+    hidden = (await world.http.get("/api/v1/persons", params={"limit": 100}, headers=READER)).json()
+    count = sum(len(p["addresses"]) for p in secret["items"]) - sum(len(p["addresses"]) for p in hidden["items"])
+    assert count == 5
     versions = {p["uuid"]: p["version"] for p in persons}
     await demo.load(world.http, within=20)
     again = (await world.http.get("/api/v1/persons", params={"limit": 100})).json()["items"]
@@ -257,4 +266,7 @@ async def test_demo_loads_idempotently_into_the_projected_units(world: World) ->
     assert len(engagements) == 40
     assert (await world.http.get("/api/v1/leaves", params={"at": "2026-12-01"})).status_code == 200
     assert len((await world.http.get("/api/v1/managers")).json()["items"]) == 5
-    assert len((await world.http.get("/api/v1/associations")).json()["items"]) == 1
+    associations = (await world.http.get("/api/v1/associations")).json()["items"]
+    assert len(associations) == 2 and all(a["substitute"] and a["trade_union"] for a in associations)
+    managers = (await world.http.get("/api/v1/managers")).json()["items"]
+    assert all(len(m["responsibilities"]) == 2 for m in managers)

@@ -8,8 +8,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from orgdir.contracts.common import AggregateState
+from orgdir.contracts.orgunits import KleAspect
 from orgdir.events import register, register_aggregate
 from orgdir.validity import SliceBase, Validity
+
+#: dataversion 2 of assignment.* and access.*: KLE assignments (target ``kle``, reasons of kind ``kle``) are new
+#: enumeration values, which version 1 promised never to add (docs/consumer-guide.md).
+KLE_DATAVERSION = "2"
 
 
 class ITSystemFields(BaseModel):
@@ -61,24 +66,32 @@ class AssignmentSlice(SliceBase):
     inherit: bool = Field(False, description="Unit assignment inherited by the whole subtree.")
     job_function: str | None = None
     status: Literal["pending", "approved", "active"] = "active"
+    kle: str | None = Field(
+        None, description="KLE assignments: a kle class; everyone engaged in a unit carrying it with `aspect` holds it."
+    )
+    aspect: KleAspect | None = Field(None, description="KLE assignments: udførende, ansvarlig or indsigt.")
 
 
 class AssignmentState(AggregateState[AssignmentSlice]):
-    target: Literal["person", "unit", "job_function"]
+    target: Literal["person", "unit", "job_function", "kle"]
     requested_by: str | None = None
     approved_by: str | None = None
     exclusions: list[dict[str, str]] = Field(default_factory=list)
 
 
 class Reason(BaseModel):
-    kind: Literal["direct", "unit", "job_function"]
+    kind: Literal["direct", "unit", "job_function", "kle"]
     assignment: str
-    unit: str | None = None
+    unit: str | None = Field(
+        None, description="unit: the assigned unit; job_function: its subtree, if any; kle: the unit carrying the KLE."
+    )
     job_function: str | None = None
     role_group: str | None = None
     via_unit: str | None = Field(
-        None, description="The person's own unit through which a unit/job-function right holds."
+        None, description="The person's own unit through which a unit/job-function/KLE right holds."
     )
+    kle: str | None = Field(None, description="kle: the kle class the unit carries.")
+    aspect: KleAspect | None = Field(None, description="kle: the aspect the unit carries it with.")
 
 
 class Right(BaseModel):
@@ -128,19 +141,22 @@ class AccountState(BaseModel):
 register_aggregate("it_system", ITSystemState, "IT system", ("created", "updated", "terminated"))
 register_aggregate("role", RoleState, "role", ("created", "updated", "terminated"))
 register_aggregate("role_group", RoleGroupState, "role group", ("created", "updated", "terminated"))
-register_aggregate(
-    "assignment",
-    AssignmentState,
-    "role assignment",
-    ("created", "updated", "approved", "terminated", "effective"),
-)
-register("access.granted", AccessChange, "A person gained a right (from its validity.from).")
-register("access.revoked", AccessChange, "A person lost a right (from its validity.to).")
+for _verb, _text in (
+    ("created", "A role assignment was created."),
+    ("updated", "A role assignment changed from a date."),
+    ("approved", "A role assignment: approved."),
+    ("terminated", "A role assignment ends from a date."),
+    ("effective", "A future-dated change of a role assignment became current today."),
+):
+    register(f"assignment.{_verb}", AssignmentState, _text, KLE_DATAVERSION)
+register("access.granted", AccessChange, "A person gained a right (from its validity.from).", KLE_DATAVERSION)
+register("access.revoked", AccessChange, "A person lost a right (from its validity.to).", KLE_DATAVERSION)
 register(
     "access.current",
     RightsState,
     "A person's current set of rights, re-sent by republish or a refresh (no right changed); same sequence "
     "stream as access.granted/access.revoked.",
+    KLE_DATAVERSION,
 )
 for _verb, _text in (
     ("requested", "An account should be created in an IT system."),

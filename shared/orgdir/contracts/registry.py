@@ -19,6 +19,11 @@ class ContactAddress(BaseModel):
     scope: Literal["email", "phone", "location"]
     value: str
     address_type: str | None = Field(None, description="UUID of an address_type class.")
+    visibility: str | None = Field(
+        None,
+        description="UUID of a visibility class (offentlig, intern, hemmelig); null reads as intern. "
+        "Events carry every address; readers and downstream targets get only what they may see.",
+    )
 
 
 class PersonSlice(SliceBase):
@@ -54,7 +59,7 @@ class ManagerSlice(SliceBase):
     unit: str
     manager_type: str
     manager_level: str
-    responsibilities: list[str] = Field(default_factory=list)
+    responsibilities: list[str] = Field(default_factory=list, description="UUIDs of responsibility classes.")
 
 
 class ManagerState(AggregateState[ManagerSlice]):
@@ -65,6 +70,8 @@ class AssociationSlice(SliceBase):
     person: str
     unit: str
     association_type: str
+    substitute: str | None = Field(None, description="UUID of the person who stands in (OS2mo's substitute).")
+    trade_union: str | None = Field(None, description="UUID of a trade_union class.")
 
 
 class AssociationState(AggregateState[AssociationSlice]):

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from orgdir_tools.demo.orgunits import UNITS
+from orgunits.vocabulary import kle_uuid
 
 NS = uuid.UUID("0f3c2a4e-1b7d-4c55-8e0a-6d2b9c1f7a30")
 
@@ -34,6 +35,7 @@ ROLES = [
     ("KMD-OPUS", "Lønsagsbehandler", "Behandling af løn", True),
     ("SBSYS", "Sagsbehandler", "Oprette og behandle sager", False),
     ("SBSYS", "CPR-opslag", "Opslag i CPR", True),
+    ("SBSYS", "Børne- og familiesager", "Sager om særlig støtte til børn og unge (KLE 27.24)", False),
 ]
 
 
@@ -78,7 +80,8 @@ async def load(http: httpx.AsyncClient) -> None:
 
 
 async def _assignments(http: httpx.AsyncClient, within: float = 60) -> None:
-    """Everyone in Kolding Kommune gets the office workplace; HR gets OPUS (sensitive: pending).
+    """Everyone in Kolding Kommune gets the office workplace, IT the VPN, and the units doing KLE 27.24 (the
+    social department) the children's-cases role.
 
     The units come from the orgunits demo through events, so each PUT is retried
     until this service has projected them (``unknown-unit``), for up to ``within`` s.
@@ -88,6 +91,9 @@ async def _assignments(http: httpx.AsyncClient, within: float = 60) -> None:
                                 "unit": UNITS["Kolding Kommune"], "inherit": True}),
         (uid("assign:vpn-it"), {"validity": ALWAYS, "role": uid("role:VPN"),
                                 "unit": UNITS["Digitalisering og IT"], "inherit": True}),
+        # Granted by task area: everyone in a unit doing (udførende) KLE 27.24, whichever unit that is.
+        (uid("assign:kle-27.24"), {"validity": ALWAYS, "role": uid("role:Børne- og familiesager"),
+                                   "kle": kle_uuid("27.24"), "aspect": "udførende"}),
     ]
     deadline = asyncio.get_running_loop().time() + within
     for key, body in wanted:

@@ -1,6 +1,9 @@
-"""Demo data: two downstream targets a municipality typically has, loaded idempotently.
+"""Demo data: downstream targets a municipality typically has, loaded idempotently.
 
-Both start inactive (their URLs are placeholders): activate them with PATCH
+Each says how much of addresses it may see (``visibility``): the payroll
+system and Entra ID the default ``internal``, the municipality's website
+only ``public`` ones, and the switchboard ``secret`` too (it must be able to
+put calls through to an unlisted number). All start inactive (their URLs are placeholders): activate them with PATCH
 ``{"active": true}`` once a receiver listens there.
 """
 
@@ -26,6 +29,27 @@ DEMO = [
         "secret": "whsec_" + "ZGVtby1zZWNyZXQtb25seS1mb3ItdGhlLWxvY2FsLXN0YWNr",
         "active": False,
         "latest_state_only": True,
+        "visibility": "internal",
+    },
+    {
+        "kind": "webhook",
+        "name": "Kommunens hjemmeside - kontaktsider (kun offentlige adresser)",
+        "url": "http://127.0.0.1:8197/orgdir-hook",
+        "event_types": ["person.*", "orgunit.*"],
+        "secret": "whsec_" + "ZGVtby13ZWJzaXRlLXNlY3JldC1mb3ItdGhlLWxvY2FsLXN0YWNr",
+        "active": False,
+        "latest_state_only": True,
+        "visibility": "public",
+    },
+    {
+        "kind": "webhook",
+        "name": "Omstillingen (må se hemmelige numre)",
+        "url": "http://127.0.0.1:8196/orgdir-hook",
+        "event_types": ["person.*", "orgunit.*"],
+        "secret": "whsec_" + "ZGVtby1zd2l0Y2hib2FyZC1zZWNyZXQtZm9yLWxvY2FsLXN0YWNr",
+        "active": False,
+        "latest_state_only": True,
+        "visibility": "secret",
     },
     {
         "kind": "scim",
@@ -33,6 +57,7 @@ DEMO = [
         "url": "http://127.0.0.1:8198/v2",
         "token": "demo-scim-token",
         "active": False,
+        "visibility": "internal",
     },
 ]
 

@@ -3,6 +3,11 @@
 UUIDs are fixed (uuid5 of the unit's name), so the registry's and the
 access-rights demo loaders can use them: ``from orgdir_tools.demo.orgunits import UNITS``
 then ``UNITS["Munkevængets Skole"]``. Loading twice changes nothing (PUT).
+
+Beside the line organisation (``UNITS``) the municipality has its MED
+cooperation committees in the ``med`` hierarchy (``MED_UNITS``); its units
+carry KLE numbers (``KLE``), and the two home-care districts are related
+units (``RELATED``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 import httpx
 
 from orgunits.domain import ean_check_digit
-from orgunits.vocabulary import class_uuid
+from orgunits.vocabulary import class_uuid, kle_uuid
 
 DEMO_NAMESPACE = uuid.UUID("0c7d0f53-58a1-4d43-8f4e-2a5e6c7b9d21")
 DEMO_FROM = "2020-01-01"
@@ -60,8 +65,39 @@ _TREE: list[tuple[str, str, str | None, str, str]] = [
     ("Jobcenter Kolding", "AM-JOB", "Arbejdsmarked", "center", "center"),
 ]
 
-#: unit name -> UUID, for the other services' demo loaders and tests
+#: unit name -> UUID, for the other services' demo loaders and tests (the line organisation)
 UNITS: dict[str, str] = {name: unit_uuid(name) for name, *_ in _TREE}
+
+# (name, user_key, parent name): the MED committees (hierarchy ``med``), as a Danish municipality has them
+_MED: list[tuple[str, str, str | None]] = [
+    ("Hovedudvalget", "MED-HU", None),
+    ("Børn og Uddannelse MED-udvalg", "MED-BU", "Hovedudvalget"),
+    ("Lokaludvalg Munkevængets Skole", "MED-BU-MUNK", "Børn og Uddannelse MED-udvalg"),
+    ("Social og Sundhed MED-udvalg", "MED-SS", "Hovedudvalget"),
+    ("Lokaludvalg Hjemmeplejen", "MED-SS-HJEM", "Social og Sundhed MED-udvalg"),
+]
+MED_UNITS: dict[str, str] = {name: unit_uuid(name) for name, *_ in _MED}
+
+#: unit name -> [(KLE number, aspects)] (numbers from the KLE extract orgunits ships)
+KLE: dict[str, list[tuple[str, list[str]]]] = {
+    "Borgmesterens Afdeling": [("00.01", ["udførende", "ansvarlig"]), ("00.17", ["ansvarlig"])],
+    "Kommunikation": [("00.05", ["udførende"])],
+    "Skoleområdet": [("17", ["ansvarlig"])],
+    **{school: [("17", ["udførende"])] for school in (
+        "Munkevængets Skole", "Brændkjærskolen", "Kongsbjergskolen", "Bakkeskolen")},
+    "Dagtilbudsområdet": [("28", ["ansvarlig"])],
+    "Børnehuset Åparken": [("28", ["udførende"])],
+    "Vuggestuen Mælkebøtten": [("28", ["udførende"])],
+    "Pædagogisk Psykologisk Rådgivning": [("27.24", ["indsigt"])],
+    "Socialafdelingen": [("27.24", ["udførende", "ansvarlig"]), ("27", ["indsigt"])],
+    "Plejecenter Ældrebo": [("03.22", ["udførende"])],
+    "Jobcenter Kolding": [("15", ["udførende", "ansvarlig"]), ("32", ["udførende"])],
+}
+
+#: (relation UUID, two unit names): the two home-care districts, related units as after a merger
+RELATED: list[tuple[str, tuple[str, str]]] = [
+    (str(uuid.uuid5(DEMO_NAMESPACE, "related:hjemmepleje")), ("Hjemmepleje Nord", "Hjemmepleje Syd")),
+]
 
 _STREETS = {
     "Kolding Kommune": "Akseltorv 1, 6000 Kolding",
@@ -107,6 +143,18 @@ def bodies() -> list[tuple[str, dict[str, Any]]]:
                 "unit_type": class_uuid("unit_type", unit_type),
                 "unit_level": class_uuid("unit_level", unit_level),
                 "addresses": _addresses(i, name, key, unit_level),
+                "kle": [{"kle": kle_uuid(n), "aspects": aspects} for n, aspects in KLE.get(name, [])],
+                "validity": {"from": DEMO_FROM},
+            },
+        ))
+    for name, key, parent in _MED:
+        out.append((
+            MED_UNITS[name],
+            {
+                "user_key": key,
+                "name": name,
+                "parent": MED_UNITS[parent] if parent else None,
+                "hierarchy": class_uuid("unit_hierarchy", "med"),
                 "validity": {"from": DEMO_FROM},
             },
         ))
@@ -114,8 +162,13 @@ def bodies() -> list[tuple[str, dict[str, Any]]]:
 
 
 async def load(http: httpx.AsyncClient) -> None:
-    """PUT every unit (admin or writer token on ``http``); idempotent."""
+    """PUT every unit, then the related units (admin or writer token on ``http``); idempotent."""
     for uid, body in bodies():
         r = await http.put(f"/api/v1/orgunits/{uid}", json=body)
         if r.status_code not in (200, 201):
             raise RuntimeError(f"demo unit {body['name']}: {r.status_code} {r.text}")
+    for rid, (a, b) in RELATED:
+        body = {"units": [UNITS[a], UNITS[b]], "validity": {"from": DEMO_FROM}}
+        r = await http.put(f"/api/v1/related-units/{rid}", json=body)
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"demo related units {a} / {b}: {r.status_code} {r.text}")

@@ -1,4 +1,9 @@
-"""A small Danish demo: ~40 people with engagements, managers, an association and a leave.
+"""A small Danish demo: ~40 people with engagements, managers, associations and a leave.
+
+Issue #17's people side: every address has a visibility (work e-mails public,
+desk phones internal, and a few people have a secret mobile number that only
+``orgdir:read:secret`` sees); the associations name a substitute and a trade
+union; the managers carry responsibilities.
 
 Loaded through the HTTP API with fixed UUIDs (uuid5 of names), so running it
 twice changes nothing. The units and classes are those of the orgunits demo
@@ -29,6 +34,8 @@ FACETS = (
     "responsibility",
     "association_type",
     "leave_type",
+    "visibility",
+    "trade_union",
 )
 PREFERRED = {
     "job_function": ("konsulent", "specialkonsulent", "sagsbehandler", "medarbejder"),
@@ -38,7 +45,11 @@ PREFERRED = {
     "responsibility": ("personale", "personaleansvar"),
     "association_type": ("tillidsrepraesentant", "med_medlem", "medlem"),
     "leave_type": ("barsel", "barselsorlov", "orlov"),
+    "visibility": ("intern",),
+    "trade_union": ("hk",),
 }
+#: every SECRET_EVERY-th person (from the 3rd) has a secret mobile number (visibility hemmelig)
+SECRET_EVERY = 8
 PEOPLE = [
     ("Anne", "Mølgaard"),
     ("Søren", "Kjær"),
@@ -120,6 +131,14 @@ async def _wait_for_orgunits(
         await asyncio.sleep(1)
 
 
+def _class(facet: str, key: str, classes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The class with ``key`` (the vocabulary's UUID, else by user_key), or None."""
+    for c in classes:
+        if c["uuid"] == class_uuid(facet, key) or (c.get("user_key") or "").lower() == key:
+            return c
+    return None
+
+
 def _pick(facet: str, classes: list[dict[str, Any]]) -> dict[str, Any]:
     by_uuid = {c["uuid"]: c for c in classes}
     for key in PREFERRED.get(facet, ()):
@@ -145,6 +164,12 @@ async def load(http: httpx.AsyncClient, within: float = 60.0) -> None:
     units = [known[w] for w in wanted]
     units.sort(key=lambda u: (u["parent"] is not None, u["user_key"] or "", u["uuid"]))
     cls = {f: _pick(f, classes[f]) for f in FACETS}
+    public = _class("visibility", "offentlig", classes["visibility"]) or cls["visibility"]
+    secret = _class("visibility", "hemmelig", classes["visibility"])
+    responsibilities = [cls["responsibility"]] + [
+        c for key in ("budget",) if (c := _class("responsibility", key, classes["responsibility"]))
+    ]
+    unions = [c for key in ("hk", "foa") if (c := _class("trade_union", key, classes["trade_union"]))]
 
     def since(*items: dict[str, Any]) -> date:
         days = [START] + [date.fromisoformat(i["active_from"]) for i in items if i.get("active_from")]
@@ -170,8 +195,13 @@ async def load(http: httpx.AsyncClient, within: float = 60.0) -> None:
                 "cpr": cpr,
                 "validity": {"from": "2000-01-01"},
                 "addresses": [
-                    {"scope": "email", "value": f"{mail}@kommune.dk"},
-                    {"scope": "phone", "value": f"+45 8940 {2000 + i}"},
+                    {"scope": "email", "value": f"{mail}@kommune.dk", "visibility": public["uuid"]},
+                    {"scope": "phone", "value": f"+45 8940 {2000 + i}", "visibility": cls["visibility"]["uuid"]},
+                    *(
+                        [{"scope": "phone", "value": f"+45 2{i:03d} 4{i:03d}", "visibility": secret["uuid"]}]
+                        if secret is not None and i % SECRET_EVERY == 2
+                        else []
+                    ),
                 ],
             },
         )
@@ -201,7 +231,7 @@ async def load(http: httpx.AsyncClient, within: float = 60.0) -> None:
     heads = units[: min(5, len(units))]
     for i, unit in enumerate(heads):
         vacant = i == len(heads) - 1 and len(heads) > 1
-        frm = since(unit, cls["manager_type"], cls["manager_level"], cls["responsibility"])
+        frm = since(unit, cls["manager_type"], cls["manager_level"], *responsibilities)
         await _put(
             http,
             f"/api/v1/managers/{demo_uuid('manager', unit['uuid'])}",
@@ -210,22 +240,26 @@ async def load(http: httpx.AsyncClient, within: float = 60.0) -> None:
                 "unit": unit["uuid"],
                 "manager_type": cls["manager_type"]["uuid"],
                 "manager_level": cls["manager_level"]["uuid"],
-                "responsibilities": [cls["responsibility"]["uuid"]],
+                "responsibilities": [r["uuid"] for r in responsibilities],
                 "validity": {"from": frm.isoformat()},
             },
         )
 
-    other = units[-1]
-    await _put(
-        http,
-        f"/api/v1/associations/{demo_uuid('association', persons[7])}",
-        {
-            "person": persons[7],
-            "unit": other["uuid"],
-            "association_type": cls["association_type"]["uuid"],
-            "validity": {"from": since(other, cls["association_type"]).isoformat()},
-        },
-    )
+    # Union representatives, each with a substitute and a trade union.
+    for who, stand_in, unit, union in ((7, 8, units[-1], unions[:1]), (21, 22, units[1 % len(units)], unions[1:])):
+        union_cls = union[0] if union else cls["trade_union"]
+        await _put(
+            http,
+            f"/api/v1/associations/{demo_uuid('association', persons[who])}",
+            {
+                "person": persons[who],
+                "unit": unit["uuid"],
+                "association_type": cls["association_type"]["uuid"],
+                "substitute": persons[stand_in],
+                "trade_union": union_cls["uuid"],
+                "validity": {"from": since(unit, cls["association_type"], union_cls).isoformat()},
+            },
+        )
     e, p, frm = engagements[12]
     leave_from = max(frm, since(cls["leave_type"])) + timedelta(days=30)
     await _put(
