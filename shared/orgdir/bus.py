@@ -47,7 +47,7 @@ from pymongo.errors import ConnectionFailure
 from yarl import URL
 
 from orgdir import context, metrics, problems
-from orgdir.events import CloudEvent, EventRejected, parse, typed_data
+from orgdir.events import CloudEvent, EventRejected, is_current, parse, typed_data
 from orgdir.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -437,6 +437,12 @@ class Consumer:
         kind = message.type or message.routing_key or "unknown"
         try:
             event = parse(message.body)
+            if not is_current(event):  # the copy in another dataversion (side_by_side): not ours to handle
+                await message.ack()
+                metrics.EVENTS_CONSUMED.labels(
+                    self.bus.settings.service_name, self.queue_name, kind, "other-version"
+                ).inc()
+                return
             data: BaseModel = typed_data(event)
         except EventRejected as exc:
             await self._dead(message, f"rejected: {exc}", kind)
@@ -646,7 +652,9 @@ class ViewFeed(ReplicaQueue):
             await queue.bind(await channel.declare_exchange(echo, aio_pika.ExchangeType.FANOUT, durable=True))
 
     async def _handle(self, body: bytes) -> None:
-        await self.apply(parse(body))
+        event = parse(body)
+        if is_current(event):  # the copy in another dataversion is not this code's
+            await self.apply(event)
 
 
 class Signals(ReplicaQueue):

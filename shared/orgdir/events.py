@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -100,6 +101,44 @@ def register_aggregate(
     }
     for verb in verbs:
         register(f"{aggregate}.{verb}", data_model, texts.get(verb, f"A {what}: {verb}."))
+
+
+# -------------------------------------------------------------------- previous dataversions
+
+Downgrade = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+#: type -> (the previous dataversion, data in the new shape -> the old shape, or None where the old
+#: shape cannot say it). While registered, every event of the type is emitted in both versions
+#: (``side_by_side``): the compatibility promise of docs/consumer-guide.md. Remove one release later.
+PREVIOUS: dict[str, tuple[str, Downgrade]] = {}
+_VERSION_NS = uuid.UUID("5b1d2c0e-8f3a-4c61-9a7e-0d3f4c2b1a99")
+
+
+def register_previous(type: str, dataversion: str, downgrade: Downgrade) -> None:
+    PREVIOUS[type] = (dataversion, downgrade)
+
+
+def side_by_side(event: CloudEvent) -> list[CloudEvent]:
+    """The event, then the same event in its type's previous dataversion while that is still emitted.
+
+    The copy has the same subject, sequence and type; its id derives from the
+    original's, so a republished copy has the id of the first one (idempotent).
+    A consumer handles the version it knows and skips the other (``is_current``).
+    """
+    previous = PREVIOUS.get(event.type)
+    if previous is None or not is_current(event):
+        return [event]
+    data = previous[1](event.data)
+    if data is None:
+        return [event]
+    old_id = str(uuid.uuid5(_VERSION_NS, f"{event.id}:{previous[0]}"))
+    return [event, event.model_copy(update={"id": old_id, "dataversion": previous[0], "data": data})]
+
+
+def is_current(event: CloudEvent) -> bool:
+    """Whether the event is in the dataversion this code's catalogue knows (the other copy is skipped)."""
+    spec = CATALOGUE.get(event.type)
+    return spec is None or event.dataversion == spec.dataversion
 
 
 class EventRejected(Exception):

@@ -35,7 +35,7 @@ PUBLISH_FAILURES = Counter(
 )
 EVENTS_CONSUMED = Counter(
     "orgdir_events_consumed_total",
-    "Events taken from a queue, by outcome: ok, retried, held (database away), dead, stale.",
+    "Events taken from a queue, by outcome: ok, retried, held (database away), dead, stale, other-version.",
     ["service", "queue", "type", "outcome"],
 )
 EVENT_HANDLING = Histogram(

@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orgdir import context, metrics, problems
 from orgdir.bus import Bus, amqp_matches
-from orgdir.events import CATALOGUE, CloudEvent, new_event
+from orgdir.events import CATALOGUE, CloudEvent, new_event, side_by_side
 from orgdir.settings import Settings
 from orgdir.store import Doc, Index, Repository, index
 
@@ -210,8 +210,10 @@ class Refresher:
         async for stale in self.col.find({"state": "running", "lease_until": {"$lt": now}}, {"_id": 1}):
             job = await self.col.find_one_and_update(
                 {"_id": stale["_id"], "state": "running", "lease_until": {"$lt": now}},
-                {"$set": {"owner": self.replica, "lease_until": now + timedelta(seconds=self.lease)},
-                 "$inc": {"takeovers": 1}},
+                {
+                    "$set": {"owner": self.replica, "lease_until": now + timedelta(seconds=self.lease)},
+                    "$inc": {"takeovers": 1},
+                },
                 return_document=ReturnDocument.AFTER,
             )
             if job is None:
@@ -324,7 +326,7 @@ class Refresher:
                     last = doc["_id"]
                     event = repo.current_event(doc)
                     if event is not None and (patterns is None or any(amqp_matches(p, event.type) for p in patterns)):
-                        batch.append(event)
+                        batch.extend(side_by_side(event))
                     if scanned >= self.batch:
                         await send(batch, repo.name, last, scanned)
                         batch, scanned = [], 0
@@ -353,8 +355,14 @@ class Refresher:
         log.info("refresh completed", extra={"refresh": job_id, "queue": job["queue"], "published": published})
 
     async def _send(
-        self, job_id: str, channel: AbstractChannel, queue: str, events: list[CloudEvent], collection: str,
-        last_id: Any, scanned: int,
+        self,
+        job_id: str,
+        channel: AbstractChannel,
+        queue: str,
+        events: list[CloudEvent],
+        collection: str,
+        last_id: Any,
+        scanned: int,
     ) -> int:
         """Publish one batch (all confirmed), then move the checkpoint past it."""
         await self._publish(channel, queue, events)
@@ -370,9 +378,7 @@ class Refresher:
         ``mandatory`` makes a queue deleted meanwhile fail the job instead of dropping events."""
         results = await asyncio.gather(
             *(
-                channel.default_exchange.publish(
-                    self.bus.message(e), routing_key=queue, mandatory=True, timeout=30
-                )
+                channel.default_exchange.publish(self.bus.message(e), routing_key=queue, mandatory=True, timeout=30)
                 for e in events
             ),
             return_exceptions=True,

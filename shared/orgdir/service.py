@@ -22,7 +22,7 @@ from orgdir import crypto, logs, refresh, store
 from orgdir.auth import Authenticator
 from orgdir.bus import Bus, Consumer, ReplicaQueue, Router, Routes, Signals, ViewFeed
 from orgdir.clock import Clock, SystemClock
-from orgdir.events import CloudEvent
+from orgdir.events import CloudEvent, side_by_side
 from orgdir.relay import OutboxRelay
 from orgdir.settings import Settings
 
@@ -110,8 +110,9 @@ class Runtime:
     def section(
         self, name: str, refresh_one: Callable[[str, str], Awaitable[None]], refresh_all: Callable[[], Awaitable[None]]
     ) -> store.Section:
-        return store.Section(self.db, f"{self.settings.service_name}.{name}", refresh_one=refresh_one,
-                             refresh_all=refresh_all)
+        return store.Section(
+            self.db, f"{self.settings.service_name}.{name}", refresh_one=refresh_one, refresh_all=refresh_all
+        )
 
     def view(
         self,
@@ -292,7 +293,8 @@ class Runtime:
                 event = repo.current_event(doc)
                 if event is None:  # never published (no version yet)
                     continue
-                await self.bus.publish(event)
+                for each in side_by_side(event):
+                    await self.bus.publish(each)
                 count += 1
                 if count % 1000 == 0:
                     log.info("republishing", extra={"published": count})

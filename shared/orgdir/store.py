@@ -27,7 +27,7 @@ from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 
 from orgdir import context, problems
 from orgdir.clock import Clock
-from orgdir.events import CloudEvent, new_event
+from orgdir.events import CloudEvent, new_event, side_by_side
 from orgdir.schemas import History, history_of
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,8 @@ class Repository:
         """The outbox entries and registrations of ``specs``, numbered on from ``base``."""
         outbox, registrations = [], []
         for i, (event_type, build) in enumerate(specs, start=base + 1):
-            outbox.append(self._event(uuid, i, event_type, build(i)).model_dump(mode="json"))
+            for event in side_by_side(self._event(uuid, i, event_type, build(i))):  # + a previous dataversion
+                outbox.append(event.model_dump(mode="json"))
             registrations.append(self._registration(i, event_type, state, note))
         return outbox, registrations
 

@@ -25,7 +25,7 @@ from fastapi import FastAPI
 
 from orgdir.bus import declare_exchanges
 from orgdir.clock import Clock
-from orgdir.events import CloudEvent
+from orgdir.events import CloudEvent, is_current
 from orgdir.service import Runtime
 from orgdir.settings import Settings
 from orgdir_tools.cli import uvicorn_command, wait_ready
@@ -158,6 +158,7 @@ class EventCollector:
         self.exchange = exchange
         self.pattern = pattern
         self.events: list[CloudEvent] = []
+        self.previous_versions: list[CloudEvent] = []
         self._changed = asyncio.Condition()
         self._conn: aio_pika.abc.AbstractConnection | None = None
 
@@ -175,7 +176,9 @@ class EventCollector:
             await self._conn.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self.events.append(CloudEvent.model_validate(json.loads(message.body)))
+        event = CloudEvent.model_validate(json.loads(message.body))
+        # The copy in a previous dataversion (orgdir.events.side_by_side) is kept apart.
+        (self.events if is_current(event) else self.previous_versions).append(event)
         async with self._changed:
             self._changed.notify_all()
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from orgdir.contracts.common import AggregateState
 from orgdir.contracts.orgunits import KleAspect
-from orgdir.events import register, register_aggregate
+from orgdir.events import CATALOGUE, register, register_aggregate, register_previous
 from orgdir.validity import SliceBase, Validity
 
 #: dataversion 2 of assignment.* and access.*: KLE assignments (target ``kle``, reasons of kind ``kle``) are new
@@ -77,6 +77,11 @@ class AssignmentState(AggregateState[AssignmentSlice]):
     requested_by: str | None = None
     approved_by: str | None = None
     exclusions: list[dict[str, str]] = Field(default_factory=list)
+    rejected_by: str | None = Field(
+        None, description="Set when a pending request was rejected (assignment.rejected): it never grants anything."
+    )
+    rejected_at: datetime | None = None
+    rejection_reason: str | None = None
 
 
 class Reason(BaseModel):
@@ -145,6 +150,7 @@ for _verb, _text in (
     ("created", "A role assignment was created."),
     ("updated", "A role assignment changed from a date."),
     ("approved", "A role assignment: approved."),
+    ("rejected", "A pending role assignment was rejected: it stays pending and never grants (see rejected_by)."),
     ("terminated", "A role assignment ends from a date."),
     ("effective", "A future-dated change of a role assignment became current today."),
 ):
@@ -158,6 +164,47 @@ register(
     "stream as access.granted/access.revoked.",
     KLE_DATAVERSION,
 )
+
+
+# Version 1 of assignment.* and access.* is still emitted beside version 2 for this release
+# (docs/consumer-guide.md): a KLE reason reads as what it is on the ground, a right via the unit
+# that carries the KLE number; a KLE assignment, which version 1 has no words for, is left out.
+V1_TARGETS = {"person", "unit", "job_function"}
+V1_STATUSES = {"pending", "approved", "active"}
+
+
+def _reason_v1(reason: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in reason.items() if k not in ("kle", "aspect")}
+    if reason.get("kind") == "kle":
+        out.update(kind="unit", via_unit=reason.get("via_unit") or reason.get("unit"))
+    return out
+
+
+def _rights_v1(rights: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "reasons": [_reason_v1(x) for x in r.get("reasons", [])]} for r in rights]
+
+
+def assignment_v1(data: dict[str, Any]) -> dict[str, Any] | None:
+    if data.get("target") not in V1_TARGETS:
+        return None
+    timeline = data.get("timeline", [])
+    if any(x.get("status", "active") not in V1_STATUSES for x in timeline):
+        return None
+    return {**data, "timeline": [{k: v for k, v in x.items() if k not in ("kle", "aspect")} for x in timeline]}
+
+
+def access_v1(data: dict[str, Any]) -> dict[str, Any]:
+    out = {**data, "rights": _rights_v1(data.get("rights", []))}
+    if "reasons" in data:
+        out["reasons"] = [_reason_v1(x) for x in data["reasons"]]
+    return out
+
+
+for _type in [t for t in list(CATALOGUE) if t.startswith("assignment.")]:
+    register_previous(_type, "1", assignment_v1)
+for _type in ("access.granted", "access.revoked", "access.current"):
+    register_previous(_type, "1", access_v1)
+
 for _verb, _text in (
     ("requested", "An account should be created in an IT system."),
     ("enabled", "A disabled account is in use again."),
