@@ -58,24 +58,33 @@ def parse_notifier(out: str) -> dict[str, Any]:
         if not head:
             continue
         lat = re.search(rf"p50 {NUMBER} ms, p99 {NUMBER} ms, max {NUMBER} ms", block)
-        runs.append({
-            "mode": head.group(1),
-            "rate": int(head.group(2)),
-            "seconds": int(head.group(3)),
-            "replicas": int(head.group(4)),
-            "written": find(r"(\d+) answered", block),
-            "delivered": find(r"delivered: (\d+)/", block),
-            "deliveries_per_s": find(rf"deliveries/s: {NUMBER}", block),
-            "p50_ms": num(lat.group(1)) if lat else None,
-            "p99_ms": num(lat.group(2)) if lat else None,
-            "max_ms": num(lat.group(3)) if lat else None,
-        })
-    return {"runs": runs}
+        runs.append(
+            {
+                "mode": head.group(1),
+                "rate": int(head.group(2)),
+                "seconds": int(head.group(3)),
+                "replicas": int(head.group(4)),
+                "written": find(r"(\d+) answered", block),
+                "delivered": find(r"delivered: (\d+)/", block),
+                "deliveries_per_s": find(rf"deliveries/s: {NUMBER}", block),
+                "p50_ms": num(lat.group(1)) if lat else None,
+                "p99_ms": num(lat.group(2)) if lat else None,
+                "max_ms": num(lat.group(3)) if lat else None,
+                "outbox_backlog_end": find(rf"{NUMBER} at the end", block),
+                "sustained": (m.group(1) == "yes") if (m := re.search(r"sustained: (yes|no)", block)) else None,
+            }
+        )
+    best = {
+        int(r): num(v) for v, r in re.findall(rf"highest sustained rate: {NUMBER} writes/s .* with (\d+) replica", out)
+    }
+    return {"runs": runs, "highest_sustained_per_s": best}
 
 
 def parse_orgunits(out: str) -> dict[str, Any]:
-    reads = {m.group(1).strip(): {"p50_ms": num(m.group(2)), "p99_ms": num(m.group(3))}
-             for m in re.finditer(rf"^(.+?)\s+p50\s+{NUMBER} ms\s+p99\s+{NUMBER} ms", out, re.M)}
+    reads = {
+        m.group(1).strip(): {"p50_ms": num(m.group(2)), "p99_ms": num(m.group(3))}
+        for m in re.finditer(rf"^(.+?)\s+p50\s+{NUMBER} ms\s+p99\s+{NUMBER} ms", out, re.M)
+    }
     return {"units_per_s": find(rf"units in [\d.]+ s: {NUMBER} units/s", out), "reads": reads}
 
 
@@ -106,28 +115,43 @@ def parse_refresh(out: str) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     model = ""
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     mem_kb = 0
     try:
-        mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")))
+        mem_kb = int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpus": os.cpu_count(), "cpu": model, "memory_gb": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "kernel": platform.release()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
-def run(name: str, argv: list[str], parse: Callable[[str], dict[str, Any]] | None,
-        json_out: Path | None = None) -> dict[str, Any]:
+def run(
+    name: str, argv: list[str], parse: Callable[[str], dict[str, Any]] | None, json_out: Path | None = None
+) -> dict[str, Any]:
     """Run one bench; its output is shown on stderr and kept for parsing."""
     print(f"\n=== {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
     load_before = os.getloadavg()
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, *argv], cwd=HERE.parent, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *argv], cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -154,22 +178,51 @@ def run(name: str, argv: list[str], parse: Callable[[str], dict[str, Any]] | Non
     return result
 
 
-def plan(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[list[str], Callable[[str], dict[str, Any]] | None,
-                                                                 Path | None]]:
+def plan(
+    args: argparse.Namespace, tmp: Path
+) -> dict[str, tuple[list[str], Callable[[str], dict[str, Any]] | None, Path | None]]:
     quick = args.quick
     people = {"tiny": 120, "small": 2000, "municipality": 30000}.get(args.size, 30000)
     return {
         "bus": (["benchmarks/bench_bus.py", "--events", "2000" if quick else "3000"], parse_bus, None),
-        "notifier": (["benchmarks/bench_notifier.py", "--matrix", "--seconds", "15" if quick else "20"],
-                     parse_notifier, None),
-        "municipality": (["benchmarks/bench_municipality.py", "--size", args.size, "--reads", "100" if quick else "200",
-                          "--json", str(tmp / "municipality.json")], None, tmp / "municipality.json"),
+        "notifier": (
+            [
+                "benchmarks/bench_notifier.py",
+                "--matrix",
+                "--seconds",
+                "15" if quick else "20",
+                "--find-max",
+                "--max-seconds",
+                "20" if quick else "60",
+            ],
+            parse_notifier,
+            None,
+        ),
+        "municipality": (
+            [
+                "benchmarks/bench_municipality.py",
+                "--size",
+                args.size,
+                "--reads",
+                "100" if quick else "200",
+                "--json",
+                str(tmp / "municipality.json"),
+            ],
+            None,
+            tmp / "municipality.json",
+        ),
         "orgunits": (["benchmarks/bench_orgunits.py", *(["--units", "1000"] if quick else [])], parse_orgunits, None),
-        "registry": (["benchmarks/bench_registry.py", "--persons", str(min(people, 5000) if quick else people)],
-                     parse_registry, None),
+        "registry": (
+            ["benchmarks/bench_registry.py", "--persons", str(min(people, 5000) if quick else people)],
+            parse_registry,
+            None,
+        ),
         "access": (["benchmarks/bench_access.py", *(["--people", "500"] if quick else [])], parse_access, None),
-        "refresh": (["benchmarks/bench_refresh.py", "--persons", str(min(people, 5000) if quick else people)],
-                    parse_refresh, None),
+        "refresh": (
+            ["benchmarks/bench_refresh.py", "--persons", str(min(people, 5000) if quick else people)],
+            parse_refresh,
+            None,
+        ),
     }
 
 
@@ -202,8 +255,12 @@ def table(report: dict[str, Any]) -> str:
     if "bus" in fig:
         rows += [
             ("raw aio-pika publish(confirm)+consume(ack), msg/s", fmt(raw), "1.00", load("bus")),
-            ("orgdir outbox → relay → broker → consumer, events/s", fmt(fig["bus"].get("orgdir_events_per_s")),
-             ratio(fig["bus"].get("orgdir_events_per_s")), load("bus")),
+            (
+                "orgdir outbox → relay → broker → consumer, events/s",
+                fmt(fig["bus"].get("orgdir_events_per_s")),
+                ratio(fig["bus"].get("orgdir_events_per_s")),
+                load("bus"),
+            ),
         ]
     m = fig.get("municipality", {})
     if m.get("import"):
@@ -220,10 +277,25 @@ def table(report: dict[str, Any]) -> str:
             busiest = ", ".join(f"{k} {v:.2f}" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
             rows.append(("import: CPU cores used per process (the bottleneck)", busiest, "", ""))
     for r in fig.get("notifier", {}).get("runs", []):
-        rows.append((f"{r['rate']} writes/s, {r['replicas']} replica(s): write → webhook p50 / p99 / max",
-                     f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} / {fmt(r['max_ms'])} ms; "
-                     f"{fmt(r['delivered'])}/{fmt(r['written'])} delivered, {fmt(r['deliveries_per_s'])}/s",
-                     ratio(r["deliveries_per_s"]), load("notifier")))
+        rows.append(
+            (
+                f"{r['rate']} writes/s, {r['replicas']} replica(s): write → webhook p50 / p99 / max",
+                f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} / {fmt(r['max_ms'])} ms; "
+                f"{fmt(r['delivered'])}/{fmt(r['written'])} delivered, {fmt(r['deliveries_per_s'])}/s, "
+                f"outbox backlog at the end {fmt(r.get('outbox_backlog_end'))}",
+                ratio(r["deliveries_per_s"]),
+                load("notifier"),
+            )
+        )
+    for replicas, best in fig.get("notifier", {}).get("highest_sustained_per_s", {}).items():
+        rows.append(
+            (
+                f"highest write rate sustained without a growing backlog, {replicas} replica(s)",
+                f"{fmt(best)} writes/s",
+                ratio(best),
+                load("notifier"),
+            )
+        )
     for name, r in m.get("reads", {}).items():
         extra = f" ({r['people']:,} people)" if "people" in r else ""
         extra = f" ({r['persons']:,} persons)" if "persons" in r else extra
@@ -233,24 +305,45 @@ def table(report: dict[str, Any]) -> str:
     if "database_mb" in m:
         rows.append(("database on disk (H2 file, all services)", fmt(m["database_mb"], " MB"), "", ""))
     if o := fig.get("orgunits"):
-        rows.append(("orgunits: units created/s (own bench)", fmt(o.get("units_per_s")), ratio(o.get("units_per_s")),
-                     load("orgunits")))
+        rows.append(
+            (
+                "orgunits: units created/s (own bench)",
+                fmt(o.get("units_per_s")),
+                ratio(o.get("units_per_s")),
+                load("orgunits"),
+            )
+        )
     if g := fig.get("registry"):
-        rows.append(("registry: search p50 / p99 (own bench)", f"{fmt(g.get('search_p50_ms'))} / "
-                     f"{fmt(g.get('search_p99_ms'))} ms", "", load("registry")))
+        rows.append(
+            (
+                "registry: search p50 / p99 (own bench)",
+                f"{fmt(g.get('search_p50_ms'))} / {fmt(g.get('search_p99_ms'))} ms",
+                "",
+                load("registry"),
+            )
+        )
     if a := fig.get("access"):
-        rows.append(("access-rights: events/s after a subtree move", fmt(a.get("events_per_s")),
-                     ratio(a.get("events_per_s")), load("access")))
+        rows.append(
+            (
+                "access-rights: events/s after a subtree move",
+                fmt(a.get("events_per_s")),
+                ratio(a.get("events_per_s")),
+                load("access"),
+            )
+        )
     if f := fig.get("refresh"):
-        rows.append(("refresh job: events/s", fmt(f.get("events_per_s")), ratio(f.get("events_per_s")),
-                     load("refresh")))
+        rows.append(
+            ("refresh job: events/s", fmt(f.get("events_per_s")), ratio(f.get("events_per_s")), load("refresh"))
+        )
     failed = [name for name, r in b.items() if r["exit"] != 0]
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]]
     mach = report["machine"]
     lines.append("")
-    lines.append(f"Machine: {mach['cpus']} x {mach['cpu']}, {mach['memory_gb']} GB; load average at the start "
-                 f"{report['load_start']}, at the end {report['load_end']}; {report['date']}.")
+    lines.append(
+        f"Machine: {mach['cpus']} x {mach['cpu']}, {mach['memory_gb']} GB; load average at the start "
+        f"{report['load_start']}, at the end {report['load_end']}; {report['date']}."
+    )
     if failed:
         lines.append(f"Failed (see bench/results.json): {', '.join(failed)}.")
     return "\n".join(lines)
@@ -258,12 +351,23 @@ def table(report: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default=os.environ.get("BENCH_SIZE", "municipality"),
-                        help="importer preset for the import and read figures (BENCH_SIZE)")
-    parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")),
-                        help="smaller sizes for the component benches (BENCH_QUICK=1)")
-    parser.add_argument("--only", default="", help="run only these (bus,notifier,municipality,orgunits,registry,"
-                        "access,refresh), merged into an existing results file")
+    parser.add_argument(
+        "--size",
+        default=os.environ.get("BENCH_SIZE", "municipality"),
+        help="importer preset for the import and read figures (BENCH_SIZE)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=bool(os.environ.get("BENCH_QUICK")),
+        help="smaller sizes for the component benches (BENCH_QUICK=1)",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only these (bus,notifier,municipality,orgunits,registry,"
+        "access,refresh), merged into an existing results file",
+    )
     parser.add_argument("--out", type=Path, default=HERE.parent / "bench" / "results.json")
     args = parser.parse_args()
     started = datetime.now(UTC)
