@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 .PHONY: install run up down status test test-fast lint typecheck check docs helm-check topology \
         bench bench-bus bench-orgunits bench-registry bench-access bench-notifier clean \
-        import bench-import bench-refresh bench-municipality catalogue-snapshot
+        import bench-import bench-refresh bench-municipality catalogue-snapshot chaos
 
 install:  ## uv + the workspace venv (.venv), RabbitMQ and mongo-java-server when missing
 	@bash scripts/bootstrap.sh
@@ -53,6 +53,9 @@ docs: install  ## the vendor site in docs/events/: event catalogue, the four API
 
 helm-check: install
 	@bash scripts/helm-check.sh
+
+chaos: install  ## the chaos scenario at full size: the small preset, two minutes of writes (make test runs a scaled one)
+	ORGDIR_CHAOS_PRESET=small ORGDIR_CHAOS_WRITE_SECONDS=120 ORGDIR_CHAOS_SETTLE_SECONDS=180 .venv/bin/python -m pytest -s tests/e2e/test_chaos_e2e.py
 
 bench: install  ## every benchmark, one report: bench/results.json + a Markdown table (BENCH_SIZE=small BENCH_QUICK=1: ~15 min)
 	@$(PY) benchmarks/report.py
