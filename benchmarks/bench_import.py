@@ -25,6 +25,7 @@ from pathlib import Path
 
 from importer.generate import generate
 from importer.readers import CsvSource, write_csv
+from importer.records import KINDS
 from importer.service import Options, run_import
 from importer.settings import ImportSettings
 from orgdir.settings import Settings
@@ -53,12 +54,13 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
         await asyncio.gather(*(p.start() for p in procs.values()))
         print(f"stack up in {time.monotonic() - t1:.1f} s (empty databases)")
         settings = ImportSettings(orgunits_url=procs["orgunits"].url, registry_url=procs["registry"].url,
-                                  token="dev-admin", concurrency=args.concurrency)
+                                  access_rights_url=procs["access-rights"].url, token="dev-admin",
+                                  concurrency=args.concurrency)
         options = Options(day=date.today(), progress=True)
         report = await run_import(CsvSource(out), settings, options, sys.stdout, sys.stderr)
         print(report.summary(), file=sys.stderr)
         secs = report.kind_seconds
-        for kind in ("units", "persons", "engagements", "managers", "leaves"):
+        for kind in KINDS:
             n = report.written[kind]
             if n:
                 print(f"  {kind:<12} {n:>7} in {secs.get(kind, 0):6.1f} s  {n / max(secs.get(kind, 0), 1e-9):7.0f}/s")

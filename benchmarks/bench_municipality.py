@@ -125,7 +125,8 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
         # 1. The import (and where its CPU went: the bottleneck, measured).
         cpu0, wall0, cpu_seconds_self0 = cpu(), time.monotonic(), cpu_seconds(os.getpid())
         settings = ImportSettings(orgunits_url=procs["orgunits"].url, registry_url=procs["registry"].url,
-                                  token="dev-admin", concurrency=args.concurrency)
+                                  access_rights_url=procs["access-rights"].url, token="dev-admin",
+                                  concurrency=args.concurrency)
         try:
             report = await run_import(CsvSource(out), settings, Options(day=today, progress=True), sys.stderr,
                                       sys.stderr)

@@ -28,6 +28,7 @@ def test_stack_up_serves_demo_data_and_down_stops_it(tmp_path: Path) -> None:
         **os.environ,
         "ORGDIR_RUN_DIR": str(tmp_path / "run"),
         "ORGDIR_STACK_NODE": f"stack{os.getpid()}",
+        "ORGDIR_DEMO_IMPORT": "none",  # the generated municipality's first-start import takes minutes
         **{f"ORGDIR_PORT_{k}": str(v) for k, v in ports.items()},
     }
     up = subprocess.run([sys.executable, "-m", "orgdir_tools.cli", "up"], env=env, cwd=ROOT,
@@ -36,6 +37,7 @@ def test_stack_up_serves_demo_data_and_down_stops_it(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stdout + up.stderr
         assert "Orgdir is running" in up.stdout
         assert "loading demo data into orgunits" in up.stderr  # progress is shown
+        assert "generated municipality: not imported (ORGDIR_DEMO_IMPORT=none)" in up.stderr
         tree = httpx.get(f"http://127.0.0.1:{ports['ORGUNITS']}/api/v1/tree", headers=READ, timeout=10)
         assert tree.status_code == 200 and "Kolding Kommune" in tree.text
         persons = httpx.get(f"http://127.0.0.1:{ports['REGISTRY']}/api/v1/persons", headers=READ, timeout=10)

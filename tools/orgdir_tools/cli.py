@@ -1,8 +1,10 @@
 """``orgdir`` / ``python -m orgdir_tools.cli``: the local stack and the catalogue docs.
 
 ``run`` starts RabbitMQ, the MongoDB-wire server and the four services in
-the foreground, loads the demo data once every service answers, prints the
-URLs and stops everything on Ctrl-C. ``up`` / ``down`` do the same in the
+the foreground, loads the demo data once every service answers (the
+hand-made Kolding Kommune, and on first start the generated ``small``
+municipality through the HR importer), prints the URLs and stops everything
+on Ctrl-C. ``up`` / ``down`` do the same in the
 background. ``ORGDIR_REPLICAS=N`` starts N processes of each service: replica
 k listens on the service's base port + 10·k, and all share one database and
 one broker, as replicas behind a load balancer do. ``ORGDIR_RABBITMQ_NODES=3``
@@ -22,10 +24,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 
+from importer.generate import generate
+from importer.readers import CsvSource, write_csv
+from importer.service import Options, run_import
+from importer.settings import ImportSettings
 from orgdir_tools import demo, localservers
 from orgdir_tools.localservers import ServerError, ServerSet, progress
 
@@ -174,6 +182,46 @@ async def _load_demo() -> None:
         progress(f"{name} demo data loaded in {time.monotonic() - started:.1f} s")
 
 
+#: the generated municipality the stack imports on first start: ``ORGDIR_DEMO_IMPORT`` = a preset or ``none``
+DEMO_IMPORT_SEED = 1
+
+
+async def _import_generated() -> None:
+    """On first start only: the generated municipality (``small``, seed 1) through the HR importer, with progress.
+
+    The hand-made demo shows the features; this one gives the stack a
+    realistic size, loaded the way a municipality loads its HR export. A
+    marker next to the stack's data says it is done, so later starts skip it
+    (the import is idempotent anyway: an interrupted first import resumes).
+    """
+    preset = os.environ.get("ORGDIR_DEMO_IMPORT", "small")
+    if preset == "none":
+        progress("generated municipality: not imported (ORGDIR_DEMO_IMPORT=none)")
+        return
+    marker = stack_dir() / f"imported-{preset}-seed{DEMO_IMPORT_SEED}"
+    where = stack_dir() / "import" / f"{preset}-seed{DEMO_IMPORT_SEED}"
+    if marker.exists():
+        progress(f"generated municipality ({preset}, seed {DEMO_IMPORT_SEED}): imported on first start from {where}")
+        return
+    export = generate(preset, DEMO_IMPORT_SEED)
+    write_csv(export, where)
+    root = export.units[0].name
+    counts = ", ".join(f"{n} {k}" for k, n in export.counts().items() if n)
+    progress(f"importing the generated {root} ({preset}, seed {DEMO_IMPORT_SEED}: {counts}) from {where} "
+             "through the HR importer (first start only)")
+    specs = {spec.name: spec for spec in SERVICES}
+    url = lambda name: f"http://127.0.0.1:{port_of(specs[name])}"  # noqa: E731
+    settings = ImportSettings(orgunits_url=url("orgunits"), registry_url=url("registry"),
+                              access_rights_url=url("access-rights"), token=DEMO_TOKEN)
+    day = datetime.now(ZoneInfo("Europe/Copenhagen")).date()
+    report = await run_import(CsvSource(where), settings, Options(day=day))
+    print(report.summary(), file=sys.stderr)
+    if report.exit_code == 0:
+        marker.write_text(f"{datetime.now().isoformat()}\n")
+    else:
+        progress("the generated municipality was not wholly imported; the next start tries again")
+
+
 def _print_urls(servers: ServerSet) -> None:
     print("\nOrgdir is running:")
     print(f"  {PORTAL.name:<16} http://127.0.0.1:{port_of(PORTAL)}/  (the web interface; sign in with a dev token)")
@@ -194,6 +242,7 @@ def _start_stack(detach: bool) -> tuple[ServerSet, dict[str, subprocess.Popen[by
     try:
         asyncio.run(_wait_ready(procs))
         asyncio.run(_load_demo())
+        asyncio.run(_import_generated())
     except BaseException:
         _stop_services(procs)
         raise

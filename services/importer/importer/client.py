@@ -62,7 +62,7 @@ class Api:
         self.clients = {
             name: httpx.AsyncClient(base_url=settings.url(name), headers=headers, limits=limits,
                                     timeout=settings.timeout_seconds)
-            for name in ("orgunits", "registry")
+            for name in ("orgunits", "registry", "access-rights")
         }
 
     async def aclose(self) -> None:

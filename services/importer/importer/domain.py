@@ -30,15 +30,20 @@ from typing import Any
 
 from importer.records import (
     KINDS,
+    OPTIONAL_KINDS,
     SINGULAR,
+    Assignment,
+    Association,
     Engagement,
     Export,
     Invalid,
+    ITSystem,
     Leave,
     Manager,
     Origin,
     Person,
     Record,
+    Role,
     Unit,
     stable_uuid,
 )
@@ -47,9 +52,19 @@ ACTIONS = ("create", "change", "terminate")
 
 #: which service owns each kind, and its path
 SERVICE = {"units": "orgunits", "persons": "registry", "engagements": "registry", "managers": "registry",
-           "leaves": "registry"}
+           "associations": "registry", "leaves": "registry", "it_systems": "access-rights",
+           "roles": "access-rights", "assignments": "access-rights"}
 PATH = {"units": "/api/v1/orgunits", "persons": "/api/v1/persons", "engagements": "/api/v1/engagements",
-        "managers": "/api/v1/managers", "leaves": "/api/v1/leaves"}
+        "managers": "/api/v1/managers", "associations": "/api/v1/associations", "leaves": "/api/v1/leaves",
+        "it_systems": "/api/v1/it-systems", "roles": "/api/v1/roles", "assignments": "/api/v1/assignments"}
+#: when each kind is written (what a kind refers to is written in an earlier phase); units go level by level
+PHASE = {"units": 0, "it_systems": 0, "persons": 1, "roles": 1, "engagements": 2, "managers": 2, "associations": 2,
+         "leaves": 3, "assignments": 3}
+#: ``--full-sync`` terminations: what refers to others ends first
+END_PHASE = {"leaves": 4, "assignments": 4, "engagements": 5, "managers": 5, "associations": 5, "persons": 6,
+             "roles": 6, "units": 7, "it_systems": 7}
+#: an IT system's fields when the export leaves them empty (access-rights' own defaults)
+IT_SYSTEM_DEFAULTS = {"username_rule": "{given:3}{surname:3}", "offboarding": "disable", "grace_days": 0}
 
 #: unit address columns → address_type class user_key (the seeded vocabulary's)
 UNIT_ADDRESS_TYPES = {"email": "email", "phone": "telefon", "address": "postadresse"}
@@ -221,6 +236,36 @@ def desired(record: Record, r: Resolver) -> dict[str, Any]:
             "engagement": r.ref("engagements", record.engagement),
             "leave_type": r.cls("leave_type", record.leave_type),
         }
+    if isinstance(record, Association):
+        return {
+            "person": r.ref("persons", record.person),
+            "unit": r.ref("units", record.unit),
+            "association_type": r.cls("association_type", record.association_type),
+        }
+    if isinstance(record, ITSystem):
+        return {
+            "user_key": record.key,
+            "name": record.name,
+            "username_rule": record.username_rule or IT_SYSTEM_DEFAULTS["username_rule"],
+            "offboarding": record.offboarding or IT_SYSTEM_DEFAULTS["offboarding"],
+            "grace_days": IT_SYSTEM_DEFAULTS["grace_days"] if record.grace_days is None else record.grace_days,
+        }
+    if isinstance(record, Role):
+        return {
+            "it_system": r.ref("it_systems", record.it_system),
+            "name": record.name,
+            "description": record.description,
+            "sensitive": record.sensitive,
+        }
+    if isinstance(record, Assignment):
+        return {
+            "role": r.ref("roles", record.role),
+            "role_group": None,
+            "person": r.ref("persons", record.person) if record.person else None,
+            "unit": r.ref("units", record.unit) if record.unit else None,
+            "inherit": record.inherit,
+            "job_function": r.cls("job_function", record.job_function) if record.job_function else None,
+        }
     raise TypeError(record)
 
 
@@ -255,6 +300,19 @@ def comparable(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "managers":
         out = {k: fields.get(k) for k in ("person", "unit", "manager_type", "manager_level")}
         out["responsibilities"] = tuple(sorted(fields.get("responsibilities") or ()))
+        return out
+    if kind == "associations":
+        return {k: fields.get(k) for k in ("person", "unit", "association_type")}
+    if kind == "it_systems":
+        return {k: fields.get(k) for k in ("user_key", "name", "username_rule", "offboarding", "grace_days")}
+    if kind == "roles":
+        out = {k: fields.get(k) for k in ("it_system", "name")}
+        out["description"] = fields.get("description") or ""
+        out["sensitive"] = bool(fields.get("sensitive"))
+        return out
+    if kind == "assignments":
+        out = {k: fields.get(k) for k in ("role", "role_group", "person", "unit", "job_function")}
+        out["inherit"] = bool(fields.get("inherit"))
         return out
     return {k: fields.get(k) for k in ("person", "engagement", "leave_type")}
 
@@ -306,13 +364,13 @@ def plan(
     for depth, unit in _by_depth(units, resolver, refuse):
         if _plan_record(unit, state, resolver, out, names, phase=0, order=depth, refuse=refuse):
             resolver.known["units"].add(unit.uuid)
-    # Everything else: persons, then what refers to them, then leaves.
-    for kind, phase in (("persons", 1), ("engagements", 2), ("managers", 2), ("leaves", 3)):
+    # Everything else, in KINDS order (what a record refers to is planned before it).
+    for kind in KINDS[1:]:
         records = [r for r in export.of(kind) if unique(r)]
-        if kind in ("persons", "engagements"):
+        if kind in ("persons", "engagements", "it_systems", "roles"):
             resolver.known[kind] |= {r.uuid for r in records if _refs_ok(r, resolver)}
         for record in records:
-            _plan_record(record, state, resolver, out, names, phase=phase, order=0, refuse=refuse)
+            _plan_record(record, state, resolver, out, names, phase=PHASE[kind], order=0, refuse=refuse)
 
     if full_sync_from is not None:
         mentioned = {k: {r.uuid for r in export.of(k)} for k in KINDS}
@@ -320,8 +378,9 @@ def plan(
             if inv.key:
                 mentioned[inv.kind].add(stable_uuid(inv.kind, inv.key))
         depths = _current_depths(state)
-        phases = {"leaves": 4, "engagements": 5, "managers": 5, "persons": 6, "units": 7}
         for kind in KINDS:
+            if kind in OPTIONAL_KINDS and not export.of(kind):
+                continue  # the export does not hold this kind at all (the role catalogue, say): not its to end
             for uid in sorted(state.listed[kind] - mentioned[kind]):
                 item = state.current[kind].get(uid, {})
                 to = _validity_to(item)
@@ -330,7 +389,7 @@ def plan(
                 end = {"to": full_sync_from.isoformat()}
                 write = Write(SERVICE[kind], "POST", f"{PATH[kind]}/{uid}/terminate", end)
                 out.ops.append(Op(kind, "terminate", uid, str(item.get("user_key") or uid), None, (write,),
-                                  f"not in the export; ends {full_sync_from}", phases[kind],
+                                  f"not in the export; ends {full_sync_from}", END_PHASE[kind],
                                   -depths.get(uid, 0) if kind == "units" else 0))
                 out.full_sync_terminations += 1
     return out
@@ -465,6 +524,16 @@ def _describe_new(record: Record, names: Mapping[str, str]) -> str:
         return f"{record.person or 'vacant'} heads {record.unit}"
     if isinstance(record, Leave):
         return f"{record.person} on {record.leave_type} from {record.validity.from_}"
+    if isinstance(record, Association):
+        return f"{record.person} {record.association_type} in {record.unit}"
+    if isinstance(record, ITSystem):
+        return repr(record.name)
+    if isinstance(record, Role):
+        return f"{record.name!r} in {record.it_system}"
+    if isinstance(record, Assignment):
+        target = record.person or " ".join(x for x in (record.job_function, "in" if record.job_function and
+                                                       record.unit else "", record.unit) if x)
+        return f"{record.role} to {target}{' and below' if record.inherit else ''}"
     return ""
 
 

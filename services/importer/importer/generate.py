@@ -7,7 +7,11 @@ Arbejdsmarked, Kultur og Fritid), their areas (schools, day care, elder care,
 home care, job centre …), institutions, and departments and teams below them.
 People have Danish names, valid-looking CPR numbers (unique), e-mail and phone;
 engagements carry job functions that fit the unit; most units have a manager
-(a few positions vacant); some engagements have a leave.
+(a few positions vacant); some engagements have a leave; union and work
+environment representatives and MED members are associations. The role
+catalogue: IT systems the municipality uses, roles in each, and assignments of
+the roles to units (often with their subtree) and to job functions (often
+within an area).
 
 Dates are fixed (not relative to today), so the same seed gives the same
 files on any day. ``mutate`` makes the next night's export: moves, leavers, hires.
@@ -20,7 +24,20 @@ import random
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-from importer.records import Engagement, Export, Leave, Manager, Origin, Period, Person, Unit
+from importer.records import (
+    Assignment,
+    Association,
+    Engagement,
+    Export,
+    ITSystem,
+    Leave,
+    Manager,
+    Origin,
+    Period,
+    Person,
+    Role,
+    Unit,
+)
 
 
 @dataclass(frozen=True)
@@ -32,12 +49,19 @@ class Size:
     manager_share: float = 0.85
     vacant_share: float = 0.04
     leave_share: float = 0.03
+    it_systems: int = 0
+    roles: int = 0  # spread over the IT systems
+    assignments: int = 0  # to units and job functions
+    associations: int = 0
 
 
 PRESETS: dict[str, Size] = {
-    "tiny": Size(units=40, people=120, engagements=140, levels=6),
-    "small": Size(units=200, people=2_000, engagements=2_400, levels=7),
-    "municipality": Size(units=3_000, people=30_000, engagements=36_000, levels=8),
+    "tiny": Size(units=40, people=120, engagements=140, levels=6, it_systems=3, roles=8, assignments=8,
+                 associations=10),
+    "small": Size(units=200, people=2_000, engagements=2_400, levels=7, it_systems=12, roles=60, assignments=60,
+                  associations=120),
+    "municipality": Size(units=3_000, people=30_000, engagements=36_000, levels=8, it_systems=40, roles=400,
+                         assignments=400, associations=1_500),
 }
 
 FOUNDED = date(2007, 1, 1)  # the municipal reform: every municipality's tree starts here
@@ -109,6 +133,47 @@ JOBS = {
 }
 ENGAGEMENT_TYPES = [("ansat", 85), ("timeloennet", 6), ("vikar", 5), ("elev", 2), ("fleksjob", 2)]
 LEAVE_TYPES = [("barsel", 5), ("foraeldreorlov", 2), ("uddannelse", 1), ("tjenestefri", 1), ("sygdom", 1)]
+ASSOCIATION_TYPES = [("tillidsrepraesentant", 4), ("arbejdsmiljoerepraesentant", 4), ("med_medlem", 3),
+                     ("ekstern_konsulent", 1)]
+#: (user_key, name, username rule, offboarding, grace days): systems a Danish municipality runs
+IT_SYSTEMS = [
+    ("AD", "Active Directory", "{given:3}{surname:3}", "disable", 30), ("O365", "Microsoft 365", "{given}.{surname}",
+                                                                       "disable", 30),
+    ("OPUS", "KMD Opus Løn", "{user_key}", "disable", 0), ("SDLOEN", "SD-Løn", "{user_key}", "disable", 0),
+    ("SBSYS", "SBSYS ESDH", "{initials}", "disable", 14), ("ACADRE", "Acadre ESDH", "{initials}", "disable", 14),
+    ("NEXUS", "KMD Nexus", "{given:2}{surname:2}", "disable", 7),
+    ("CURA", "Cura", "{given:2}{surname:2}", "disable", 7),
+    ("AULA", "Aula", "{given:4}{surname:1}", "delete", 60), ("UNILOGIN", "STIL Unilogin", "{given:4}{surname:4}",
+                                                              "delete", 60),
+    ("KY", "KMD Ydelsesrefusion", "{initials}", "disable", 0), ("MOMENTUM", "Momentum", "{initials}", "disable", 0),
+    ("FASIT", "Schultz Fasit", "{initials}", "disable", 0), ("SENSUM", "EG Sensum Bosted", "{given:3}{surname:3}",
+                                                            "disable", 7),
+    ("COLUMNA", "Columna Cura", "{given:3}{surname:3}", "disable", 7), ("DUBU", "DUBU", "{initials}", "disable", 0),
+    ("TABULEX", "Tabulex", "{given:3}{surname:3}", "delete", 30), ("EASYIQ", "EasyIQ", "{given:3}{surname:3}",
+                                                                  "delete", 30),
+    ("PRISME", "Fujitsu Prisme", "{user_key}", "disable", 0), ("OPUSOEK", "KMD Opus Økonomi", "{user_key}",
+                                                               "disable", 0),
+    ("INDFAKT", "Indfak", "{user_key}", "disable", 0), ("RSD", "Rollebaseret Indgang", "{user_key}", "disable", 0),
+    ("KOMBIT", "KOMBIT Støttesystemer", "{user_key}", "disable", 0), ("SAPA", "SAPA", "{user_key}", "disable", 0),
+    ("DPR", "Digital Pladsanvisning", "{initials}", "disable", 0), ("NOVAX", "Novax Tandpleje", "{initials}",
+                                                                    "disable", 0),
+    ("GIS", "MapInfo GIS", "{given:3}{surname:3}", "disable", 0), ("BBR", "BBR-ajourføring", "{initials}",
+                                                                 "disable", 0),
+    ("TOPDESK", "TOPdesk", "{given}.{surname}", "disable", 30), ("SYSTEMATIC", "Systematic Columna Ressource",
+                                                                 "{initials}", "disable", 0),
+    ("PLANDAG", "Planner dagtilbud", "{given:3}{surname:3}", "delete", 30), ("MEEBOOK", "Meebook",
+                                                                               "{given:4}{surname:4}", "delete", 60),
+    ("BIBLIO", "Cicero Bibliotek", "{given:3}{surname:3}", "disable", 0), ("BOOKING", "Booking af lokaler",
+                                                                          "{given}.{surname}", "delete", 30),
+    ("VAGTPLAN", "Vagtplan", "{initials}", "disable", 0), ("KITOS", "KITOS", "{given}.{surname}", "disable", 0),
+    ("OS2MO", "OS2mo", "{user_key}", "disable", 0), ("OS2REP", "OS2rollekatalog", "{user_key}", "disable", 0),
+    ("VPN", "VPN-adgang", "{given:3}{surname:3}", "disable", 0), ("PRINT", "Udskrivning og scanning",
+                                                                 "{given:3}{surname:3}", "delete", 0),
+]
+ROLE_NAMES = ["Læseadgang", "Sagsbehandler", "Superbruger", "Administrator", "Leder", "Attestant", "Godkender",
+              "Registrering", "Rapporter", "Support"]
+SENSITIVE_ROLES = {"Administrator", "Attestant"}
+
 MANAGER_BY_DEPTH = [("direktoer", "niveau1"), ("direktoer", "niveau1"), ("chef", "niveau2"), ("leder", "niveau3")]
 
 GENERATED = "generated"
@@ -256,7 +321,51 @@ def generate(size: Size | str, seed: int = 1) -> Export:
                                 _o("leaves", len(leaves)), person=e.person, engagement=e.key,
                                 leave_type=_weighted(rng, LEAVE_TYPES)))
     export.leaves = leaves
+    _associations(export, size, rng, engagements)
+    _catalogue(export, size, rng, units)
     return export
+
+
+def _associations(export: Export, size: Size, rng: random.Random, engagements: list[Engagement]) -> None:
+    """Representatives and MED members: people tied to the unit they work in, from a day of their engagement."""
+    open_ = [e for e in engagements if e.validity.to is None and e.validity.from_ < date(2026, 1, 1)]
+    for n, e in enumerate(rng.sample(open_, min(size.associations, len(open_)))):
+        start = e.validity.from_ + timedelta(days=rng.randint(0, max((date(2026, 1, 1) - e.validity.from_).days, 1)))
+        export.associations.append(Association(f"A{n + 1:06d}", Period(start), _o("associations", n), person=e.person,
+                                               unit=e.unit, association_type=_weighted(rng, ASSOCIATION_TYPES)))
+
+
+def _catalogue(export: Export, size: Size, rng: random.Random, units: list[_U]) -> None:
+    """IT systems, their roles, and the roles assigned to units (with or without the subtree) and job functions."""
+    systems = [ITSystem(key, Period(FOUNDED), _o("it_systems", n), name=name, username_rule=rule,
+                        offboarding=offboarding, grace_days=grace)
+               for n, (key, name, rule, offboarding, grace) in enumerate(rng.sample(IT_SYSTEMS, size.it_systems))]
+    export.it_systems = systems
+    roles: list[Role] = []
+    for n in range(size.roles if systems else 0):
+        system = systems[n % len(systems)]
+        base = ROLE_NAMES[(n // len(systems)) % len(ROLE_NAMES)]
+        round_ = n // (len(systems) * len(ROLE_NAMES))
+        name = base if round_ == 0 else f"{base} {round_ + 1}"
+        roles.append(Role(f"{system.key}-{n // len(systems) + 1:02d}", Period(FOUNDED), _o("roles", n),
+                          it_system=system.key, name=name, description=f"{name} i {system.name}",
+                          sensitive=base in SENSITIVE_ROLES))
+    export.roles = roles
+    areas = [u for u in units if 1 <= u.depth <= 3]
+    for n in range(size.assignments if roles and areas else 0):
+        role = roles[n % len(roles)]
+        where = rng.choice(areas)
+        start = max(where.unit.validity.from_, date(2020, 1, 1) + timedelta(days=rng.randint(0, 2000)))
+        if rng.random() < 0.5:  # a unit (and, mostly, everything below it)
+            a = Assignment(f"T{n + 1:05d}", Period(start), _o("assignments", n), role=role.key, unit=where.unit.key,
+                           inherit=rng.random() < 0.7)
+        else:  # a job function within an area; now and then everywhere
+            job = _weighted(rng, JOBS[where.category])
+            everywhere = rng.random() < 0.1
+            a = Assignment(f"T{n + 1:05d}", Period(start if not everywhere else date(2020, 1, 1)),
+                           _o("assignments", n), role=role.key, job_function=job,
+                           unit=None if everywhere else where.unit.key)
+        export.assignments.append(a)
 
 
 def mutate(export: Export, *, seed: int, day: date, moves: int = 0, leavers: int = 0, hires: int = 0) -> Export:
@@ -296,4 +405,6 @@ def mutate(export: Export, *, seed: int, day: date, moves: int = 0, leavers: int
                                       person=person.key, unit=unit.key, job_function="konsulent",
                                       engagement_type="ansat", primary=True, fraction=1.0))
     return Export(units=list(export.units), persons=persons, engagements=engagements,
-                  managers=list(export.managers), leaves=list(export.leaves))
+                  managers=list(export.managers), associations=list(export.associations),
+                  leaves=list(export.leaves), it_systems=list(export.it_systems), roles=list(export.roles),
+                  assignments=list(export.assignments))

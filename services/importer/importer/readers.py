@@ -1,7 +1,7 @@
 """The two file sources: a directory of CSV files (one per kind) and one JSON document.
 
-Both give every record its file and line. CSV: ``units.csv``, ``persons.csv``,
-``engagements.csv``, ``managers.csv``, ``leaves.csv`` (any may be missing),
+Both give every record its file and line. CSV: one file per kind, ``<kind>.csv``
+(``units.csv``, ``persons.csv`` … ``assignments.csv``; any may be missing),
 UTF-8 (a BOM is accepted), header row first. JSON: ``{"units": [{…}, …], …}``;
 the line of a record is the line its ``{`` is on.
 """
@@ -116,10 +116,13 @@ def record_lines(text: str) -> dict[tuple[str, int], int]:
 def _typed(row: dict[str, str]) -> dict[str, Any]:
     """A CSV row as JSON values: empty → null, booleans, numbers, lists."""
     out: dict[str, Any] = {c: (v or None) for c, v in row.items()}
-    if "primary" in out:
-        out["primary"] = out["primary"] == "true"
+    for flag in ("primary", "sensitive", "inherit"):
+        if flag in out:
+            out[flag] = out[flag] == "true"
     if out.get("fraction"):
         out["fraction"] = float(out["fraction"])
+    if out.get("grace_days"):
+        out["grace_days"] = int(out["grace_days"])
     if "responsibilities" in out:
         out["responsibilities"] = [r for r in (out["responsibilities"] or "").split(";") if r]
     return out

@@ -18,7 +18,13 @@ from typing import Any
 NAMESPACE = uuid.UUID("6a0d6f43-1c2e-5b7a-9e41-0f3d2b8c7a15")
 
 #: the kinds, in the order they are read, planned and written
-KINDS: tuple[str, ...] = ("units", "persons", "engagements", "managers", "leaves")
+KINDS: tuple[str, ...] = (
+    "units", "persons", "engagements", "managers", "associations", "leaves", "it_systems", "roles", "assignments",
+)
+#: the kinds access-rights holds (the role catalogue and its assignments)
+ACCESS_KINDS: tuple[str, ...] = ("it_systems", "roles", "assignments")
+#: kinds many HR systems do not hold: ``--full-sync`` ends them only when the export has records of the kind
+OPTIONAL_KINDS: tuple[str, ...] = ("associations", *ACCESS_KINDS)
 
 #: CSV header of each kind (also the JSON members); ``from``/``to`` are ISO dates, ``to`` exclusive
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -28,16 +34,26 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "key", "person", "unit", "job_function", "engagement_type", "primary", "fraction", "from", "to",
     ),
     "managers": ("key", "unit", "person", "manager_type", "manager_level", "responsibilities", "from", "to"),
+    "associations": ("key", "person", "unit", "association_type", "from", "to"),
     "leaves": ("key", "person", "engagement", "leave_type", "from", "to"),
+    "it_systems": ("key", "name", "username_rule", "offboarding", "grace_days", "from", "to"),
+    "roles": ("key", "it_system", "name", "description", "sensitive", "from", "to"),
+    "assignments": ("key", "role", "unit", "inherit", "job_function", "person", "from", "to"),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "units": ("key", "name", "unit_type", "from"),
     "persons": ("key", "given_name", "surname", "from"),
     "engagements": ("key", "person", "unit", "job_function", "engagement_type", "from"),
     "managers": ("key", "unit", "manager_type", "manager_level", "from"),
+    "associations": ("key", "person", "unit", "association_type", "from"),
     "leaves": ("key", "person", "engagement", "leave_type", "from"),
+    "it_systems": ("key", "name", "from"),
+    "roles": ("key", "it_system", "name", "from"),
+    "assignments": ("key", "role", "from"),
 }
-SINGULAR = {"units": "unit", "persons": "person", "engagements": "engagement", "managers": "manager", "leaves": "leave"}
+SINGULAR = {"units": "unit", "persons": "person", "engagements": "engagement", "managers": "manager",
+            "associations": "association", "leaves": "leave", "it_systems": "it_system", "roles": "role",
+            "assignments": "assignment"}
 
 
 def stable_uuid(kind: str, key: str) -> str:
@@ -133,6 +149,48 @@ class Manager(Record):
 
 
 @dataclass(frozen=True)
+class Association(Record):
+    """A person's tie to a unit that is not employment: union representative, MED member, external consultant."""
+
+    person: str = ""
+    unit: str = ""
+    association_type: str = ""
+    kind: str = field(default="associations", init=False, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ITSystem(Record):
+    """An IT system of the role catalogue; ``None`` fields get access-rights' defaults."""
+
+    name: str = ""
+    username_rule: str | None = None
+    offboarding: str | None = None
+    grace_days: int | None = None
+    kind: str = field(default="it_systems", init=False, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Role(Record):
+    it_system: str = ""
+    name: str = ""
+    description: str = ""
+    sensitive: bool = False
+    kind: str = field(default="roles", init=False, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Assignment(Record):
+    """A role to a unit (``inherit``: its whole subtree), to a job function (optionally within a unit), or a person."""
+
+    role: str = ""
+    unit: str | None = None
+    inherit: bool = False
+    job_function: str | None = None
+    person: str | None = None
+    kind: str = field(default="assignments", init=False, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Leave(Record):
     person: str = ""
     engagement: str = ""
@@ -199,6 +257,15 @@ def _fraction(row: Mapping[str, Any], name: str) -> float | None:
     return value
 
 
+def _count(row: Mapping[str, Any], name: str) -> int | None:
+    text = _text(row, name)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise RecordError(f"{name} {text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
 def _list(row: Mapping[str, Any], name: str) -> tuple[str, ...]:
     value = row.get(name)
     if isinstance(value, list):
@@ -237,6 +304,28 @@ def parse(kind: str, row: Mapping[str, Any], origin: Origin) -> Record:
     if kind == "leaves":
         return Leave(key, period, origin, person=t("person") or "", engagement=t("engagement") or "",
                      leave_type=t("leave_type") or "")
+    if kind == "associations":
+        return Association(key, period, origin, person=t("person") or "", unit=t("unit") or "",
+                           association_type=t("association_type") or "")
+    if kind == "it_systems":
+        offboarding = t("offboarding")
+        if offboarding not in (None, "disable", "delete"):
+            raise RecordError(f"offboarding {offboarding!r} must be disable or delete")
+        return ITSystem(key, period, origin, name=t("name") or "", username_rule=t("username_rule"),
+                        offboarding=offboarding, grace_days=_count(row, "grace_days"))
+    if kind == "roles":
+        return Role(key, period, origin, it_system=t("it_system") or "", name=t("name") or "",
+                    description=t("description") or "", sensitive=_bool(row, "sensitive"))
+    if kind == "assignments":
+        unit, job_function, person, inherit = t("unit"), t("job_function"), t("person"), _bool(row, "inherit")
+        if person and (unit or job_function):
+            raise RecordError("a person assignment names no unit or job_function")
+        if not (person or unit or job_function):
+            raise RecordError("missing a target: unit, job_function or person")
+        if inherit and (person or job_function):
+            raise RecordError("inherit is for unit assignments only (not with job_function or person)")
+        return Assignment(key, period, origin, role=t("role") or "", unit=unit, inherit=inherit,
+                          job_function=job_function, person=person)
     raise RecordError(f"unknown kind {kind!r}")
 
 
@@ -266,7 +355,11 @@ class Export:
     persons: list[Person] = field(default_factory=list)
     engagements: list[Engagement] = field(default_factory=list)
     managers: list[Manager] = field(default_factory=list)
+    associations: list[Association] = field(default_factory=list)
     leaves: list[Leave] = field(default_factory=list)
+    it_systems: list[ITSystem] = field(default_factory=list)
+    roles: list[Role] = field(default_factory=list)
+    assignments: list[Assignment] = field(default_factory=list)
     invalid: list[Invalid] = field(default_factory=list)
 
     def of(self, kind: str) -> list[Record]:

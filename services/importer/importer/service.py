@@ -20,11 +20,13 @@ from typing import Any, TextIO
 from importer.adapters import Source, collect
 from importer.client import Api, Outcome
 from importer.domain import PATH, SERVICE, Op, Plan, State, describe, lookups, plan
-from importer.records import KINDS, Export, Invalid, Origin
+from importer.records import ACCESS_KINDS, KINDS, Export, Invalid, Origin
 from importer.settings import ImportSettings
 
-#: problems that mean "the registry has not yet heard of a unit or class we just wrote" (events in flight)
-LAGGING = {"unknown-unit", "unit-not-active", "unknown-class", "class-not-active"}
+#: problems that mean "the service has not yet heard of a unit, class, person or catalogue entry we just wrote"
+#: (the registry and access-rights learn units and classes from orgunits events; another replica may be behind)
+LAGGING = {"unknown-unit", "unit-not-active", "unknown-class", "class-not-active", "unknown-job-function",
+           "unknown-person", "unknown-it-system", "unknown-role"}
 
 
 @dataclass
@@ -73,13 +75,35 @@ class Report:
         return "\n".join(lines)
 
 
+def slice_on(doc: dict[str, Any], day: date) -> dict[str, Any] | None:
+    """An access-rights document (whole timeline) as the registry lists things: its slice on ``day``, flat."""
+    for s in doc.get("timeline") or ():
+        v = s.get("validity") or {}
+        if v.get("from") and date.fromisoformat(v["from"]) <= day and (not v.get("to") or
+                                                                        day < date.fromisoformat(v["to"])):
+            return {**s, "uuid": doc["uuid"], "version": doc["version"]}
+    return None
+
+
 async def read_state(api: Api, export: Export, day: date, settings: ImportSettings) -> State:
-    """What the services hold on ``day``, plus each record that does not hold then, read on its own day."""
+    """What the services hold on ``day``, plus each record that does not hold then, read on its own day.
+
+    Access-rights is read only when the export has role-catalogue records: an
+    HR export without them needs no access-rights (and does not end its catalogue).
+    """
     state = State(day=day)
     at = day.isoformat()
+    kinds = [k for k in KINDS if k not in ACCESS_KINDS or any(export.of(a) for a in ACCESS_KINDS)]
+    timelines: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in ACCESS_KINDS}
 
     async def listed(kind: str) -> None:
-        for item in await api.list_all(SERVICE[kind], PATH[kind], at=at):
+        for found in await api.list_all(SERVICE[kind], PATH[kind], at=at):
+            item: dict[str, Any] | None = found
+            if kind in ACCESS_KINDS:  # whole documents: keep them, list the slice on the day
+                timelines[kind][found["uuid"]] = found
+                item = slice_on(found, day)
+            if item is None:
+                continue
             state.current[kind][item["uuid"]] = item
             state.listed[kind].add(item["uuid"])
 
@@ -87,12 +111,16 @@ async def read_state(api: Api, export: Export, day: date, settings: ImportSettin
         for c in await api.list_all("orgunits", "/api/v1/classes", all="true"):
             state.classes.setdefault(c["facet"], {})[c["user_key"]] = c["uuid"]
 
-    await asyncio.gather(classes(), *(listed(k) for k in KINDS))
+    await asyncio.gather(classes(), *(listed(k) for k in kinds))
     gate = asyncio.Semaphore(settings.concurrency)
 
     async def lookup(kind: str, uid: str, on: date) -> None:
-        async with gate:
-            item = await api.get(SERVICE[kind], f"{PATH[kind]}/{uid}", at=on.isoformat())
+        if kind in ACCESS_KINDS:
+            doc = timelines[kind].get(uid)
+            item = slice_on(doc, on) if doc else None
+        else:
+            async with gate:
+                item = await api.get(SERVICE[kind], f"{PATH[kind]}/{uid}", at=on.isoformat())
         if item is not None:
             state.current[kind][uid] = item
 
@@ -101,19 +129,27 @@ async def read_state(api: Api, export: Export, day: date, settings: ImportSettin
 
 
 class Progress:
-    """One line on stderr: done/total, rate, time left; rewritten in place on a terminal."""
+    """One line on stderr: done/total, rate, time left.
+
+    On a terminal the line is rewritten in place 4 times a second; in a log
+    (not a terminal) a line is added every 10 % and at least every 5 s, so a
+    log shows how far a run got without flooding it.
+    """
 
     def __init__(self, total: int, out: TextIO, enabled: bool) -> None:
         self.total, self.out, self.enabled = total, out, enabled and total > 0
         self.done = 0
         self.started = self.shown = time.monotonic()
         self.tty = out.isatty()
+        self.tenth = 0  # the last 10 % step shown (logs)
 
     def step(self) -> None:
         self.done += 1
         now = time.monotonic()
-        if self.enabled and (now - self.shown >= (0.25 if self.tty else 5.0) or self.done == self.total):
-            self.shown = now
+        tenth = 10 * self.done // max(self.total, 1)
+        due = now - self.shown >= 0.25 if self.tty else (now - self.shown >= 5.0 or tenth > self.tenth)
+        if self.enabled and (due or self.done == self.total):
+            self.shown, self.tenth = now, tenth
             rate = self.done / max(now - self.started, 1e-6)
             left = (self.total - self.done) / rate if rate else 0
             line = f"  {self.done}/{self.total} ({100 * self.done // self.total}%)  {rate:.0f}/s  {left:.0f} s left"
@@ -141,7 +177,7 @@ async def apply(api: Api, the_plan: Plan, settings: ImportSettings, report: Repo
     """Apply the plan's ops phase by phase; a refused op is reported, the rest goes on."""
     bar = Progress(len(the_plan.ops), err, progress)
     gate = asyncio.Semaphore(settings.concurrency)
-    wrote_units = any(op.kind == "units" for op in the_plan.ops)
+    first_phase = min((op.phase for op in the_plan.ops), default=0)
     new_units = {op.uuid for op in the_plan.ops if op.kind == "units" and op.action == "create"
                  and _holds_on(op, the_plan.day)}
     first: dict[str, float] = {}
@@ -151,7 +187,8 @@ async def apply(api: Api, the_plan: Plan, settings: ImportSettings, report: Repo
         async with gate:
             first.setdefault(op.kind, time.monotonic())
             for write in op.writes:
-                outcome = await _send(api, write, lagging_retry=wrote_units and op.phase >= 1)
+                # what an earlier phase of this run wrote may not have reached the service yet
+                outcome = await _send(api, write, lagging_retry=op.phase > first_phase)
                 report.requests += 1
                 if not outcome.ok:
                     report.failed.append(Invalid(op.kind, op.key, op.origin or Origin("(services)", 0),

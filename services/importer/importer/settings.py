@@ -1,7 +1,7 @@
 """Where the services are and how to sign in, from the environment (``ORGDIR_IMPORT_*``).
 
 The defaults are the local stack's (``make up``): orgunits on 8101, the
-registry on 8102, the static ``dev-admin`` token. Production sets a real
+registry on 8102, access-rights on 8103, the static ``dev-admin`` token. Production sets a real
 token (a service account with ``orgdir:write``, and ``orgdir:read:cpr`` to
 compare CPR numbers exactly).
 """
@@ -20,6 +20,7 @@ def _env(name: str, default: str) -> str:
 class ImportSettings:
     orgunits_url: str = field(default_factory=lambda: _env("ORGUNITS_URL", "http://127.0.0.1:8101"))
     registry_url: str = field(default_factory=lambda: _env("REGISTRY_URL", "http://127.0.0.1:8102"))
+    access_rights_url: str = field(default_factory=lambda: _env("ACCESS_RIGHTS_URL", "http://127.0.0.1:8103"))
     token: str = field(default_factory=lambda: _env("TOKEN", "dev-admin"))
     #: requests in flight at once (each service scales by replicas; this bounds the load one import puts on them)
     concurrency: int = field(default_factory=lambda: int(_env("CONCURRENCY", "16")))
@@ -28,4 +29,5 @@ class ImportSettings:
     projection_wait_seconds: float = field(default_factory=lambda: float(_env("PROJECTION_WAIT_SECONDS", "120")))
 
     def url(self, service: str) -> str:
-        return {"orgunits": self.orgunits_url, "registry": self.registry_url}[service]
+        return {"orgunits": self.orgunits_url, "registry": self.registry_url,
+                "access-rights": self.access_rights_url}[service]

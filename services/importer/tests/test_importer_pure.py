@@ -199,3 +199,87 @@ def test_cli_generates_and_checks_its_arguments(tmp_path: Path, capsys: pytest.C
 def test_a_size_can_be_tailored() -> None:
     export = generate(Size(units=12, people=10, engagements=12, levels=4), 1)
     assert export.counts()["units"] == 12 and depth(export) <= 3
+
+
+def test_the_municipality_has_its_role_catalogue_and_associations() -> None:
+    export = municipality()
+    c = export.counts()
+    assert (c["it_systems"], c["roles"], c["assignments"]) == (40, 400, 400)
+    assert c["associations"] == 1500
+    systems = {s.key for s in export.it_systems}
+    roles = {r.key for r in export.roles}
+    assert {r.it_system for r in export.roles} == systems
+    assert {a.role for a in export.assignments} <= roles
+    on_units = [a for a in export.assignments if a.unit and not a.job_function]
+    on_jobs = [a for a in export.assignments if a.job_function]
+    assert on_units and on_jobs and not any(a.person for a in export.assignments)
+    assert any(a.inherit for a in on_units) and not any(a.inherit for a in on_jobs)
+    jobs = {key for key, _, _ in CLASSES["job_function"]}
+    assert {a.job_function for a in on_jobs} <= jobs
+    kinds = {key for key, _, _ in CLASSES["association_type"]}
+    assert {a.association_type for a in export.associations} <= kinds
+
+
+def test_catalogue_and_assignment_rows_are_checked() -> None:
+    from importer.records import Assignment, ITSystem, RecordError, parse
+
+    o = Origin("assignments.csv", 2)
+    base = {"key": "T1", "role": "AD-01", "from": "2024-01-01"}
+    with pytest.raises(RecordError, match="missing a target"):
+        parse("assignments", base, o)
+    with pytest.raises(RecordError, match="names no unit"):
+        parse("assignments", {**base, "person": "P1", "unit": "U1"}, o)
+    with pytest.raises(RecordError, match="inherit is for unit assignments only"):
+        parse("assignments", {**base, "job_function": "laerer", "inherit": "true"}, o)
+    a = parse("assignments", {**base, "job_function": "laerer", "unit": "U1"}, o)
+    assert a == Assignment("T1", Period(date(2024, 1, 1)), o, role="AD-01", unit="U1", job_function="laerer")
+    it = {"key": "AD", "name": "Active Directory", "from": "2007-01-01"}
+    with pytest.raises(RecordError, match="disable or delete"):
+        parse("it_systems", {**it, "offboarding": "shred"}, o)
+    with pytest.raises(RecordError, match="whole number"):
+        parse("it_systems", {**it, "grace_days": "-3"}, o)
+    assert parse("it_systems", {**it, "grace_days": "30"}, o) == ITSystem(
+        "AD", Period(date(2007, 1, 1)), o, name="Active Directory", grace_days=30)
+
+
+def test_catalogue_references_are_resolved_or_refused() -> None:
+    export = generate("tiny", 3)
+    export.roles.append(replace(export.roles[0], key="R-X", it_system="NOPE", origin=Origin("roles.csv", 90)))
+    export.assignments += [
+        replace(export.assignments[0], key="T-X", role="R-X", origin=Origin("assignments.csv", 91)),
+        replace(export.assignments[0], key="T-Y", role=export.roles[0].key, unit=None, job_function="astronaut",
+                origin=Origin("assignments.csv", 92)),
+    ]
+    p = plan(export, State(DAY, classes=CLASS_UUIDS))
+    why = {(r.origin.file, r.origin.line): r.message for r in p.rejected}
+    assert why == {("roles.csv", 90): "unknown it_system 'NOPE'", ("assignments.csv", 91): "unknown role 'R-X'",
+                   ("assignments.csv", 92): "unknown job_function class 'astronaut'"}
+    body = next(op.writes[0].body for op in p.ops if op.kind == "assignments" and op.key == "T00001")
+    assert body["role"] == stable_uuid("roles", export.assignments[0].role)
+    assert [op.writes[0].service for op in p.ops if op.kind == "roles"][:1] == ["access-rights"]
+    phase = {op.kind: op.phase for op in p.ops}
+    assert phase["it_systems"] < phase["roles"] < phase["assignments"] and phase["units"] < phase["assignments"]
+
+
+def test_full_sync_leaves_a_kind_the_export_does_not_hold_alone() -> None:
+    export = generate("tiny", 3)
+    state = mirror(export)
+    without = replace(export, it_systems=[], roles=[], assignments=[], associations=[])
+    p = plan(without, state, full_sync_from=DAY + timedelta(days=1))
+    assert p.ops == []
+    fewer = replace(export, assignments=export.assignments[1:])
+    p = plan(fewer, state, full_sync_from=DAY + timedelta(days=1))
+    assert [(op.kind, op.action, op.uuid) for op in p.ops] == [
+        ("assignments", "terminate", export.assignments[0].uuid)]
+
+
+def test_an_access_rights_document_reads_as_its_slice_on_the_day() -> None:
+    from importer.service import slice_on
+
+    doc = {"uuid": "r1", "version": 3, "timeline": [
+        {"name": "A", "validity": {"from": "2020-01-01", "to": "2025-01-01"}},
+        {"name": "B", "validity": {"from": "2025-01-01", "to": None}},
+    ]}
+    assert slice_on(doc, date(2024, 12, 31)) == {**doc["timeline"][0], "uuid": "r1", "version": 3}  # type: ignore[dict-item]
+    assert slice_on(doc, date(2025, 1, 1))["name"] == "B"  # type: ignore[index]
+    assert slice_on(doc, date(2019, 12, 31)) is None

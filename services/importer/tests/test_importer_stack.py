@@ -25,7 +25,7 @@ from orgdir_tools.testkit import EventCollector
 
 from .conftest import Stack
 
-SIZE = Size(units=24, people=30, engagements=36, levels=5)
+SIZE = Size(units=24, people=30, engagements=36, levels=5, it_systems=3, roles=6, assignments=6, associations=5)
 TODAY = date.today()
 TOMORROW = TODAY + timedelta(days=1)
 BASE = generate(SIZE, 11)
@@ -90,7 +90,8 @@ async def test_moves_leavers_and_hires_are_planned_and_written_exactly(
         report, _ = await run(stack, tmp_path)
         assert report.exit_code == 0, report.summary()
         assert report.requests == 21
-        types = await quiet(events)
+        # the import's own writes; access-rights follows the moves with access.* and account.* events of its own
+        types = [t for t in await quiet(events) if not t.startswith(("access.", "account."))]
     assert Counter(types) == {"engagement.updated": 10, "engagement.terminated": 5, "engagement.created": 3,
                               "person.created": 3}
     assert {e.subject for e in events.of_type("engagement.updated")} == moved
