@@ -20,7 +20,10 @@ notifier's payloads apply this rule. Written once here, used by both.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from orgdir.contracts.orgunits import ClassState
 
 Level = Literal["public", "internal", "secret"]
 LEVELS: tuple[Level, ...] = ("public", "internal", "secret")
@@ -56,6 +59,38 @@ def visible(addresses: Iterable[A], ceiling: Level, user_key_of: UserKeyOf) -> l
 def hidden(addresses: Iterable[A], ceiling: Level, user_key_of: UserKeyOf) -> list[A]:
     """The addresses such a viewer does not see (a write keeps them: see the registry)."""
     return [a for a in addresses if not allows(ceiling, level(_visibility(a), user_key_of))]
+
+
+def ceiling_of(roles: Iterable[str]) -> Level:
+    """How far a reader sees: secret with ``orgdir:read:secret``, else internal."""
+    return "secret" if READ_SECRET in set(roles) else "internal"
+
+
+def class_user_key(classes: Mapping[str, ClassState]) -> UserKeyOf:
+    """The rule's look-up over a service's classes (a class of another facet is unknown: secret)."""
+
+    def user_key_of(uuid: str) -> str | None:
+        cls = classes.get(uuid)
+        if cls is None or cls.facet != FACET or not cls.timeline:
+            return None
+        return cls.timeline[-1].user_key
+
+    return user_key_of
+
+
+def keep_hidden(new: list[A], old: Iterable[A], ceiling: Level, user_key_of: UserKeyOf) -> list[A]:
+    """A write's ``new`` addresses plus the stored ``old`` ones its writer cannot see.
+
+    A writer replaces only what it can see, so one without ``orgdir:read:secret``
+    that reads a record and writes it back does not erase a secret address. A
+    kept address goes back to its old position, so writing back what was read
+    leaves the list as it was (no new version).
+    """
+    out = list(new)
+    for i, a in enumerate(old):
+        if a not in new and not allows(ceiling, level(_visibility(a), user_key_of)):
+            out.insert(min(i, len(out)), a)
+    return out if len(out) != len(new) else new
 
 
 def strip_timeline(

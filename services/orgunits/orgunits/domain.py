@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
+from orgdir import visibility
 from orgdir.contracts.orgunits import (
     KLE_ASPECTS,
     ClassSlice,
@@ -28,7 +29,7 @@ from orgdir.contracts.orgunits import (
 )
 from orgdir.problems import Problem, conflict, rule
 from orgdir.tree import LINE
-from orgdir.validity import Validity, apply, at, normalize, put, truncate, uncovered
+from orgdir.validity import Validity, apply, at, normalize, overlapping, put, truncate, uncovered
 from orgunits.schemas import AddressIn, KleIn, UnitFields
 from orgunits.vocabulary import class_uuid
 
@@ -156,8 +157,15 @@ def build_addresses(
                 "address-scope-mismatch",
                 f"addresses.{i}: address type {cls.uuid} is a {scope} address, not {a.scope}.",
             )
+        seen = (
+            resolve_class(a.visibility, visibility.FACET, classes, by_key, f"addresses.{i}.visibility").uuid
+            if a.visibility is not None
+            else None
+        )
         out.append(
-            UnitAddress(address_type=cls.uuid, scope=scope, value=validate_address(scope, a.value))
+            UnitAddress(
+                address_type=cls.uuid, scope=scope, value=validate_address(scope, a.value), visibility=seen
+            )
         )
     return out
 
@@ -300,6 +308,50 @@ def parent_changes(old: Sequence[OrgUnitSlice], new: Sequence[OrgUnitSlice]) -> 
         if a is not None and b is not None and a.parent != b.parent:
             return True
     return False
+
+
+def units_touched(
+    uuid: str, old: Sequence[OrgUnitSlice], new: Sequence[OrgUnitSlice], since: date
+) -> list[str | None]:
+    """The units a write reaches from ``since`` on (scoped administration, ``orgdir.auth.check_scope``).
+
+    Creating a unit touches its parent (a root: ``None``, only a writer
+    everywhere); changing one touches the unit itself where it stands, and a
+    new parent too wherever the write gives it one, so moving a unit needs the
+    scope at both ends.
+    """
+    window = Validity(from_=since)
+    if not old:
+        return list(dict.fromkeys(s.parent for s in overlapping(new, window))) or [None]
+    out: list[str | None] = [uuid]
+    for s in overlapping(new, window):
+        before = overlapping(old, s.validity)
+        if not before or any(o.parent != s.parent for o in before):
+            out.append(s.parent)
+    return list(dict.fromkeys(out))
+
+
+def with_hidden_addresses(
+    old: Sequence[OrgUnitSlice],
+    new: list[OrgUnitSlice],
+    period: Validity,
+    ceiling: visibility.Level,
+    user_key_of: visibility.UserKeyOf,
+) -> list[OrgUnitSlice]:
+    """``new`` keeping, within ``period``, the stored addresses its writer cannot see (``visibility.keep_hidden``)."""
+    if ceiling == "secret":
+        return new
+    for o in overlapping(old, period):
+        part = o.validity.intersect(period)
+        if part is None or not visibility.hidden(o.addresses, ceiling, user_key_of):
+            continue
+
+        def keep(s: OrgUnitSlice, o: OrgUnitSlice = o) -> OrgUnitSlice:
+            kept = visibility.keep_hidden(s.addresses, o.addresses, ceiling, user_key_of)
+            return s if kept is s.addresses else s.model_copy(update={"addresses": kept})
+
+        new = apply(new, part, keep)
+    return new
 
 
 def same_timeline(a: Sequence[OrgUnitSlice], b: Sequence[OrgUnitSlice]) -> bool:

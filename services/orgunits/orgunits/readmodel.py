@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
@@ -27,7 +27,14 @@ import pydantic_core
 from pymongo.asynchronous.collection import AsyncCollection
 
 from orgdir import problems
-from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitSlice, OrgUnitState, RelatedUnitState
+from orgdir.contracts.orgunits import (
+    ClassState,
+    FacetState,
+    OrgUnitSlice,
+    OrgUnitState,
+    RelatedUnitState,
+    UnitAddress,
+)
 from orgdir.http import Page, Paging
 from orgdir.store import Doc, decode_cursor, encode_cursor
 from orgdir.text import fold
@@ -37,6 +44,14 @@ from orgunits.schemas import ClassOut, FacetOut, RelatedUnitRef, UnitOut
 from orgunits.store import NO_HISTORY, class_state, facet_state, related_state, unit_state
 
 T = TypeVar("T")
+
+#: The unit addresses a reader may see (``orgdir.visibility``); every read that shows addresses takes one.
+Sight = Callable[[list[UnitAddress]], list[UnitAddress]]
+
+
+def everything(addresses: list[UnitAddress]) -> list[UnitAddress]:
+    """The sight of the system itself (rules, write paths): every address."""
+    return addresses
 
 
 # --------------------------------------------------------------------------- pages in memory
@@ -192,19 +207,25 @@ class UnitCache:
 
     async def load(self, col: AsyncCollection[Doc]) -> int:
         """Everything (one scan): at startup, and when a replica has fallen behind."""
+        return await self.load_docs(col.find({}, NO_HISTORY))
+
+    async def load_docs(self, docs: AsyncIterable[Doc]) -> int:
+        """These documents (a collection's scan, or its state as registered at an instant)."""
         n = 0
-        async for doc in col.find({}, NO_HISTORY):
+        async for doc in docs:
             self.set_doc(doc)
             n += 1
         return n
 
     # ------------------------------------------------------------------ queries
 
-    def _out(self, view: DayView, uuid: str) -> UnitOut:
-        return UnitOut.of(uuid, self.units[uuid].version, view.slices[uuid], self.related.of_unit(uuid, view.day))
+    def _out(self, view: DayView, uuid: str, sight: Sight) -> UnitOut:
+        related = self.related.of_unit(uuid, view.day)
+        return UnitOut.of(uuid, self.units[uuid].version, view.slices[uuid], related, sight)
 
-    def unit_at(self, uuid: str, day: date) -> UnitOut:
-        """The unit as of ``day``: 404 ``not-found``, or 404 ``not-active`` with its periods."""
+    def unit_at(self, uuid: str, day: date, sight: Sight) -> UnitOut:
+        """The unit as of ``day`` with the addresses ``sight`` allows: 404 ``not-found``, or 404
+        ``not-active`` with its periods."""
         state = self.units.get(uuid)
         if state is None:
             raise problems.not_found("organisation unit", uuid)
@@ -216,11 +237,11 @@ class UnitCache:
                 f"Unit {uuid} does not exist on {day}.",
                 periods=[sl.validity.dump() for sl in state.timeline],
             )
-        return UnitOut.of(uuid, state.version, current, self.related.of_unit(uuid, day))
+        return UnitOut.of(uuid, state.version, current, self.related.of_unit(uuid, day), sight)
 
     def _in(self, uuid: str, day: date, hierarchy: Hierarchy | None) -> DayView:
         """The day's view, after checking the unit is active then and in ``hierarchy`` (404 otherwise)."""
-        self.unit_at(uuid, day)
+        self.unit_at(uuid, day, everything)
         view = self.view(day)
         if not view.in_hierarchy(uuid, hierarchy):
             raise problems.missing(
@@ -238,7 +259,8 @@ class UnitCache:
         parent: str | None,
         roots: bool,
         paging: Paging,
-        hierarchy: Hierarchy | None = None,
+        hierarchy: Hierarchy | None,
+        sight: Sight,
     ) -> Page[UnitOut]:
         """Units active on ``day`` (in ``hierarchy``) by name, optionally a folded substring of name or user_key."""
         view = self.view(day)
@@ -256,23 +278,25 @@ class UnitCache:
             and view.in_hierarchy(uid, hierarchy)
         ]
         items, cursor = page(rows, paging, presorted=True)
-        return Page[UnitOut](items=[self._out(view, u) for u in items], next_cursor=cursor)
+        return Page[UnitOut](items=[self._out(view, u, sight) for u in items], next_cursor=cursor)
 
-    def children(self, uuid: str, day: date, paging: Paging, hierarchy: Hierarchy | None = None) -> Page[UnitOut]:
+    def children(
+        self, uuid: str, day: date, paging: Paging, hierarchy: Hierarchy | None, sight: Sight
+    ) -> Page[UnitOut]:
         view = self._in(uuid, day, hierarchy)
         kids = view.kids_of(uuid, hierarchy)
         items, cursor = page(((view.sort_keys[k], k) for k in kids), paging, presorted=True)
-        return Page[UnitOut](items=[self._out(view, k) for k in items], next_cursor=cursor)
+        return Page[UnitOut](items=[self._out(view, k, sight) for k in items], next_cursor=cursor)
 
     def subtree(self, uuid: str, day: date, depth: int | None, hierarchy: Hierarchy | None = None) -> dict[str, Any]:
         """The unit as a ``schemas.TreeNode`` (a plain dict: large subtrees are not re-validated)."""
         return self._in(uuid, day, hierarchy).node(uuid, depth)
 
-    def ancestors(self, uuid: str, day: date) -> Page[UnitOut]:
+    def ancestors(self, uuid: str, day: date, sight: Sight) -> Page[UnitOut]:
         """One page: the path is short."""
-        self.unit_at(uuid, day)
+        self.unit_at(uuid, day, everything)
         view = self.view(day)
-        return Page[UnitOut](items=[self._out(view, a) for a in view.ancestors(uuid)], next_cursor=None)
+        return Page[UnitOut](items=[self._out(view, a, sight) for a in view.ancestors(uuid)], next_cursor=None)
 
     def tree_json(self, day: date, hierarchy: Hierarchy | None = None) -> bytes:
         return self.view(day).tree_json(hierarchy)
@@ -331,8 +355,11 @@ class RelatedUnits:
         return Page[RelatedUnitState](items=items, next_cursor=cursor)
 
     async def load(self, col: AsyncCollection[Doc]) -> int:
+        return await self.load_docs(col.find({}, NO_HISTORY))
+
+    async def load_docs(self, docs: AsyncIterable[Doc]) -> int:
         n = 0
-        async for doc in col.find({}, NO_HISTORY):
+        async for doc in docs:
             self.set_doc(doc)
             n += 1
         return n
@@ -377,9 +404,12 @@ class Vocabulary:
         return (c for c in self.classes.values() if c.facet == facet)
 
     async def load(self, facets: AsyncCollection[Doc], classes: AsyncCollection[Doc]) -> None:
-        async for doc in facets.find({}, NO_HISTORY):
+        await self.load_docs(facets.find({}, NO_HISTORY), classes.find({}, NO_HISTORY))
+
+    async def load_docs(self, facets: AsyncIterable[Doc], classes: AsyncIterable[Doc]) -> None:
+        async for doc in facets:
             self.set_facet(facet_state(doc))
-        async for doc in classes.find({}, NO_HISTORY):
+        async for doc in classes:
             self.set_class(class_state(doc))
 
     # ------------------------------------------------------------------ queries

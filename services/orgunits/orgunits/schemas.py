@@ -8,6 +8,7 @@ as its events' data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated
 
@@ -65,6 +66,11 @@ class AddressIn(BaseModel):
     address_type: str = Field(description="UUID (or user_key) of an address_type class.")
     value: str
     scope: AddressScope | None = Field(None, description="Optional; taken from the class.")
+    visibility: str | None = Field(
+        None,
+        description="UUID or user_key of a visibility class: offentlig, intern (also when absent) or hemmelig "
+        "(shown only to readers with orgdir:read:secret).",
+    )
 
 
 class KleIn(BaseModel):
@@ -255,8 +261,17 @@ class UnitOut(BaseModel):
     related_units: list[RelatedUnitRef] = Field(default_factory=list, description="Relations holding on the day.")
 
     @classmethod
-    def of(cls, uuid: str, version: int, s: OrgUnitSlice, related: list[RelatedUnitRef] | None = None) -> UnitOut:
-        return cls(uuid=uuid, version=version, **dict(s), related_units=related or [])
+    def of(
+        cls,
+        uuid: str,
+        version: int,
+        s: OrgUnitSlice,
+        related: list[RelatedUnitRef],
+        sight: Callable[[list[UnitAddress]], list[UnitAddress]],
+    ) -> UnitOut:
+        """The slice as a reader sees it: only the addresses ``sight`` allows."""
+        fields = {**dict(s), "addresses": sight(s.addresses)}
+        return cls(uuid=uuid, version=version, **fields, related_units=related)
 
 
 

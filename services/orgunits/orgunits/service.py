@@ -13,14 +13,14 @@ in-memory model follows the service's own events (``Runtime.view``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
-import uuid as uuidlib
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from orgdir import problems
+from orgdir import auth, problems, visibility
 from orgdir.contracts.orgunits import (
     ClassSlice,
     ClassState,
@@ -37,7 +37,7 @@ from orgdir.service import Runtime
 from orgdir.store import Change, Doc, Repository, StaleVersion
 from orgdir.validity import SliceBase, Validity, apply, normalize, put, truncate
 from orgunits import domain, schemas, vocabulary
-from orgunits.readmodel import UnitCache, Vocabulary
+from orgunits.readmodel import Sight, UnitCache, Vocabulary, everything
 from orgunits.settings import OrgunitsSettings
 from orgunits.store import NO_HISTORY, class_state, engagement_body, engagements_in, facet_state, related_state
 
@@ -224,6 +224,44 @@ class OrgUnits:
     def today(self) -> date:
         return self.clock.today()
 
+    # ------------------------------------------------------------------ reads
+
+    async def as_registered(self, instant: datetime | None) -> OrgUnits:
+        """The service as it had things registered at ``instant`` (transaction time), for one read.
+
+        A shallow copy with read models of its own, built from every document's
+        registrations (``Repository.scan_as_registered``): a full scan, meant
+        for the occasional "what did we believe then", not for every read.
+        """
+        if instant is None:
+            return self
+        snap = copy.copy(self)
+        snap.cache = UnitCache(max_days=2)
+        snap.vocab = Vocabulary()
+        await snap.vocab.load_docs(
+            self.facets_repo.scan_as_registered(instant), self.classes_repo.scan_as_registered(instant)
+        )
+        await snap.cache.load_docs(self.units_repo.scan_as_registered(instant))
+        await snap.cache.related.load_docs(self.related_repo.scan_as_registered(instant))
+        return snap
+
+    def _user_key_of(self) -> visibility.UserKeyOf:
+        return visibility.class_user_key(self.vocab.classes)
+
+    def sight(self, ceiling: visibility.Level) -> Sight:
+        """The unit addresses a reader allowed up to ``ceiling`` sees (``orgdir.visibility``)."""
+        if ceiling == "secret":
+            return everything
+        user_key_of = self._user_key_of()
+        return lambda addresses: visibility.visible(addresses, ceiling, user_key_of)
+
+    def shown(self, doc: Doc, ceiling: visibility.Level) -> dict[str, Any]:
+        """A unit write's answer (its full state) with the addresses above ``ceiling`` left out."""
+        state = dict(doc["state"])
+        if ceiling != "secret":
+            state["timeline"] = visibility.strip_timeline(state["timeline"], ceiling, self._user_key_of())
+        return {"uuid": doc["_id"], "version": doc["version"], **state}
+
     # ------------------------------------------------------------------ units: writes
 
     async def write_unit(
@@ -233,11 +271,14 @@ class OrgUnits:
         *,
         if_match: int | None,
         must_exist: bool,
+        since: date,
         note: str | None = None,
         after_rules: Callable[[list[OrgUnitSlice]], Awaitable[None]] | None = None,
     ) -> tuple[Doc, bool]:
-        """Decide a new timeline, check every rule, store it; ``(doc, created)``.
+        """Decide a new timeline, check the caller's scope and every rule, store it; ``(doc, created)``.
 
+        ``since`` is the day the write takes effect: a writer scoped to subtrees
+        must hold every unit it touches on that day (``domain.units_touched``).
         A result equal to the stored timeline stores nothing (idempotent PUT).
         """
         async with self.section.hold() as ticket:
@@ -250,9 +291,10 @@ class OrgUnits:
                     raise problems.precondition_failed(state.version if state else 0, if_match)
                 current = list(state.timeline) if state else []
                 new, event_type = decide(current)
+                tree = self.cache.tree
+                auth.check_scope(tree, domain.units_touched(uid, current, new, since), since)
                 if state is not None and domain.same_timeline(current, new):
                     return _as_doc(state), False
-                tree = self.cache.tree
                 domain.check_unit(uid, new, tree.units, tree.children.get(uid, ()), self.cache.holders)
                 if after_rules is not None:
                     await after_rules(new)
@@ -320,25 +362,27 @@ class OrgUnits:
         return domain.resolve_class(ref, "unit_hierarchy", v.classes, v.class_by_key, "hierarchy").uuid
 
     async def put_unit(
-        self, uid: str, body: schemas.UnitWrite, if_match: int | None
+        self, uid: str, body: schemas.UnitWrite, if_match: int | None, ceiling: visibility.Level = "secret"
     ) -> tuple[Doc, bool]:
+        """Create or replace from ``validity.from``; a writer allowed up to ``ceiling`` keeps what it cannot see."""
         new_slice = self._slice(body, body.validity.resolve(self.today()))
 
         def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
             new = domain.put_timeline(current, new_slice)
             if not current:
                 return new, "orgunit.created"
+            new = domain.with_hidden_addresses(current, new, new_slice.validity, ceiling, self._user_key_of())
             return new, "orgunit.moved" if domain.parent_changes(
                 current, new
             ) else "orgunit.updated"
 
-        return await self.write_unit(uid, decide, if_match=if_match, must_exist=False)
+        return await self.write_unit(
+            uid, decide, if_match=if_match, must_exist=False, since=new_slice.validity.from_
+        )
 
-    async def create_unit(self, body: schemas.UnitWrite) -> Doc:
-        doc, _ = await self.put_unit(str(uuidlib.uuid4()), body, None)
-        return doc
-
-    async def patch_unit(self, uid: str, body: schemas.UnitPatch, if_match: int | None) -> Doc:
+    async def patch_unit(
+        self, uid: str, body: schemas.UnitPatch, if_match: int | None, ceiling: visibility.Level = "secret"
+    ) -> Doc:
         period = body.validity.resolve(self.today())
         v = self.vocab
         changes: dict[str, Any] = {}
@@ -371,11 +415,13 @@ class OrgUnits:
 
         def decide(current: list[OrgUnitSlice]) -> tuple[list[OrgUnitSlice], str]:
             new = domain.patch_timeline(current, period, changes)
+            if "addresses" in changes:
+                new = domain.with_hidden_addresses(current, new, period, ceiling, self._user_key_of())
             return new, "orgunit.moved" if domain.parent_changes(
                 current, new
             ) else "orgunit.updated"
 
-        doc, _ = await self.write_unit(uid, decide, if_match=if_match, must_exist=True)
+        doc, _ = await self.write_unit(uid, decide, if_match=if_match, must_exist=True, since=period.from_)
         return doc
 
     async def move_unit(self, uid: str, body: schemas.MoveIn, if_match: int | None) -> Doc:
@@ -385,7 +431,7 @@ class OrgUnits:
             return domain.patch_timeline(current, period, {"parent": body.parent}), "orgunit.moved"
 
         doc, _ = await self.write_unit(
-            uid, decide, if_match=if_match, must_exist=True, note=f"moved from {period.from_}"
+            uid, decide, if_match=if_match, must_exist=True, since=period.from_, note=f"moved from {period.from_}"
         )
         return doc
 
@@ -404,14 +450,23 @@ class OrgUnits:
             decide,
             if_match=if_match,
             must_exist=True,
+            since=day,
             note=f"terminated from {day}",
             after_rules=engagements,
         )
         return doc
 
-    async def unit_history(self, uid: str) -> History:
-        """Every slice of the unit's life and every registration (from the database, not memory)."""
-        return await self.units_repo.full_history(uid, "organisation unit")
+    async def unit_history(self, uid: str, ceiling: visibility.Level) -> History:
+        """Every slice of the unit's life and every registration (from the database, not memory),
+        with the addresses above ``ceiling`` left out of each."""
+        history = await self.units_repo.full_history(uid, "organisation unit")
+        if ceiling == "secret":
+            return history
+        user_key_of = self._user_key_of()
+        history.timeline = visibility.strip_timeline(history.timeline, ceiling, user_key_of)
+        for r in history.registrations:
+            r.timeline = visibility.strip_timeline(r.timeline, ceiling, user_key_of)
+        return history
 
     # ------------------------------------------------------------------ related units
 
@@ -423,8 +478,12 @@ class OrgUnits:
         *,
         if_match: int | None,
         must_exist: bool,
+        since: date,
     ) -> tuple[Doc, bool]:
-        """Inside the tree section: the units' timelines and the other relations are current."""
+        """Inside the tree section: the units' timelines and the other relations are current.
+
+        A writer scoped to subtrees must hold both units on ``since``, the day the write takes effect.
+        """
         async with self.section.hold() as ticket:
             await self.fresh()
             doc = await self.related_repo.get(uid)
@@ -441,6 +500,7 @@ class OrgUnits:
             assert units is not None
             current = list(existing.timeline) if existing else []
             new, event_type = decide(current)
+            auth.check_scope(self.cache.tree, units, since)
             if not new:
                 raise problems.rule("empty-timeline", "The relation would have no validity left.")
             if doc is not None and _same(current, new):
@@ -467,7 +527,9 @@ class OrgUnits:
         def decide(current: list[RelatedUnitSlice]) -> tuple[list[RelatedUnitSlice], str]:
             return put(current, new_slice), "related_unit.updated"
 
-        return await self.write_related(uid, pair, decide, if_match=if_match, must_exist=False)
+        return await self.write_related(
+            uid, pair, decide, if_match=if_match, must_exist=False, since=new_slice.validity.from_
+        )
 
     async def terminate_related(self, uid: str, body: TerminateIn, if_match: int | None) -> Doc:
         day = body.day(self.today())
@@ -479,7 +541,7 @@ class OrgUnits:
                 )
             return truncate(current, day), "related_unit.terminated"
 
-        doc, _ = await self.write_related(uid, None, decide, if_match=if_match, must_exist=True)
+        doc, _ = await self.write_related(uid, None, decide, if_match=if_match, must_exist=True, since=day)
         return doc
 
     async def related_history(self, uid: str) -> History:

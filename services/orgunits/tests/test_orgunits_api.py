@@ -14,7 +14,7 @@ from orgdir.clock import ManualClock
 from orgdir.contracts.registry import EngagementSlice, EngagementState
 from orgdir.events import new_event
 from orgdir.validity import Validity
-from orgdir_tools.testkit import READER, WRITER, EventCollector, RunningApp
+from orgdir_tools.testkit import READER, SECRET_READER, WRITER, EventCollector, RunningApp
 from orgunits.app import create_app
 from orgunits.service import OrgUnits
 from orgunits.settings import OrgunitsSettings
@@ -418,6 +418,11 @@ async def test_demo_municipality_loads_idempotently(svc: RunningApp, events: Eve
     assert {"kle": kle_uuid("27.24"), "aspects": ["udførende", "ansvarlig"]} in soc["kle"]
     nord = (await svc.http.get(f"/api/v1/orgunits/{demo.UNITS['Hjemmepleje Nord']}")).json()
     assert [r["unit"] for r in nord["related_units"]] == [demo.UNITS["Hjemmepleje Syd"]]
+    # The shelter's street address is secret: only a reader with orgdir:read:secret sees it.
+    shelter = f"/api/v1/orgunits/{demo.UNITS['Krisecenter Kolding']}"
+    street = demo.SECRET_STREETS["Krisecenter Kolding"]
+    assert street not in (await svc.http.get(shelter, headers=READER)).text
+    assert street in {a["value"] for a in (await svc.http.get(shelter, headers=SECRET_READER)).json()["addresses"]}
     await svc.settle()
     total = len(demo.UNITS) + len(demo.MED_UNITS)
     await events.wait_type("orgunit.created", total)

@@ -246,3 +246,16 @@ def test_related_pairs_are_two_units_related_once_at_a_time() -> None:
         domain.check_relation("r1", ["a", "b"], [RelatedUnitSlice(validity=v("2023-06-01"))], units, [other])
     assert kind(exc) == "relation-exists"
     domain.check_relation("r1", ["a", "b"], [RelatedUnitSlice(validity=v("2024-01-01"))], units, [other])
+
+
+def test_units_a_write_touches_for_scoped_administration() -> None:
+    day = date(2026, 3, 1)
+    old = [sl("u", "p", "2020-01-01")]
+    assert domain.units_touched("u", [], [sl("u", "p", "2026-03-01")], day) == ["p"]  # created under p
+    assert domain.units_touched("u", [], [sl("u", None, "2026-03-01")], day) == [None]  # a root: no unit
+    renamed = [sl("u", "p", "2020-01-01", "2026-03-01"), sl("u", "p", "2026-03-01", name="new")]
+    assert domain.units_touched("u", old, renamed, day) == ["u"]
+    moved = [sl("u", "p", "2020-01-01", "2026-03-01"), sl("u", "q", "2026-03-01")]
+    assert domain.units_touched("u", old, moved, day) == ["u", "q"]  # the unit where it stands, and the new parent
+    assert domain.units_touched("u", old, [sl("u", "p", "2020-01-01", "2026-03-01")], day) == ["u"]  # ended
+    assert domain.units_touched("u", old, [*moved[:1], sl("u", None, "2026-03-01")], day) == ["u", None]  # to a root

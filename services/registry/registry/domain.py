@@ -330,21 +330,9 @@ def check_substitute(persons: Mapping[str, Sequence[SliceBase]], s: AssociationS
 # --- visibility of addresses --------------------------------------------------------------------
 
 
-def class_user_key(classes: Mapping[str, ClassState]) -> visibility.UserKeyOf:
-    """The ``visibility`` rule's look-up over the projected classes (a class of another facet is unknown)."""
-
-    def user_key_of(uuid: str) -> str | None:
-        cls = classes.get(uuid)
-        if cls is None or cls.facet != visibility.FACET or not cls.timeline:
-            return None
-        return cls.timeline[-1].user_key
-
-    return user_key_of
-
-
-def ceiling_of(roles: Iterable[str]) -> visibility.Level:
-    """How far a reader sees: secret with ``orgdir:read:secret``, else internal."""
-    return "secret" if visibility.READ_SECRET in set(roles) else "internal"
+# The rule's look-up and a reader's ceiling are shared with orgunits (``orgdir.visibility``).
+class_user_key = visibility.class_user_key
+ceiling_of = visibility.ceiling_of
 
 
 def visible_person(s: PersonSlice, ceiling: visibility.Level, classes: Mapping[str, ClassState]) -> PersonSlice:
@@ -363,8 +351,8 @@ def keep_hidden(
     """
     if old is None:
         return new
-    kept = [a for a in visibility.hidden(old.addresses, ceiling, class_user_key(classes)) if a not in new.addresses]
-    return new if not kept else new.model_copy(update={"addresses": [*new.addresses, *kept]})
+    kept = visibility.keep_hidden(new.addresses, old.addresses, ceiling, class_user_key(classes))
+    return new if kept is new.addresses else new.model_copy(update={"addresses": kept})
 
 
 def check_single_primary(

@@ -7,7 +7,8 @@ then ``UNITS["Munkevængets Skole"]``. Loading twice changes nothing (PUT).
 Beside the line organisation (``UNITS``) the municipality has its MED
 cooperation committees in the ``med`` hierarchy (``MED_UNITS``); its units
 carry KLE numbers (``KLE``), and the two home-care districts are related
-units (``RELATED``).
+units (``RELATED``). The women's shelter's street address is secret
+(``SECRET_STREETS``: only readers with ``orgdir:read:secret`` see it).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ _TREE: list[tuple[str, str, str | None, str, str]] = [
     ("Natur og Miljø", "TM-NAT", "Teknik og Miljø", "afdeling", "afdeling"),
     ("Arbejdsmarked", "AM", "Kolding Kommune", "forvaltning", "forvaltning"),
     ("Jobcenter Kolding", "AM-JOB", "Arbejdsmarked", "center", "center"),
+    ("Krisecenter Kolding", "SS-KRISE", "Socialafdelingen", "institution", "afdeling"),  # last: serials stay
 ]
 
 #: unit name -> UUID, for the other services' demo loaders and tests (the line organisation)
@@ -112,10 +114,14 @@ _STREETS = {
     "Hjemmeplejen": "Skovvangen 40, 6000 Kolding",
 }
 
+#: unit name -> a street address of visibility ``hemmelig`` (a shelter's is nobody's business)
+SECRET_STREETS = {"Krisecenter Kolding": "Skjulestien 3, 6000 Kolding"}
+
 
 def _addresses(i: int, name: str, key: str, level: str) -> list[dict[str, str]]:
-    def a(kind: str, value: str) -> dict[str, str]:
-        return {"address_type": class_uuid("address_type", kind), "value": value}
+    def a(kind: str, value: str, visibility: str | None = None) -> dict[str, str]:
+        out = {"address_type": class_uuid("address_type", kind), "value": value}
+        return out | ({"visibility": class_uuid("visibility", visibility)} if visibility else {})
 
     slug = key.lower().replace("-", ".")
     out = [a("email", f"{slug}@kolding.dk")]
@@ -127,6 +133,9 @@ def _addresses(i: int, name: str, key: str, level: str) -> list[dict[str, str]]:
         out.append(a("ean", _ean(i)))
     if name == "Kolding Kommune":
         out.append(a("www", "https://www.kolding.dk"))
+    if name in SECRET_STREETS:
+        out.append(a("postadresse", SECRET_STREETS[name], "hemmelig"))
+        out.append(a("telefon", f"7979{i:04d}", "offentlig"))
     return out
 
 
