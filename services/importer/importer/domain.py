@@ -241,6 +241,8 @@ def desired(record: Record, r: Resolver) -> dict[str, Any]:
             "person": r.ref("persons", record.person),
             "unit": r.ref("units", record.unit),
             "association_type": r.cls("association_type", record.association_type),
+            "substitute": r.ref("persons", record.substitute) if record.substitute else None,
+            "trade_union": r.cls("trade_union", record.trade_union) if record.trade_union else None,
         }
     if isinstance(record, ITSystem):
         return {
@@ -302,7 +304,7 @@ def comparable(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         out["responsibilities"] = tuple(sorted(fields.get("responsibilities") or ()))
         return out
     if kind == "associations":
-        return {k: fields.get(k) for k in ("person", "unit", "association_type")}
+        return {k: fields.get(k) for k in ("person", "unit", "association_type", "substitute", "trade_union")}
     if kind == "it_systems":
         return {k: fields.get(k) for k in ("user_key", "name", "username_rule", "offboarding", "grace_days")}
     if kind == "roles":

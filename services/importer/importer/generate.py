@@ -326,13 +326,18 @@ def generate(size: Size | str, seed: int = 1) -> Export:
     return export
 
 
+TRADE_UNIONS = ["hk", "foa", "bupl", "dlf", "dsr", "dm"]  # the seeded trade_union classes
+
+
 def _associations(export: Export, size: Size, rng: random.Random, engagements: list[Engagement]) -> None:
     """Representatives and MED members: people tied to the unit they work in, from a day of their engagement."""
     open_ = [e for e in engagements if e.validity.to is None and e.validity.from_ < date(2026, 1, 1)]
     for n, e in enumerate(rng.sample(open_, min(size.associations, len(open_)))):
         start = e.validity.from_ + timedelta(days=rng.randint(0, max((date(2026, 1, 1) - e.validity.from_).days, 1)))
+        kind = _weighted(rng, ASSOCIATION_TYPES)
+        union = rng.choice(TRADE_UNIONS) if kind == "tillidsrepraesentant" else None  # a union's representative
         export.associations.append(Association(f"A{n + 1:06d}", Period(start), _o("associations", n), person=e.person,
-                                               unit=e.unit, association_type=_weighted(rng, ASSOCIATION_TYPES)))
+                                               unit=e.unit, association_type=kind, trade_union=union))
 
 
 def _catalogue(export: Export, size: Size, rng: random.Random, units: list[_U]) -> None:

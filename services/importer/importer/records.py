@@ -34,7 +34,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "key", "person", "unit", "job_function", "engagement_type", "primary", "fraction", "from", "to",
     ),
     "managers": ("key", "unit", "person", "manager_type", "manager_level", "responsibilities", "from", "to"),
-    "associations": ("key", "person", "unit", "association_type", "from", "to"),
+    "associations": ("key", "person", "unit", "association_type", "substitute", "trade_union", "from", "to"),
     "leaves": ("key", "person", "engagement", "leave_type", "from", "to"),
     "it_systems": ("key", "name", "username_rule", "offboarding", "grace_days", "from", "to"),
     "roles": ("key", "it_system", "name", "description", "sensitive", "from", "to"),
@@ -155,6 +155,8 @@ class Association(Record):
     person: str = ""
     unit: str = ""
     association_type: str = ""
+    substitute: str | None = None  # a person's source key
+    trade_union: str | None = None  # a trade_union class's user_key
     kind: str = field(default="associations", init=False, repr=False, compare=False)
 
 
@@ -306,7 +308,8 @@ def parse(kind: str, row: Mapping[str, Any], origin: Origin) -> Record:
                      leave_type=t("leave_type") or "")
     if kind == "associations":
         return Association(key, period, origin, person=t("person") or "", unit=t("unit") or "",
-                           association_type=t("association_type") or "")
+                           association_type=t("association_type") or "", substitute=t("substitute"),
+                           trade_union=t("trade_union"))
     if kind == "it_systems":
         offboarding = t("offboarding")
         if offboarding not in (None, "disable", "delete"):
