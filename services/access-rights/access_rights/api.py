@@ -25,6 +25,7 @@ from access_rights.schemas import (
     ITSystemPatch,
     PatchIn,
     PersonRights,
+    RejectIn,
     RoleGroupIn,
     RoleGroupOut,
     RoleGroupPatch,
@@ -38,7 +39,7 @@ from access_rights.schemas import (
 from access_rights.service import ASSIGNMENTS, IT_SYSTEMS, ROLE_GROUPS, ROLES, AccessService, Kind, Written
 from orgdir import auth
 from orgdir.contracts.access import AccountState
-from orgdir.http import AtDay, IfMatch, Page, PageQuery, set_etag
+from orgdir.http import AtDay, IfMatch, Page, PageQuery, RegisteredAt, set_etag
 from orgdir.schemas import History, TerminateIn
 
 router = APIRouter(prefix="/api/v1")
@@ -73,7 +74,10 @@ def assignment_filters(
     role: Annotated[str | None, _q("role")] = None,
     role_group: Annotated[str | None, _q("role group")] = None,
     job_function: Annotated[str | None, _q("job function")] = None,
-    status: Annotated[Literal["pending", "approved", "active"] | None, _q("status")] = None,
+    status: Annotated[
+        Literal["pending", "approved", "active", "rejected"] | None,
+        Query(description="Only those with this status (`pending` leaves out rejected requests)."),
+    ] = None,
 ) -> dict[str, str | None]:
     return {
         "person": person,
@@ -102,29 +106,36 @@ def catalogue_routes(
     patch_in: type[PatchIn],
     out: type[BaseModel],
     filters: Callable[..., dict[str, str | None]],
+    scoped: bool = False,
 ) -> None:
-    """CRUD with validity and history for one catalogue resource, on ``router``."""
+    """CRUD with validity and history for one catalogue resource, on ``router``.
+
+    ``scoped``: writes accept a writer scoped to unit subtrees (the service checks the units).
+    """
     tags: list[Any] = [path]
+    Who = Annotated[auth.Principal, Depends(auth.require("orgdir:write", scoped=True) if scoped else auth.write)]
     Filters = Annotated[dict[str, str | None], Depends(filters)]
     created: dict[int | str, dict[str, Any]] = {201: {"model": out, "description": "Created."}}
 
     @router.get(f"/{path}", tags=tags, name=f"list {path}", response_model=Page[out])  # type: ignore[valid-type]
-    async def list_(s: Svc, day: AtDay, paging: PageQuery, where: Filters, _: auth.Reader) -> Any:
-        docs, nxt = await s.page(kind, where, paging)
+    async def list_(
+        s: Svc, day: AtDay, registered_at: RegisteredAt, paging: PageQuery, where: Filters, _: auth.Reader
+    ) -> Any:
+        docs, nxt = await (await s.as_registered(registered_at)).page(kind, where, paging)
         return {"items": [catalogue_out(out, d, day) for d in docs], "next_cursor": nxt}
 
     @router.post(f"/{path}", tags=tags, status_code=201, name=f"create {path}", response_model=out)
-    async def create(s: Svc, body: body_in, response: Response, who: auth.Writer) -> Any:  # type: ignore[valid-type]
+    async def create(s: Svc, body: body_in, response: Response, who: Who) -> Any:  # type: ignore[valid-type]
         return _written(s, out, await s.create(kind, body, who.actor), response)
 
     @router.put(f"/{path}/{{uid}}", tags=tags, name=f"put {path}", response_model=out, responses=created)
-    async def put_(s: Svc, uid: str, body: body_in, response: Response, version: IfMatch, who: auth.Writer) -> Any:  # type: ignore[valid-type]
+    async def put_(s: Svc, uid: str, body: body_in, response: Response, version: IfMatch, who: Who) -> Any:  # type: ignore[valid-type]
         """Create with this UUID, or set the slice over its period; the same body twice changes nothing."""
         return _written(s, out, await s.put(kind, uid, body, who.actor, version), response)
 
     @router.get(f"/{path}/{{uid}}", tags=tags, name=f"get {path}", response_model=out)
-    async def get(s: Svc, uid: str, response: Response, day: AtDay, _: auth.Reader) -> Any:
-        doc = await s.get(kind, uid)
+    async def get(s: Svc, uid: str, response: Response, day: AtDay, registered_at: RegisteredAt, _: auth.Reader) -> Any:
+        doc = await (await s.as_registered(registered_at)).get(kind, uid)
         set_etag(response, doc["version"])
         return catalogue_out(out, doc, day)
 
@@ -133,13 +144,13 @@ def catalogue_routes(
         return await s.history(kind, uid)
 
     @router.patch(f"/{path}/{{uid}}", tags=tags, name=f"patch {path}", response_model=out)
-    async def patch(s: Svc, uid: str, body: patch_in, response: Response, version: IfMatch, _: auth.Writer) -> Any:  # type: ignore[valid-type]
+    async def patch(s: Svc, uid: str, body: patch_in, response: Response, version: IfMatch, _: Who) -> Any:  # type: ignore[valid-type]
         """Change the named fields from ``validity.from`` (default today) to ``validity.to`` (or open)."""
         return _written(s, out, await s.patch(kind, uid, body, version), response)
 
     @router.post(f"/{path}/{{uid}}/terminate", tags=tags, name=f"terminate {path}", response_model=out)
     async def terminate(
-        s: Svc, uid: str, response: Response, version: IfMatch, _: auth.Writer, body: TerminateIn | None = None
+        s: Svc, uid: str, response: Response, version: IfMatch, _: Who, body: TerminateIn | None = None
     ) -> Any:
         """End from ``to`` (the first day it no longer holds; default today)."""
         day = (body or TerminateIn()).day(s.clock.today())
@@ -149,7 +160,9 @@ def catalogue_routes(
 catalogue_routes(IT_SYSTEMS, "it-systems", ITSystemIn, ITSystemPatch, ITSystemOut, no_filters)
 catalogue_routes(ROLES, "roles", RoleIn, RolePatch, RoleOut, role_filters)
 catalogue_routes(ROLE_GROUPS, "role-groups", RoleGroupIn, RoleGroupPatch, RoleGroupOut, no_filters)
-catalogue_routes(ASSIGNMENTS, "assignments", AssignmentIn, AssignmentPatch, AssignmentOut, assignment_filters)
+catalogue_routes(
+    ASSIGNMENTS, "assignments", AssignmentIn, AssignmentPatch, AssignmentOut, assignment_filters, scoped=True
+)
 
 
 # ---------------------------------------------------------------------------- assignment workflow
@@ -163,14 +176,25 @@ async def approve(s: Svc, uid: str, response: Response, who: auth.Approver) -> A
     return catalogue_out(AssignmentOut, doc, s.clock.today())
 
 
+@router.post("/assignments/{uid}/reject", tags=["assignments"], response_model=AssignmentOut)
+async def reject(s: Svc, uid: str, response: Response, who: auth.Approver, body: RejectIn | None = None) -> Any:
+    """Reject a pending assignment: it never grants anything (409 ``not-pending`` otherwise; not by its
+    requester: 403 ``self-approval``). Published as ``assignment.rejected``; ``rejected_by`` says so."""
+    doc = await s.reject(uid, who.actor, (body or RejectIn()).reason)
+    set_etag(response, doc["version"])
+    return catalogue_out(AssignmentOut, doc, s.clock.today())
+
+
 @router.post("/assignments/{uid}/exclusions", tags=["assignments"], response_model=AssignmentOut)
-async def exclude(s: Svc, uid: str, body: ExclusionIn, response: Response, version: IfMatch, who: auth.Writer) -> Any:
+async def exclude(
+    s: Svc, uid: str, body: ExclusionIn, response: Response, version: IfMatch, who: auth.ScopedWriter
+) -> Any:
     """Exempt a person from a unit or job-function assignment."""
     return _written(s, AssignmentOut, await s.exclude(uid, body, who.actor, version), response)
 
 
 @router.delete("/assignments/{uid}/exclusions/{person}", tags=["assignments"], response_model=AssignmentOut)
-async def include(s: Svc, uid: str, person: str, response: Response, version: IfMatch, _: auth.Writer) -> Any:
+async def include(s: Svc, uid: str, person: str, response: Response, version: IfMatch, _: auth.ScopedWriter) -> Any:
     """Undo an exclusion."""
     return _written(s, AssignmentOut, await s.include(uid, person, version), response)
 
@@ -179,21 +203,27 @@ async def include(s: Svc, uid: str, person: str, response: Response, version: If
 
 
 @router.get("/persons/{uid}/rights", tags=["rights"])
-async def person_rights(s: Svc, uid: str, day: AtDay, _: auth.Reader, history: bool = False) -> PersonRights:
-    """The person's effective rights on ``at`` with reasons (``history=true``: all periods)."""
-    return await s.person_rights(uid, day, history)
+async def person_rights(
+    s: Svc, uid: str, day: AtDay, registered_at: RegisteredAt, _: auth.Reader, history: bool = False
+) -> PersonRights:
+    """The person's effective rights on ``at`` with reasons (``history=true``: all periods), as registered
+    at ``registered_at`` (default: now)."""
+    return await (await s.as_registered(registered_at)).person_rights(uid, day, history)
 
 
 @router.get("/roles/{uid}/holders", tags=["rights"])
-async def holders(s: Svc, uid: str, day: AtDay, paging: PageQuery, _: auth.Reader) -> Holders:
-    """Who holds the role on ``at``, and why."""
-    return await s.holders(uid, day, paging)
+async def holders(
+    s: Svc, uid: str, day: AtDay, registered_at: RegisteredAt, paging: PageQuery, _: auth.Reader
+) -> Holders:
+    """Who holds the role on ``at``, and why (as registered at ``registered_at``)."""
+    return await (await s.as_registered(registered_at)).holders(uid, day, paging)
 
 
 @router.get("/orgunits/{uid}/rights", tags=["rights"])
-async def unit_rights(s: Svc, uid: str, day: AtDay, _: auth.Reader) -> UnitRights:
-    """What being a member of the unit confers on ``at``, and who its members are."""
-    return await s.unit_rights(uid, day)
+async def unit_rights(s: Svc, uid: str, day: AtDay, registered_at: RegisteredAt, _: auth.Reader) -> UnitRights:
+    """What being a member of the unit confers on ``at``, and who its members are (as registered at
+    ``registered_at``)."""
+    return await (await s.as_registered(registered_at)).unit_rights(uid, day)
 
 
 # ---------------------------------------------------------------------------- accounts

@@ -33,7 +33,7 @@ from orgdir.contracts.access import (
 from orgdir.contracts.orgunits import OrgUnitSlice
 from orgdir.contracts.registry import EngagementState
 from orgdir.text import spell_out
-from orgdir.validity import SliceBase, Validity, apply, at, covered, truncate
+from orgdir.validity import SliceBase, Validity, apply, at, covered, overlapping, truncate
 
 S = TypeVar("S", bound=SliceBase)
 
@@ -189,6 +189,9 @@ def assignment_fields(timeline: Sequence[AssignmentSlice], prev: dict[str, Any])
         "requested_by": prev.get("requested_by"),
         "approved_by": prev.get("approved_by"),
         "exclusions": prev.get("exclusions", []),
+        "rejected_by": prev.get("rejected_by"),
+        "rejected_at": prev.get("rejected_at"),
+        "rejection_reason": prev.get("rejection_reason"),
     }
 
 
@@ -203,14 +206,54 @@ def with_approval_status(
     return [s.model_copy(update={"status": status}) for s in timeline]
 
 
+def _require_pending(state: dict[str, Any], actor: str, verb: str) -> None:
+    """The four-eyes rule and the workflow's one open state, for approving and rejecting alike."""
+    if state.get("rejected_by"):
+        raise problems.conflict(
+            f"The assignment was rejected by {state['rejected_by']}; request a new one.", kind="not-pending"
+        )
+    if not state["timeline"] or state["timeline"][0].get("status") != "pending":
+        raise problems.conflict(f"Only a pending assignment can be {verb}d.", kind="not-pending")
+    if state.get("requested_by") == actor:
+        raise problems.Forbidden("self-approval", "Self-approval", f"The requester cannot {verb} their own assignment.")
+
+
 def approved(state: dict[str, Any], approver: str) -> dict[str, Any]:
     """A pending assignment approved by someone other than its requester (the four-eyes rule)."""
-    if state.get("requested_by") == approver:
-        raise problems.Forbidden("self-approval", "Self-approval", "The requester cannot approve their own assignment.")
-    if not state["timeline"] or state["timeline"][0].get("status") != "pending":
-        raise problems.conflict("Only a pending assignment can be approved.", kind="not-pending")
+    _require_pending(state, approver, "approve")
     timeline = [{**s, "status": "approved"} for s in state["timeline"]]
     return {**state, "timeline": timeline, "approved_by": approver}
+
+
+def rejected(state: dict[str, Any], rejecter: str, reason: str | None, when: datetime) -> dict[str, Any]:
+    """A pending assignment turned down, by someone other than its requester.
+
+    The slices stay ``pending`` (event consumers that know no rejection see a
+    request that is never approved, so never grants) and ``rejected_by``
+    closes the workflow: it can no longer be approved or changed.
+    """
+    _require_pending(state, rejecter, "reject")
+    return {**state, "rejected_by": rejecter, "rejected_at": when.isoformat(), "rejection_reason": reason}
+
+
+def is_rejected(state: dict[str, Any]) -> bool:
+    return bool(state.get("rejected_by"))
+
+
+def assignment_units_touched(
+    old: Sequence[AssignmentSlice], new: Sequence[AssignmentSlice], since: date
+) -> list[str | None]:
+    """The units an assignment write reaches from ``since`` on, before and after it (scoped administration).
+
+    A unit assignment names its unit; any other (a person, a job function —
+    even within a subtree —, a KLE number) is ``None``: only a writer
+    everywhere may change it. When nothing lies after ``since`` (ending
+    something already over), every slice counts.
+    """
+    window = Validity(from_=since)
+    slices = [*overlapping(old, window), *overlapping(new, window)] or [*old, *new]
+    out = [s.unit if assignment_target(s) == "unit" else None for s in slices]
+    return list(dict.fromkeys(out)) or [None]
 
 
 def with_exclusion(state: dict[str, Any], person: str, reason: str, by: str, org: OrgView) -> list[dict[str, str]]:

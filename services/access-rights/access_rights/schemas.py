@@ -182,6 +182,14 @@ class ExclusionIn(BaseModel):
     reason: str
 
 
+class RejectIn(BaseModel):
+    """Why a pending assignment is rejected (kept in its history and its event)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "Not needed for the job."}]})
+
+    reason: str | None = Field(None, max_length=1000)
+
+
 # ---------------------------------------------------------------------------- catalogue responses
 
 

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import logging
 import uuid as uuidlib
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -97,7 +98,7 @@ from access_rights.store import (
     load_all,
     reserve_username,
 )
-from orgdir import metrics, problems
+from orgdir import auth, metrics, problems
 from orgdir.clock import Clock, start_of_day
 from orgdir.contracts.access import (
     AccessChange,
@@ -119,7 +120,16 @@ from orgdir.http import Page, Paging
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
 from orgdir.schemas import History
 from orgdir.service import Runtime
-from orgdir.store import Change, Doc, SectionTicket, StaleVersion, decode_cursor, encode_cursor, paginate
+from orgdir.store import (
+    Change,
+    Doc,
+    Projection,
+    SectionTicket,
+    StaleVersion,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+)
 from orgdir.validity import SliceBase, Validity, put
 
 log = logging.getLogger(__name__)
@@ -206,7 +216,9 @@ class AccessService:
         # Republish/refresh re-send a person's whole set as access.current (the change events carry one right).
         self.rights = runtime.repository("person_rights", current_type="access.current")
         self.accounts = runtime.repository("accounts")
-        self.projections = {name: runtime.projection(name) for name in ORG_MODELS}
+        # With arrival logs, so a read ``as_registered`` knows the organisation as this service knew it then.
+        self.projections = {name: Projection(self.db, name, history=True, clock=clock) for name in ORG_MODELS}
+        self.registered_at: datetime | None = None  # set on a copy that answers as registered then
         runtime.declare(*INDEXES)
         self.assignment_scheduler = EffectiveScheduler(
             self.repos["assignments"],
@@ -351,9 +363,35 @@ class AccessService:
             self._put_batch(batch)
 
     async def person_exists(self, person: str) -> bool:
+        if self.registered_at is not None:
+            if self.view_org.person_known(person):
+                return True
+            return await self.rights.get_as_registered(person, self.registered_at) is not None
         if self.view_org.person_known(person) or person in self.published:
             return True
         return await self.rights.get(person) is not None
+
+    async def as_registered(self, instant: datetime | None) -> AccessService:
+        """The service as it had things registered at ``instant`` (transaction time), for one read.
+
+        A shallow copy with read models of its own: the catalogue from every
+        document's registrations, the organisation from the projections'
+        arrival logs (what access-rights had learnt by then). A full scan, for
+        the occasional "what did we believe then"; it never decides anything.
+        """
+        if instant is None:
+            return self
+        snap = copy.copy(self)
+        snap.registered_at = instant
+        snap.view_org = snap.org = OrgView()
+        snap.cat = CatalogueView()
+        for name, projection in self.projections.items():
+            async for doc in projection.scan_as_registered(instant):
+                snap.view_org.put(int(doc["sequence"]), from_projection(ORG_MODELS[name], doc))
+        for name, model in CATALOGUE_MODELS.items():
+            async for doc in self.repos[name].scan_as_registered(instant):
+                snap.cat.put(from_repository(model, doc))
+        return snap
 
     # ------------------------------------------------------------------ the section
 
@@ -796,6 +834,7 @@ class AccessService:
         timeline: list[Any],
         prev: dict[str, Any],
         verb: str,
+        since: date,
         if_match: int | None = None,
     ) -> Written:
         """Validate the whole new state, write it if it differs, then propagate.
@@ -804,9 +843,14 @@ class AccessService:
         rules read other aggregates from memory, which is current on entry,
         and the recomputation follows the write before another one starts.
         ``If-Match`` counts only when something changes (the same PUT twice is no change).
+        ``since`` is the day the write takes effect: a writer scoped to
+        subtrees must hold every unit an assignment names from then on.
         """
         domain.require_timeline(timeline, kind.what)
         repo = self.repos[kind.name]
+        if kind is ASSIGNMENTS:
+            old = self._timeline(kind, doc) if doc is not None else []
+            auth.check_scope(self.view_org.tree, domain.assignment_units_touched(old, timeline, since), since)
 
         async def decide_and_write(ticket: SectionTicket) -> Written:
             fields = kind.fields(timeline, prev)
@@ -824,8 +868,12 @@ class AccessService:
             nta = next_transition_at(slices, self.clock.today(), self.settings.timezone)
             if doc is None:
                 new = await repo.insert(uid, Change(stored, f"{kind.aggregate}.created", nta))
-            elif stored == doc["state"]:
+            elif _same_state(stored, doc["state"]):
                 return Written(doc, False)  # idempotent: nothing changed, no event
+            elif kind is ASSIGNMENTS and domain.is_rejected(doc["state"]):
+                raise problems.conflict(
+                    "The assignment was rejected and stays so; request a new one.", kind="assignment-rejected"
+                )
             else:
                 if if_match is not None and if_match != doc["version"]:
                     raise problems.precondition_failed(doc["version"], if_match)
@@ -839,7 +887,7 @@ class AccessService:
         """A new one with a UUID of ours."""
         new = self._slice(kind, body)
         prev = {"requested_by": actor} if kind is ASSIGNMENTS else {}
-        return await self._write(kind, str(uuidlib.uuid4()), None, [new], prev, "created")
+        return await self._write(kind, str(uuidlib.uuid4()), None, [new], prev, "created", new.validity.from_)
 
     async def put(self, kind: Kind, uid: str, body: SliceIn, actor: str, if_match: int | None) -> Written:
         """Create with this UUID, or set the slice over its period; the same body twice changes nothing."""
@@ -847,24 +895,25 @@ class AccessService:
         doc = await self.repos[kind.name].get(uid)
         if doc is None:
             prev = {"requested_by": actor} if kind is ASSIGNMENTS else {}
-            return await self._write(kind, uid, None, [new], prev, "created")
+            return await self._write(kind, uid, None, [new], prev, "created", new.validity.from_)
         timeline = self._timeline(kind, doc)
         if kind is ASSIGNMENTS:
             new = new.model_copy(update={"status": timeline[0].status if timeline else "active"})
-        return await self._write(kind, uid, doc, put(timeline, new), doc["state"], "updated", if_match)
+        since = new.validity.from_
+        return await self._write(kind, uid, doc, put(timeline, new), doc["state"], "updated", since, if_match)
 
     async def patch(self, kind: Kind, uid: str, body: PatchIn, if_match: int | None) -> Written:
         """Change the named fields from ``validity.from`` (default today) to ``validity.to`` (or open)."""
         doc = await self.repos[kind.name].require(uid, kind.what)
         period = body.validity.resolve(self.clock.today())
         timeline = domain.patched(self._timeline(kind, doc), period, body.changes(), kind.what)
-        return await self._write(kind, uid, doc, timeline, doc["state"], "updated", if_match)
+        return await self._write(kind, uid, doc, timeline, doc["state"], "updated", period.from_, if_match)
 
     async def terminate(self, kind: Kind, uid: str, to: date, if_match: int | None) -> Written:
         """End from ``to``, the first day it no longer holds."""
         doc = await self.repos[kind.name].require(uid, kind.what)
         timeline = domain.terminated(self._timeline(kind, doc), to, kind.what)
-        return await self._write(kind, uid, doc, timeline, doc["state"], "terminated", if_match)
+        return await self._write(kind, uid, doc, timeline, doc["state"], "terminated", to, if_match)
 
     async def approve(self, uid: str, approver: str) -> Doc:
         """The four-eyes step: a pending assignment approved by another than its requester, then propagated."""
@@ -879,30 +928,91 @@ class AccessService:
 
         return await self.in_section(approve_and_recompute)
 
+    async def reject(self, uid: str, rejecter: str, reason: str | None) -> Doc:
+        """The other end of the four-eyes step: a pending request turned down, so it never grants.
+
+        Nothing was granted while pending, so nothing is revoked; the write
+        still passes the recomputation (memory, read-your-writes). No
+        ``assignment.effective`` follows: the request has no future.
+        """
+        repo = self.repos[ASSIGNMENTS.name]
+        doc = await repo.require(uid, ASSIGNMENTS.what)
+        rejected = domain.rejected(doc["state"], rejecter, reason, self.clock.now())
+        # Stored as every write stores a state (the model's JSON), so an unchanged PUT compares equal.
+        as_model = AssignmentState.model_validate({**rejected, "uuid": uid, "version": doc["version"] + 1})
+        state = {k: v for k, v in dump(as_model).items() if k not in ("uuid", "version")}
+        change = Change(state, "assignment.rejected", None, note=reason)
+
+        async def reject_and_recompute(ticket: SectionTicket) -> Doc:
+            try:
+                written = await repo.update(uid, doc["version"], change)
+            except StaleVersion as exc:
+                raise problems.conflict(f"assignment {uid} changed meanwhile; read it and try again") from exc
+            await self.catalogue_written(ticket, ASSIGNMENTS.name, written)
+            return written
+
+        return await self.in_section(reject_and_recompute)
+
     async def exclude(self, uid: str, body: ExclusionIn, by: str, if_match: int | None) -> Written:
         """Exempt a person from an inherited assignment (a leave, a conflict of interest)."""
         doc = await self.repos[ASSIGNMENTS.name].require(uid, ASSIGNMENTS.what)
         exclusions = domain.with_exclusion(doc["state"], body.person, body.reason, by, self.view_org)
         timeline = self._timeline(ASSIGNMENTS, doc)
         prev = {**doc["state"], "exclusions": exclusions}
-        return await self._write(ASSIGNMENTS, uid, doc, timeline, prev, "updated", if_match)
+        return await self._write(ASSIGNMENTS, uid, doc, timeline, prev, "updated", self.clock.today(), if_match)
 
     async def include(self, uid: str, person: str, if_match: int | None) -> Written:
         """Undo an exclusion (none: no change)."""
         doc = await self.repos[ASSIGNMENTS.name].require(uid, ASSIGNMENTS.what)
         prev = {**doc["state"], "exclusions": domain.without_exclusion(doc["state"], person)}
         timeline = self._timeline(ASSIGNMENTS, doc)
-        return await self._write(ASSIGNMENTS, uid, doc, timeline, prev, "updated", if_match)
+        return await self._write(ASSIGNMENTS, uid, doc, timeline, prev, "updated", self.clock.today(), if_match)
 
     # ------------------------------------------------------------------ catalogue reads
 
     async def get(self, kind: Kind, uid: str) -> Doc:
-        return await self.repos[kind.name].require(uid, kind.what)
+        if self.registered_at is None:
+            return await self.repos[kind.name].require(uid, kind.what)
+        doc = await self.repos[kind.name].get_as_registered(uid, self.registered_at)
+        if doc is None:
+            raise problems.not_found(kind.what, uid)
+        return doc
 
     async def page(self, kind: Kind, filters: dict[str, str | None], paging: Paging) -> tuple[list[Doc], str | None]:
-        """A page of documents whose timeline has a slice with each given field value."""
-        query = {f"state.timeline.{key}": value for key, value in filters.items() if value}
+        """A page of documents whose timeline has a slice with each given field value.
+
+        ``status=pending`` leaves out rejected requests; ``status=rejected`` lists only those.
+        """
+        wanted = {key: value for key, value in filters.items() if value}
+        if self.registered_at is not None:
+            return await self._page_as_registered(kind, wanted, paging)
+        query: dict[str, Any] = {}
+        for key, value in wanted.items():
+            if key == "status" and value == "rejected":
+                query["state.rejected_by"] = {"$ne": None}
+                continue
+            if key == "status" and value == "pending":
+                query["state.rejected_by"] = None
+            query[f"state.timeline.{key}"] = value
         return await self.repos[kind.name].page(query, limit=paging.limit, cursor=paging.cursor)
+
+    async def _page_as_registered(
+        self, kind: Kind, wanted: dict[str, str], paging: Paging
+    ) -> tuple[list[Doc], str | None]:
+        """The same page, filtered in memory over every document as registered then (a full scan)."""
+        instant = self.registered_at
+        assert instant is not None
+        after = decode_cursor(paging.cursor) if paging.cursor else ""
+        found = sorted(
+            [
+                d
+                async for d in self.repos[kind.name].scan_as_registered(instant)
+                if d["_id"] > after and _matches(d["state"], wanted)
+            ],
+            key=lambda d: str(d["_id"]),
+        )
+        page = found[: paging.limit]
+        return page, encode_cursor(page[-1]["_id"]) if len(found) > paging.limit else None
 
     async def history(self, kind: Kind, uid: str) -> History:
         return await self.repos[kind.name].full_history(uid, kind.what)
@@ -990,6 +1100,25 @@ class AccessService:
     async def decide_batch(self, batch_id: str, release: bool, actor: str) -> HeldBatch:
         """Release (the revocations go out) or cancel (they never do) a held batch, once."""
         return HeldBatch.model_validate(self._batch(await self.decide(batch_id, release, actor)))
+
+
+def _same_state(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Equal, counting a field a later version added (``None``) as equal to its absence."""
+    return all(new.get(k) == old.get(k) for k in new.keys() | old.keys())
+
+
+def _matches(state: dict[str, Any], wanted: dict[str, str]) -> bool:
+    """A catalogue list filter on one state: some slice has each value (status: see ``page``)."""
+    for key, value in wanted.items():
+        if key == "status" and value == "rejected":
+            if not state.get("rejected_by"):
+                return False
+            continue
+        if key == "status" and value == "pending" and state.get("rejected_by"):
+            return False
+        if not any(s.get(key) == value for s in state.get("timeline", [])):
+            return False
+    return True
 
 
 def _account(doc: Doc) -> AccountState:

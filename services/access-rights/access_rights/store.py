@@ -38,6 +38,8 @@ INDEXES: list[Index] = [
     ),
     index("held_batches", "status"),
     index("held_batches", "revocations.person"),
+    # ?registered_at= reads: what of each org projection had arrived by an instant (its arrival log).
+    *(index(f"{name}_log", "applied_at") for name in ("units", "engagements", "persons", "classes")),
 ]
 
 
