@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from orgdir.contracts.common import AggregateState
 from orgdir.contracts.orgunits import KleAspect
-from orgdir.events import CATALOGUE, register, register_aggregate, register_previous
+from orgdir.events import register, register_aggregate, register_previous
 from orgdir.validity import SliceBase, Validity
 
 #: dataversion 2 of assignment.* and access.*: KLE assignments (target ``kle``, reasons of kind ``kle``) are new
@@ -200,8 +200,8 @@ def access_v1(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-for _type in [t for t in list(CATALOGUE) if t.startswith("assignment.")]:
-    register_previous(_type, "1", assignment_v1)
+for _verb in ("created", "updated", "approved", "terminated", "effective"):  # the types version 1 had
+    register_previous(f"assignment.{_verb}", "1", assignment_v1)
 for _type in ("access.granted", "access.revoked", "access.current"):
     register_previous(_type, "1", access_v1)
 
