@@ -162,8 +162,27 @@ class DayView:
         return self.tree.chain_at(uuid, self.day)[1:]
 
 
+class DocLoader:
+    """What the document-fed read models share: loading a scan of documents through ``set_doc``."""
+
+    def set_doc(self, doc: Doc, *, force: bool = False) -> bool:
+        raise NotImplementedError
+
+    async def load(self, col: AsyncCollection[Doc]) -> int:
+        """Everything (one scan): at startup, and when a replica has fallen behind."""
+        return await self.load_docs(col.find({}, NO_HISTORY))
+
+    async def load_docs(self, docs: AsyncIterable[Doc]) -> int:
+        """These documents (a collection's scan, or its state as registered at an instant)."""
+        n = 0
+        async for doc in docs:
+            self.set_doc(doc)
+            n += 1
+        return n
+
+
 @dataclass
-class UnitCache:
+class UnitCache(DocLoader):
     """Every unit's state: the tree (``UnitTree``) and the user_key holders the rules need."""
 
     max_days: int = 16
@@ -205,17 +224,6 @@ class UnitCache:
             self._views.popitem(last=False)
         return v
 
-    async def load(self, col: AsyncCollection[Doc]) -> int:
-        """Everything (one scan): at startup, and when a replica has fallen behind."""
-        return await self.load_docs(col.find({}, NO_HISTORY))
-
-    async def load_docs(self, docs: AsyncIterable[Doc]) -> int:
-        """These documents (a collection's scan, or its state as registered at an instant)."""
-        n = 0
-        async for doc in docs:
-            self.set_doc(doc)
-            n += 1
-        return n
 
     # ------------------------------------------------------------------ queries
 
@@ -306,7 +314,7 @@ class UnitCache:
 
 
 @dataclass
-class RelatedUnits:
+class RelatedUnits(DocLoader):
     """Every relation between two units, indexed by unit (a few per unit at most)."""
 
     relations: dict[str, RelatedUnitState] = field(default_factory=dict)
@@ -354,15 +362,6 @@ class RelatedUnits:
         items, cursor = page(rows, paging)
         return Page[RelatedUnitState](items=items, next_cursor=cursor)
 
-    async def load(self, col: AsyncCollection[Doc]) -> int:
-        return await self.load_docs(col.find({}, NO_HISTORY))
-
-    async def load_docs(self, docs: AsyncIterable[Doc]) -> int:
-        n = 0
-        async for doc in docs:
-            self.set_doc(doc)
-            n += 1
-        return n
 
 
 # --------------------------------------------------------------------------- vocabulary
