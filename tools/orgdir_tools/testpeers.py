@@ -33,6 +33,15 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+
+def serve(port: int, handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """An HTTP server on 127.0.0.1:``port`` in a daemon thread (stop it with ``server.shutdown()``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
 class Receiver:
     """A local webhook endpoint: verifies every request with the standardwebhooks library.
 
@@ -82,10 +91,7 @@ class Receiver:
                 self.end_headers()
 
         self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.thread = serve(self.port, Handler)
 
     @property
     def url(self) -> str:
@@ -225,10 +231,7 @@ class OidcIssuer:
                 status, answer = issuer.token(form, self.headers.get("Authorization", ""))
                 self._json(status, answer)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.thread = serve(self.port, Handler)
 
     @property
     def url(self) -> str:
