@@ -217,6 +217,14 @@ async def _dead_messages(amqp_url: str, queue: str, count: int, timeout: float =
         await conn.close()
 
 
+async def publish_widgets(bus: Bus, prefix: str, names: list[str]) -> None:
+    """One ``widget.created`` per name, subjects ``<prefix>0``, ``<prefix>1`` …"""
+    for i, name in enumerate(names):
+        subject = f"{prefix}{i}"
+        data = {"uuid": subject, "version": 1, "name": name}
+        await bus.publish(new_event(service="toy", type="widget.created", subject=subject, sequence=1, data=data))
+
+
 async def test_failing_handler_dead_letters_after_limit_and_queue_keeps_flowing(ns: str, amqp_url: str) -> None:
     settings = toy_settings(ns, amqp_url, "mongodb://unused/", delivery_limit=3)
     bus = Bus(settings)
@@ -235,16 +243,7 @@ async def test_failing_handler_dead_letters_after_limit_and_queue_keeps_flowing(
     consumer = Consumer(bus, "flaky", router)
     await consumer.start()
     try:
-        for i, name in enumerate(["poison", "good-1", "good-2"]):
-            await bus.publish(
-                new_event(
-                    service="toy",
-                    type="widget.created",
-                    subject=f"s{i}",
-                    sequence=1,
-                    data={"uuid": f"s{i}", "version": 1, "name": name},
-                )
-            )
+        await publish_widgets(bus, "s", ["poison", "good-1", "good-2"])
         dead = await _dead_messages(amqp_url, f"{ns}.toy.flaky.dead", 1)
         assert len(dead) == 1
         assert json.loads(dead[0].body)["data"]["name"] == "poison"
@@ -276,16 +275,7 @@ async def test_database_outage_holds_messages_instead_of_dead_lettering_them(ns:
     consumer = Consumer(bus, "outage", router)
     await consumer.start()
     try:
-        for i, name in enumerate(["during-outage", "broken"]):
-            await bus.publish(
-                new_event(
-                    service="toy",
-                    type="widget.created",
-                    subject=f"o{i}",
-                    sequence=1,
-                    data={"uuid": f"o{i}", "version": 1, "name": name},
-                )
-            )
+        await publish_widgets(bus, "o", ["during-outage", "broken"])
         dead = await _dead_messages(amqp_url, f"{ns}.toy.outage.dead", 1)
         assert [json.loads(m.body)["data"]["name"] for m in dead] == ["broken"]  # a real failure still ends there
         await eventually(lambda: asyncio.sleep(0, result=[n for n, _ in calls].count("during-outage") == 7))
