@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 .PHONY: install run up down status test test-fast lint typecheck check docs helm-check topology \
         bench bench-bus bench-orgunits bench-registry bench-access bench-notifier clean \
-        import bench-import bench-refresh bench-municipality catalogue-snapshot chaos
+        import bench-import bench-refresh bench-municipality bench-portal catalogue-snapshot chaos
 
 install:  ## uv + the workspace venv (.venv), RabbitMQ and mongo-java-server when missing
 	@bash scripts/bootstrap.sh
@@ -96,3 +96,6 @@ bench-municipality: install  ## import a preset (ARGS="--size small"), then time
 
 bench-import: install  ## generate the municipality preset, import it into an empty stack, print the rates
 	@$(PY) benchmarks/bench_import.py
+
+bench-portal: install  ## browser-measured time to a usable portal page (p50/p99): demo data, then a 3,000-unit tree
+	@$(PY) benchmarks/bench_portal.py $(ARGS)

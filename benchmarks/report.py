@@ -223,6 +223,11 @@ def plan(
             parse_refresh,
             None,
         ),
+        "portal": (
+            ["benchmarks/bench_portal.py", "--samples", "20" if quick else "50", "--json", str(tmp / "portal.json")],
+            None,
+            tmp / "portal.json",
+        ),
     }
 
 
@@ -335,6 +340,11 @@ def table(report: dict[str, Any]) -> str:
         rows.append(
             ("refresh job: events/s", fmt(f.get("events_per_s")), ratio(f.get("events_per_s")), load("refresh"))
         )
+    for data_set, p in fig.get("portal", {}).items():
+        if isinstance(p, dict) and "pages" in p:
+            for page, r in p["pages"].items():
+                rows.append((f"portal {page} ({data_set}, {p['units']:,} units): browser p50 / p99",
+                             f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} ms", "", load("portal")))
     failed = [name for name, r in b.items() if r["exit"] != 0]
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]]
@@ -366,7 +376,7 @@ def main() -> int:
         "--only",
         default="",
         help="run only these (bus,notifier,municipality,orgunits,registry,"
-        "access,refresh), merged into an existing results file",
+        "access,refresh,portal), merged into an existing results file",
     )
     parser.add_argument("--out", type=Path, default=HERE.parent / "bench" / "results.json")
     args = parser.parse_args()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -440,6 +440,157 @@ async def hire(
     return _saved(p, f"/units/{uid}", from_)
 
 
+def _form_errors(p: Page, exc: ApiError, inputs: list[str], stale: str = "form.stale") -> dict[str, str]:
+    """The problem beside the inputs it names; a 412 (``If-Match``: changed by someone else since the
+    form was opened) for the form as a whole. No session, no access, no service: not a form matter."""
+    if exc.status in (401, 403, 503):
+        raise exc
+    if exc.status == 412:
+        return {"": f"{p.t(stale)} ({exc.detail})"}
+    return service.field_errors(exc, inputs)
+
+
+# ---------------------------------------------------------------------------- engagements: change and end
+
+
+async def _engagement(p: Page, eid: str) -> tuple[dict[str, Any], service.Names]:
+    """The engagement as on the day viewed, with the names of its person, unit and classes."""
+    eng: dict[str, Any] = await p.apis.registry.get(f"/engagements/{eid}", at=p.day)
+    names = service.Names(p.apis, p.day)
+    await names.resolve(persons=[eng["person"]], units=[eng["unit"]],
+                        classes=[eng.get("job_function"), eng.get("engagement_type")])
+    return eng, names
+
+
+ENGAGEMENT_INPUTS = ["unit", "job_function", "engagement_type", "primary", "from"]
+
+
+async def _change_page(
+    p: Page, eng: dict[str, Any], names: service.Names, form: FormState, status: int = 200
+) -> HTMLResponse:
+    jobs, types = await service.gather(
+        service.classes_of(p.apis, "job_function", p.day), service.classes_of(p.apis, "engagement_type", p.day)
+    )
+    chosen_uid = form.values.get("unit") or eng["unit"]
+    chosen = await p.apis.orgunits.get_or_none(f"/orgunits/{chosen_uid}", at=p.day)
+    ctx = {"eng": eng, "names": names, "form": form, "jobs": jobs, "types": types, "chosen": chosen}
+    return p.render("form_engagement.html", ctx, status)
+
+
+@router.get("/engagements/{eid}/change", response_class=HTMLResponse)
+async def change_engagement_form(p: User, eid: str) -> HTMLResponse:
+    eng, names = await _engagement(p, eid)
+    form = FormState(values={
+        "unit": eng["unit"], "job_function": eng["job_function"], "engagement_type": eng["engagement_type"],
+        "primary": "on" if eng.get("primary") else "", "from": p.day.isoformat(), "version": str(eng["version"]),
+    })
+    return await _change_page(p, eng, names, form)
+
+
+@router.post("/engagements/{eid}/change", response_class=HTMLResponse)
+async def change_engagement(
+    p: User, eid: str,
+    unit: Annotated[str, Form()] = "",
+    job_function: Annotated[str, Form()] = "",
+    engagement_type: Annotated[str, Form()] = "",
+    primary: Annotated[str, Form()] = "",
+    from_: Annotated[str, Form(alias="from")] = "",
+    version: Annotated[str, Form()] = "",
+) -> Response:
+    """Another unit, job function, type or primary flag from a day on; only what changed is sent, with
+    ``If-Match`` (the version the form showed)."""
+    eng, names = await _engagement(p, eid)
+    form = FormState(values={"unit": unit, "job_function": job_function, "engagement_type": engagement_type,
+                             "primary": primary, "from": from_, "version": version})
+    changes = service.engagement_changes(form, eng)
+    if not service.required(form, "from", message=p.t("form.required")):
+        return await _change_page(p, eng, names, form, 422)
+    if not changes:
+        form.errors = {"": p.t("form.no_change")}
+        return await _change_page(p, eng, names, form, 422)
+    try:
+        await service.change_engagement(p.apis, eid, form, changes)
+    except ApiError as exc:
+        form.errors = _form_errors(p, exc, ENGAGEMENT_INPUTS, "form.stale_engagement")
+        return await _change_page(p, eng, names, form, 422)
+    return _saved(p, f"/persons/{eng['person']}", from_)
+
+
+@router.get("/engagements/{eid}/terminate", response_class=HTMLResponse)
+async def end_engagement_form(p: User, eid: str) -> HTMLResponse:
+    eng, names = await _engagement(p, eid)
+    form = FormState(values={"to": p.day.isoformat(), "version": str(eng["version"])})
+    return p.render("form_end_engagement.html", {"eng": eng, "names": names, "form": form})
+
+
+@router.post("/engagements/{eid}/terminate", response_class=HTMLResponse)
+async def end_engagement(
+    p: User, eid: str, to: Annotated[str, Form()] = "", version: Annotated[str, Form()] = ""
+) -> Response:
+    """The engagement ends: ``to`` is the first day it no longer holds (``If-Match``: the version shown)."""
+    eng, names = await _engagement(p, eid)
+    form = FormState(values={"to": to, "version": version})
+    if not service.required(form, "to", message=p.t("form.required")):
+        return p.render("form_end_engagement.html", {"eng": eng, "names": names, "form": form}, 422)
+    try:
+        await service.terminate_engagement(p.apis, eid, form)
+    except ApiError as exc:
+        form.errors = _form_errors(p, exc, ["to"], "form.stale_engagement")
+        return p.render("form_end_engagement.html", {"eng": eng, "names": names, "form": form}, 422)
+    return _saved(p, f"/persons/{eng['person']}", to)
+
+
+# ---------------------------------------------------------------------------- a manager for a unit
+
+
+MANAGER_INPUTS = ["person", "manager_type", "manager_level", "responsibilities", "from", "to"]
+
+
+async def _manager_page(
+    p: Page, unit: dict[str, Any], form: FormState, chosen_responsibilities: list[str], status: int = 200
+) -> HTMLResponse:
+    types, levels, duties = await service.gather(
+        service.classes_of(p.apis, "manager_type", p.day), service.classes_of(p.apis, "manager_level", p.day),
+        service.classes_of(p.apis, "responsibility", p.day),
+    )
+    person = form.values.get("person")
+    chosen = await p.apis.registry.get_or_none(f"/persons/{person}", at=p.day) if person else None
+    ctx = {"unit": unit, "form": form, "types": types, "levels": levels, "duties": duties, "chosen": chosen,
+           "chosen_duties": set(chosen_responsibilities)}
+    return p.render("form_manager.html", ctx, status)
+
+
+@router.get("/units/{uid}/manager", response_class=HTMLResponse)
+async def manager_form(p: User, uid: str) -> HTMLResponse:
+    unit = await _unit_or_404(p, uid)
+    return await _manager_page(p, unit, FormState(values={"from": p.day.isoformat()}), [])
+
+
+@router.post("/units/{uid}/manager", response_class=HTMLResponse)
+async def add_manager(
+    p: User, uid: str,
+    person: Annotated[str, Form()] = "",
+    manager_type: Annotated[str, Form()] = "",
+    manager_level: Annotated[str, Form()] = "",
+    responsibilities: Annotated[list[str] | None, Form()] = None,
+    from_: Annotated[str, Form(alias="from")] = "",
+    to: Annotated[str, Form()] = "",
+) -> Response:
+    """A manager position in the unit from a day (no person: vacant). One write: nothing is half-saved."""
+    unit = await _unit_or_404(p, uid)
+    duties = [d for d in responsibilities or [] if d]
+    form = FormState(values={"person": person, "manager_type": manager_type, "manager_level": manager_level,
+                             "from": from_, "to": to})
+    if not service.required(form, "manager_type", "manager_level", "from", message=p.t("form.required")):
+        return await _manager_page(p, unit, form, duties, 422)
+    try:
+        await service.add_manager(p.apis, uid, form, duties)
+    except ApiError as exc:
+        form.errors = _form_errors(p, exc, MANAGER_INPUTS)
+        return await _manager_page(p, unit, form, duties, 422)
+    return _saved(p, f"/units/{uid}", from_)
+
+
 # ---------------------------------------------------------------------------- pickers (htmx fragments)
 
 
@@ -493,6 +644,19 @@ async def approve_assignment(p: User, aid: str) -> Response:
             raise
         return await _rights_page(p, {aid: exc.detail}, 422 if exc.status < 500 else exc.status)
     p.request.session["flash"] = p.t("rights.approved")
+    return RedirectResponse(p.link("/rights"), status_code=303)
+
+
+@router.post("/rights/assignments/{aid}/reject", response_class=HTMLResponse)
+async def reject_assignment(p: User, aid: str, reason: Annotated[str, Form()] = "") -> Response:
+    """Reject a pending sensitive assignment (with an optional reason); not by its requester."""
+    try:
+        await service.reject(p.apis, aid, reason)
+    except ApiError as exc:
+        if exc.status in (401, 503):
+            raise
+        return await _rights_page(p, {aid: exc.detail}, 422 if exc.status < 500 else exc.status)
+    p.request.session["flash"] = p.t("rights.rejected")
     return RedirectResponse(p.link("/rights"), status_code=303)
 
 
@@ -587,3 +751,55 @@ async def person_assign(
         p.request.session["flash"] = p.t("rights.now_pending")
         return RedirectResponse(p.link(f"/persons/{pid}"), status_code=303)
     return _saved(p, f"/persons/{pid}", from_)
+
+
+# ---------------------------------------------------------------------------- operations (admin)
+
+
+async def _operations_page(p: Page, errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
+    data = await service.operations_page(p.apis)
+    since = (p.today - timedelta(days=7)).isoformat()
+    return p.render("operations.html", {**data, "errors": errors or {}, "since": since}, status)
+
+
+def _admin_only(p: Page) -> None:
+    """Operations are for administrators: others get the forbidden page, not a half-working one."""
+    if not p.may("orgdir:admin"):
+        raise ApiError(403, {"type": "urn:orgdir:problem:forbidden", "title": "Forbidden",
+                             "detail": p.t("rights.needs_admin")})
+
+
+@router.get("/operations", response_class=HTMLResponse)
+async def operations(p: User) -> HTMLResponse:
+    _admin_only(p)
+    return await _operations_page(p)
+
+
+@router.post("/operations/deliveries/{did}/replay", response_class=HTMLResponse)
+async def replay_delivery(p: User, did: str) -> Response:
+    """One failed delivery queued again (the notifier sends it, in order, with its retries)."""
+    _admin_only(p)
+    try:
+        await service.replay_delivery(p.apis, did)
+    except ApiError as exc:
+        if exc.status in (401, 503):
+            raise
+        return await _operations_page(p, {did: exc.detail}, 422)
+    p.request.session["flash"] = p.t("ops.replayed_one")
+    return RedirectResponse(p.link("/operations"), status_code=303)
+
+
+@router.post("/operations/subscriptions/{sid}/replay", response_class=HTMLResponse)
+async def replay_subscription(p: User, sid: str, since: Annotated[str, Form()] = "") -> Response:
+    """Every failed delivery to one target since a day, queued again."""
+    _admin_only(p)
+    if not since:
+        return await _operations_page(p, {sid: p.t("form.required")}, 422)
+    try:
+        result = await service.replay_failed(p.apis, sid, since)
+    except ApiError as exc:
+        if exc.status in (401, 503):
+            raise
+        return await _operations_page(p, {sid: exc.detail}, 422)
+    p.request.session["flash"] = f"{p.t('ops.replayed')}: {result.get('replayed', 0)}"
+    return RedirectResponse(p.link("/operations"), status_code=303)

@@ -83,8 +83,8 @@ class Api:
                 return None
             raise
 
-    async def post(self, path: str, body: Any, *, if_match: int | None = None) -> Any:
-        return (await self._call("POST", path, json=body, if_match=if_match)).json()
+    async def post(self, path: str, body: Any, *, if_match: int | None = None, **params: Any) -> Any:
+        return (await self._call("POST", path, params=params, json=body, if_match=if_match)).json()
 
     async def patch(self, path: str, body: Any, *, if_match: int | None = None) -> Any:
         return (await self._call("PATCH", path, json=body, if_match=if_match)).json()

@@ -153,6 +153,22 @@ class Names:
         return self.persons.get(uid or "", uid or "")
 
 
+def split_in_time(slices: Iterable[dict[str, Any]], day: date) -> dict[str, list[dict[str, Any]]]:
+    """A timeline's slices as past (ended by the day), present (in force on it) and future (from a later
+    day): the three tabs of every timeline, so a change from a later day is visible as such."""
+    out: dict[str, list[dict[str, Any]]] = {"past": [], "present": [], "future": []}
+    iso = day.isoformat()
+    for s in slices:
+        v = s.get("validity") or {}
+        if v.get("to") and v["to"] <= iso:
+            out["past"].append(s)
+        elif v.get("from") and v["from"] > iso:
+            out["future"].append(s)
+        else:
+            out["present"].append(s)
+    return out
+
+
 # ---------------------------------------------------------------------------- tree and search
 
 
@@ -195,7 +211,7 @@ async def unit_page(apis: Apis, uid: str, day: date, *, subtree: bool = False) -
         if exc.kind == "not-active":
             return {"unit": None, "uuid": uid, "periods": exc.problem.get("periods", [])}
         raise
-    ancestors, node, manager, people, rights = await gather(
+    ancestors, node, manager, people, rights, history = await gather(
         apis.orgunits.get(f"/orgunits/{uid}/ancestors", at=day),
         apis.orgunits.get(f"/orgunits/{uid}/subtree", at=day, depth=1),
         apis.registry.get_or_none(f"/orgunits/{uid}/manager", at=day),
@@ -203,6 +219,7 @@ async def unit_page(apis: Apis, uid: str, day: date, *, subtree: bool = False) -
         # then it has no people there yet, rather than no page.
         apis.registry.get_or_none(f"/orgunits/{uid}/people", at=day, subtree=str(subtree).lower(), limit=PEOPLE_PAGE),
         apis.access.get_or_none(f"/orgunits/{uid}/rights", at=day),
+        apis.orgunits.get(f"/orgunits/{uid}/history"),
     )
     people = people or {"items": []}
     names = Names(apis, day)
@@ -211,8 +228,10 @@ async def unit_page(apis: Apis, uid: str, day: date, *, subtree: bool = False) -
     names.units[uid] = unit["name"]
     rights_list = (rights or {}).get("rights", [])
     await names.resolve(
-        classes=[unit.get("unit_type"), unit.get("unit_level"), *(a.get("address_type") for a in unit["addresses"])],
-        units=[r["reason"].get("unit") for r in rights_list],
+        classes=[unit.get("unit_type"), unit.get("unit_level"), unit.get("hierarchy"),
+                 *(a.get("address_type") for a in unit["addresses"]), *(k["kle"] for k in unit.get("kle", []))],
+        units=[*(r["reason"].get("unit") for r in rights_list), *(h.get("parent") for h in history["timeline"]),
+               *(r["unit"] for r in unit.get("related_units", []))],
         role_groups=[r["reason"].get("role_group") for r in rights_list],
     )
     return {
@@ -227,6 +246,7 @@ async def unit_page(apis: Apis, uid: str, day: date, *, subtree: bool = False) -
         "rights": rights_list,
         "members": len((rights or {}).get("members", [])),
         "names": names,
+        "timeline": split_in_time(history["timeline"], day),
     }
 
 
@@ -247,16 +267,22 @@ async def person_page(apis: Apis, pid: str, day: date) -> dict[str, Any]:
         apis.access.get_or_none(f"/persons/{pid}/rights", at=day),
         apis.access.get("/accounts", person=pid, limit=100),
     )
+    engagements = (overview or {}).get("engagements", [])
+    # Each engagement's whole timeline: its earlier slices and the changes planned from a later day.
+    histories = await gather(*(apis.registry.get_or_none(f"/engagements/{e['uuid']}/history") for e in engagements))
+    slices = [{**s, "engagement": e["uuid"]} for e, h in zip(engagements, histories, strict=True) if h
+              for s in h["timeline"]]
     names = Names(apis, day)
-    for eng in (overview or {}).get("engagements", []):
+    for eng in engagements:
         for step in eng["unit"]["path"]:
             names.units[step["uuid"]] = step["name"]
     rights_list = (rights or {}).get("rights", [])
     reasons = [reason for r in rights_list for reason in r["reasons"]]
     await names.resolve(
-        units=[u for reason in reasons for u in (reason.get("unit"), reason.get("via_unit"))],
+        units=[*(u for reason in reasons for u in (reason.get("unit"), reason.get("via_unit"))),
+               *(s.get("unit") for s in slices)],
         role_groups=[reason.get("role_group") for reason in reasons],
-        classes=[reason.get("job_function") for reason in reasons],
+        classes=[*(reason.get("job_function") for reason in reasons), *(s.get("job_function") for s in slices)],
         it_systems=[a["it_system"] for a in accounts["items"]],
     )
     names.it_systems.update({r["it_system"]: r["it_system_name"] for r in rights_list if r.get("it_system_name")})
@@ -268,6 +294,7 @@ async def person_page(apis: Apis, pid: str, day: date) -> dict[str, Any]:
         "rights": rights_list,
         "accounts": accounts["items"],
         "names": names,
+        "engagement_timeline": split_in_time(sorted(slices, key=lambda s: s["validity"]["from"]), day),
     }
 
 
@@ -300,24 +327,21 @@ async def create_unit(apis: Apis, form: Form) -> dict[str, Any]:
 
 
 async def move_unit(apis: Apis, uid: str, form: Form) -> dict[str, Any]:
-    version = int(form.values["version"]) if form.values.get("version", "").isdigit() else None
     body = {"parent": form.values.get("parent") or None, "validity": {"from": form.values.get("from") or None}}
-    result: dict[str, Any] = await apis.orgunits.post(f"/orgunits/{uid}/move", body, if_match=version)
+    result: dict[str, Any] = await apis.orgunits.post(f"/orgunits/{uid}/move", body, if_match=_version(form))
     return result
 
 
 async def rename_unit(apis: Apis, uid: str, form: Form) -> dict[str, Any]:
     """A new name from a day on (the old one stays in the timeline before it)."""
-    version = int(form.values["version"]) if form.values.get("version", "").isdigit() else None
     body = {"name": form.values.get("name", ""), "validity": {"from": form.values.get("from") or None}}
-    result: dict[str, Any] = await apis.orgunits.patch(f"/orgunits/{uid}", body, if_match=version)
+    result: dict[str, Any] = await apis.orgunits.patch(f"/orgunits/{uid}", body, if_match=_version(form))
     return result
 
 
 async def terminate_unit(apis: Apis, uid: str, form: Form) -> dict[str, Any]:
-    version = int(form.values["version"]) if form.values.get("version", "").isdigit() else None
     body = {"to": form.values.get("to") or None}
-    result: dict[str, Any] = await apis.orgunits.post(f"/orgunits/{uid}/terminate", body, if_match=version)
+    result: dict[str, Any] = await apis.orgunits.post(f"/orgunits/{uid}/terminate", body, if_match=_version(form))
     return result
 
 
@@ -332,6 +356,52 @@ async def hire(apis: Apis, uid: str, form: Form) -> dict[str, Any]:
         "validity": {"from": v.get("from") or None},
     }
     result: dict[str, Any] = await apis.registry.post("/engagements", body)
+    return result
+
+
+def _version(form: Form) -> int | None:
+    """The version the form was opened on, sent as ``If-Match`` (a change in between is told, not overwritten)."""
+    raw = form.values.get("version", "")
+    return int(raw) if raw.isdigit() else None
+
+
+ENGAGEMENT_FIELDS = ("unit", "job_function", "engagement_type")
+
+
+def engagement_changes(form: Form, current: dict[str, Any]) -> dict[str, Any]:
+    """What the form changes of the engagement as it was shown (only those go in the PATCH)."""
+    v = form.values
+    out: dict[str, Any] = {k: v[k] for k in ENGAGEMENT_FIELDS if v.get(k) and v[k] != current.get(k)}
+    if (v.get("primary") == "on") != bool(current.get("primary")):
+        out["primary"] = v.get("primary") == "on"
+    return out
+
+
+async def change_engagement(apis: Apis, eid: str, form: Form, changes: dict[str, Any]) -> dict[str, Any]:
+    """A changed engagement from a day on (the earlier slice stays in its timeline)."""
+    body = {**changes, "validity": {"from": form.values.get("from") or None}}
+    result: dict[str, Any] = await apis.registry.patch(f"/engagements/{eid}", body, if_match=_version(form))
+    return result
+
+
+async def terminate_engagement(apis: Apis, eid: str, form: Form) -> dict[str, Any]:
+    body = {"to": form.values.get("to") or None}
+    result: dict[str, Any] = await apis.registry.post(f"/engagements/{eid}/terminate", body, if_match=_version(form))
+    return result
+
+
+async def add_manager(apis: Apis, uid: str, form: Form, responsibilities: list[str]) -> dict[str, Any]:
+    """A manager position in the unit; without a person it is vacant."""
+    v = form.values
+    body = {
+        "person": v.get("person") or None,
+        "unit": uid,
+        "manager_type": v.get("manager_type", ""),
+        "manager_level": v.get("manager_level", ""),
+        "responsibilities": responsibilities,
+        "validity": _validity(form),
+    }
+    result: dict[str, Any] = await apis.registry.post("/managers", body)
     return result
 
 
@@ -367,6 +437,13 @@ async def rights_page(apis: Apis, day: date) -> dict[str, Any]:
 
 async def approve(apis: Apis, aid: str) -> dict[str, Any]:
     result: dict[str, Any] = await apis.access.post(f"/assignments/{aid}/approve", None)
+    return result
+
+
+async def reject(apis: Apis, aid: str, reason: str) -> dict[str, Any]:
+    """The pending assignment never grants anything; the reason stays in its history and event."""
+    body = {"reason": reason.strip()} if reason.strip() else None
+    result: dict[str, Any] = await apis.access.post(f"/assignments/{aid}/reject", body)
     return result
 
 
@@ -406,4 +483,30 @@ async def assign(apis: Apis, form: Form, *, unit: str | None = None, person: str
     if person:
         body["person"] = person
     result: dict[str, Any] = await apis.access.post("/assignments", body)
+    return result
+
+
+# ---------------------------------------------------------------------------- operations: subscriptions, deliveries
+
+
+async def operations_page(apis: Apis) -> dict[str, Any]:
+    """The notifier's downstream targets with their backlog and circuit, and the deliveries that failed."""
+    subs, failed = await gather(
+        apis.notifier.get("/subscriptions", limit=PEOPLE_PAGE),
+        apis.notifier.get("/deliveries", status="failed", limit=PEOPLE_PAGE),
+    )
+    names = {s["uuid"]: s["name"] for s in subs["items"]}
+    return {"subscriptions": subs["items"], "failed": failed["items"], "failed_more": bool(failed.get("next_cursor")),
+            "sub_names": names}
+
+
+async def replay_delivery(apis: Apis, did: str) -> dict[str, Any]:
+    result: dict[str, Any] = await apis.notifier.post(f"/deliveries/{did}/replay", None)
+    return result
+
+
+async def replay_failed(apis: Apis, sid: str, since: str) -> dict[str, Any]:
+    """Every delivery to the target that failed since the day, sent again in order."""
+    result: dict[str, Any] = await apis.notifier.post(
+        f"/subscriptions/{sid}/replay", None, since=f"{since}T00:00:00Z", status="failed")
     return result

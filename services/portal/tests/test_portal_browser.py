@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from orgdir_tools.localservers import ensure_chromium_installed, run_dir
+from orgdir_tools.browser import headless_chromium
+from orgdir_tools.localservers import run_dir
 from orgdir_tools.testkit import eventually
 from orgunits.vocabulary import class_uuid
 
@@ -40,14 +39,7 @@ def screenshots() -> Path:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[WebDriver]:
-    chromium, chromedriver = ensure_chromium_installed()
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1000", "--lang=da-DK", "--no-first-run"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(str(chromedriver)))
-    driver.implicitly_wait(0)
+    driver = headless_chromium()
     yield driver
     driver.quit()
 
@@ -316,6 +308,8 @@ def test_main_pages_have_no_serious_accessibility_violations(browser: WebDriver,
         "hire form": f"/units/{ids['oekonomi']}/hire",
         "assign form": f"/units/{ids['skoler']}/assign",
         "move form": f"/units/{ids['skole']}/move",
+        "manager form": f"/units/{ids['skole']}/manager",
+        "operations": "/operations",
         "unit in the future": f"/units/{ids['skole']}?at=2099-01-01",
     }
     found: dict[str, str] = {}

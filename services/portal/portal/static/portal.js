@@ -5,3 +5,14 @@ function orgdirToggle(button) {
   button.setAttribute("aria-expanded", String(open));
   document.getElementById(button.getAttribute("aria-controls")).hidden = !open;
 }
+
+/* Past / present / future tabs of a timeline: show the chosen panel, hide the others. */
+function orgdirTab(tab) {
+  var tabs = tab.parentNode.querySelectorAll("[role=tab]");
+  for (var i = 0; i < tabs.length; i++) {
+    var on = tabs[i] === tab;
+    tabs[i].setAttribute("aria-selected", String(on));
+    tabs[i].tabIndex = on ? 0 : -1;
+    document.getElementById(tabs[i].getAttribute("aria-controls")).hidden = !on;
+  }
+}
