@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orgdir import context, metrics, problems
 from orgdir.bus import Bus, amqp_matches
-from orgdir.events import CATALOGUE, CloudEvent, new_event, side_by_side
+from orgdir.events import CATALOGUE, CloudEvent, is_current, new_event, side_by_side
 from orgdir.settings import Settings
 from orgdir.store import Doc, Index, Repository, index
 
@@ -87,7 +87,9 @@ class RefreshStatus(BaseModel):
     state: State
     total: int | None = Field(None, description="Aggregates to look at; null until counted.")
     done: int = Field(description="Aggregates looked at so far.")
-    published: int = Field(description="State events sent (and confirmed) so far.")
+    published: int = Field(
+        description="State events sent (and confirmed) so far; a copy in a previous dataversion is not counted."
+    )
     requested_by: str
     started_at: datetime
     finished_at: datetime | None
@@ -366,12 +368,13 @@ class Refresher:
     ) -> int:
         """Publish one batch (all confirmed), then move the checkpoint past it."""
         await self._publish(channel, queue, events)
+        sent = sum(1 for e in events if is_current(e))  # a previous dataversion's copy is not one more event
         await self._checkpoint(
             job_id,
             {"checkpoint": {"collection": collection, "last_id": last_id}},
-            inc={"done": scanned, "published": len(events)},
+            inc={"done": scanned, "published": sent},
         )
-        return len(events)
+        return sent
 
     async def _publish(self, channel: AbstractChannel, queue: str, events: list[CloudEvent]) -> None:
         """Through the default exchange: routing key = queue name, so only that queue gets it;

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import orgdir.contracts  # noqa: F401  (access.* and its previous dataversion)
 from orgdir.clock import ManualClock
 from orgdir.store import Repository, StaleVersion, connect
 
@@ -27,17 +28,21 @@ async def test_several_events_in_one_write_and_a_refresh_without_a_version(mongo
         assert version == 3
         doc = await repo.get_full("p1")
         assert doc is not None and doc["version"] == 3 and doc["state"] == {"roles": ["b"]}
-        assert [(e["type"], e["sequence"], e["data"]["role"]) for e in doc["outbox"]] == [
-            ("access.granted", 1, "a"),
-            ("access.granted", 2, "b"),
-            ("access.revoked", 3, "a"),
+        # Each event, then its copy in the previous dataversion (orgdir.events.side_by_side).
+        assert [(e["type"], e["sequence"], e["data"]["role"], e["dataversion"]) for e in doc["outbox"]] == [
+            ("access.granted", 1, "a", "2"),
+            ("access.granted", 1, "a", "1"),
+            ("access.granted", 2, "b", "2"),
+            ("access.granted", 2, "b", "1"),
+            ("access.revoked", 3, "a", "2"),
+            ("access.revoked", 3, "a", "1"),
         ]
         assert [r["version"] for r in doc["registrations"]] == [1, 2, 3]
-        assert [len(o) for o in written] == [1, 3]  # the relay hears of every outbox
+        assert [len(o) for o in written] == [2, 6]  # the relay hears of every outbox
 
         assert await repo.write_events("p1", 3, {"roles": ["b"], "reason": "new"}, [], None) == 3
         doc = await repo.get_full("p1")
-        assert doc is not None and doc["state"]["reason"] == "new" and len(doc["outbox"]) == 3
+        assert doc is not None and doc["state"]["reason"] == "new" and len(doc["outbox"]) == 6
         assert len(written) == 2  # nothing new to publish
 
         with pytest.raises(StaleVersion):

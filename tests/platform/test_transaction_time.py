@@ -48,13 +48,14 @@ async def test_repository_and_projection_answer_as_registered(ns: str, mongodb_u
         now = T0 + timedelta(hours=3)
         assert sorted([(d["_id"], d["version"]) async for d in repo.scan_as_registered(now)]) == [("a", 2), ("b", 1)]
 
-        proj = Projection(client[f"{ns}_tt"], "proj_things", history=True)
+        proj = Projection(client[f"{ns}_tt"], "proj_things", history=True, clock=clock)
         assert await proj.apply("a", 1, {"name": "Typo"})
-        middle = datetime.now(UTC)
+        middle = clock.now()
+        clock.advance(timedelta(seconds=1))  # the database keeps milliseconds: instants this close would tie
         assert await proj.apply("a", 3, {"name": "Corrected"})
         assert not await proj.apply("a", 2, {"name": "Stale"})  # late and older: not applied, not believed
         assert [d async for d in proj.scan_as_registered(middle)] == [{"_id": "a", "sequence": 1, "name": "Typo"}]
-        latest = [d async for d in proj.scan_as_registered(datetime.now(UTC))]
+        latest = [d async for d in proj.scan_as_registered(clock.now())]
         assert latest == [{"_id": "a", "sequence": 3, "name": "Corrected"}]
     finally:
         await client.close()
