@@ -437,10 +437,14 @@ async def seed(s: dict[str, Service], receiver: Receiver, scim: ScimServer) -> t
         r = await s["access-rights"].next().put(f"/api/v1/assignments/{uid()}", json={"validity": always, **body})
         return r.status_code in (200, 201)
 
-    for root in roots:  # access-rights learns the units from events: retry until it has
+    # access-rights learns the units from events: retry until it has. At the small preset it is still
+    # taking in the import's events a minute after the import (make chaos, 2026-12-01): wait as long as settling.
+    patience = max(60.0, SETTLE_SECONDS)
+    for root in roots:
         body = {"role": roles["all"], "unit": root, "inherit": True}
-        await until(functools.partial(assign, body), 60, "assign")
-    await until(lambda: assign({"role": roles["unit"], "unit": world.unit_role_unit, "inherit": False}), 60, "assign")
+        await until(functools.partial(assign, body), patience, "assign")
+    body = {"role": roles["unit"], "unit": world.unit_role_unit, "inherit": False}
+    await until(functools.partial(assign, body), patience, "assign")
     return world, roles, ad
 
 

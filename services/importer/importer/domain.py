@@ -57,12 +57,14 @@ SERVICE = {"units": "orgunits", "persons": "registry", "engagements": "registry"
 PATH = {"units": "/api/v1/orgunits", "persons": "/api/v1/persons", "engagements": "/api/v1/engagements",
         "managers": "/api/v1/managers", "associations": "/api/v1/associations", "leaves": "/api/v1/leaves",
         "it_systems": "/api/v1/it-systems", "roles": "/api/v1/roles", "assignments": "/api/v1/assignments"}
-#: when each kind is written (what a kind refers to is written in an earlier phase); units go level by level
-PHASE = {"units": 0, "it_systems": 0, "persons": 1, "roles": 1, "engagements": 2, "managers": 2, "associations": 2,
-         "leaves": 3, "assignments": 3}
+#: when each kind is written (what a kind refers to is written in an earlier phase); units go level by level.
+#: Role assignments come before the engagements: then each engagement grants its person's rights as it
+#: arrives, instead of every assignment recomputing the rights of a whole subtree of people at the end.
+PHASE = {"units": 0, "it_systems": 0, "persons": 1, "roles": 1, "assignments": 2, "engagements": 3, "managers": 3,
+         "associations": 3, "leaves": 4}
 #: ``--full-sync`` terminations: what refers to others ends first
-END_PHASE = {"leaves": 4, "assignments": 4, "engagements": 5, "managers": 5, "associations": 5, "persons": 6,
-             "roles": 6, "units": 7, "it_systems": 7}
+END_PHASE = {"leaves": 5, "assignments": 5, "engagements": 6, "managers": 6, "associations": 6, "persons": 7,
+             "roles": 7, "units": 8, "it_systems": 8}
 #: an IT system's fields when the export leaves them empty (access-rights' own defaults)
 IT_SYSTEM_DEFAULTS = {"username_rule": "{given:3}{surname:3}", "offboarding": "disable", "grace_days": 0}
 
