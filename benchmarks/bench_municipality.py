@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from output import emit  # beside this script
 
 from importer.generate import generate
 from importer.readers import CsvSource, write_csv
@@ -290,10 +290,7 @@ def main() -> None:
         if servers is not None:
             servers.stop()
             shutil.rmtree(base, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -284,9 +284,7 @@ async def create_unit(
     try:
         unit = await service.create_unit(p.apis, form)
     except ApiError as exc:
-        if exc.status in (401, 403, 503):
-            raise
-        form.errors = service.field_errors(exc, ["name", "user_key", "unit_type", "parent", "from"])
+        form.errors = _form_errors(p, exc, ["name", "user_key", "unit_type", "parent", "from"])
         return await _unit_form(p, form, 422)
     return _saved(p, f"/units/{unit['uuid']}", from_)
 
@@ -335,9 +333,7 @@ async def move(
     try:
         await service.move_unit(p.apis, uid, form)
     except ApiError as exc:
-        if exc.status in (401, 403, 503):
-            raise
-        form.errors = service.field_errors(exc, ["parent", "from"])
+        form.errors = _form_errors(p, exc, ["parent", "from"])
         chosen = await p.apis.orgunits.get_or_none(f"/orgunits/{parent}", at=p.day) if parent else None
         return p.render("form_move.html", {"unit": unit, "form": form, "chosen": chosen}, 422)
     return _saved(p, f"/units/{uid}", from_)
@@ -365,11 +361,7 @@ async def rename(
     try:
         await service.rename_unit(p.apis, uid, form)
     except ApiError as exc:
-        if exc.status in (401, 403, 503):
-            raise
-        form.errors = service.field_errors(exc, ["name", "from"])
-        if exc.status == 412:  # If-Match: someone else changed the unit since the form was opened
-            form.errors = {"": f"{p.t('form.stale')} ({exc.detail})"}
+        form.errors = _form_errors(p, exc, ["name", "from"])  # a 412: changed since the form was opened
         return p.render("form_rename.html", {"unit": unit, "form": form}, 422)
     return _saved(p, f"/units/{uid}", from_)
 
@@ -392,9 +384,7 @@ async def terminate(
     try:
         await service.terminate_unit(p.apis, uid, form)
     except ApiError as exc:
-        if exc.status in (401, 403, 503):
-            raise
-        form.errors = service.field_errors(exc, ["to"])
+        form.errors = _form_errors(p, exc, ["to"])
         return p.render("form_terminate.html", {"unit": unit, "form": form}, 422)
     return _saved(p, f"/units/{uid}", to)
 
@@ -433,9 +423,7 @@ async def hire(
     try:
         await service.hire(p.apis, uid, form)
     except ApiError as exc:
-        if exc.status in (401, 403, 503):
-            raise
-        form.errors = service.field_errors(exc, ["person", "job_function", "engagement_type", "from"])
+        form.errors = _form_errors(p, exc, ["person", "job_function", "engagement_type", "from"])
         return await _hire_page(p, unit, form, 422)
     return _saved(p, f"/units/{uid}", from_)
 
@@ -715,9 +703,7 @@ async def unit_assign(
     try:
         await service.assign(p.apis, form, unit=uid)
     except ApiError as exc:
-        if exc.status in (401, 403, 503):
-            raise
-        form.errors = service.field_errors(exc, ASSIGN_INPUTS)
+        form.errors = _form_errors(p, exc, ASSIGN_INPUTS)
         return await _assign_page(p, form, unit=unit, status=422)
     return _saved(p, f"/units/{uid}", from_)
 
@@ -743,9 +729,7 @@ async def person_assign(
     try:
         result = await service.assign(p.apis, form, person=pid)
     except ApiError as exc:
-        if exc.status in (401, 403, 503):
-            raise
-        form.errors = service.field_errors(exc, ASSIGN_INPUTS)
+        form.errors = _form_errors(p, exc, ASSIGN_INPUTS)
         return await _assign_page(p, form, person=person, status=422)
     if service.first_slice(result).get("status") == "pending":
         p.request.session["flash"] = p.t("rights.now_pending")
