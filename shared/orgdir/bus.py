@@ -393,6 +393,11 @@ class Consumer:
     # FIFO: messages pass the takeover check in arrival order, and none passes
     # before the reload it triggered is done.
     _takeover_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Checks numbered as they begin; the newest that confirmed the hold. A check
+    # that began after a message arrived answers for that message too, so a
+    # burst of prefetched messages costs one read, not one each.
+    _checks: int = 0
+    _confirmed: int = 0
 
     @property
     def queue_name(self) -> str:
@@ -434,6 +439,7 @@ class Consumer:
             await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        arrival = self._checks
         kind = message.type or message.routing_key or "unknown"
         try:
             event = parse(message.body)
@@ -452,7 +458,7 @@ class Consumer:
         pause = max(s.retry_delay_seconds, 0.05)
         while True:
             try:
-                outcome = await self._handle(message, event, data)
+                outcome = await self._handle(message, event, data, arrival)
             except EventRejected as exc:
                 await self._dead(message, f"rejected: {exc}", event.type)
                 return
@@ -475,14 +481,18 @@ class Consumer:
             metrics.EVENTS_CONSUMED.labels(s.service_name, self.queue_name, event.type, outcome).inc()
             return
 
-    async def _handle(self, message: AbstractIncomingMessage, event: CloudEvent, data: BaseModel) -> str:
+    async def _handle(self, message: AbstractIncomingMessage, event: CloudEvent, data: BaseModel, arrival: int) -> str:
         """Apply one event once: the takeover check, the stale check, the handlers, the echo."""
         service = self.bus.settings.service_name
         queue = self.queue_name
         if self.takeover is not None:
             async with self._takeover_lock:
-                if await self.takeover.claim() and self.on_takeover is not None:
-                    await self.on_takeover()
+                if self._confirmed <= arrival:  # no check has begun since this message arrived
+                    self._checks += 1
+                    check = self._checks
+                    if await self.takeover.claim() and self.on_takeover is not None:
+                        await self.on_takeover()
+                    self._confirmed = check
         if self.seen is not None and not await self.seen.claim(self.name, event):
             return "stale"
         started = time.perf_counter()

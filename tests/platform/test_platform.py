@@ -285,6 +285,55 @@ async def test_database_outage_holds_messages_instead_of_dead_lettering_them(ns:
         await bus.close()
 
 
+class CountingTakeover:
+    """A holder record kept in the test: ``taken_by_other`` makes the next check find another replica."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+        self.taken_by_other = False
+
+    async def claim(self) -> bool:
+        self.checks += 1
+        await asyncio.sleep(0.02)  # a database round trip, slow enough for messages to arrive meanwhile
+        other, self.taken_by_other = self.taken_by_other, False
+        return other
+
+
+async def test_a_single_active_consumer_checks_its_hold_once_per_burst_and_reloads_on_takeover(
+    ns: str, amqp_url: str
+) -> None:
+    """A check that began after a message arrived answers for it: 200 prefetched messages, a few reads.
+    A takeover is still seen before the next message that arrived after it, and reloads first."""
+    settings = toy_settings(ns, amqp_url, "mongodb://unused/")
+    bus = Bus(settings)
+    await bus.connect()
+    takeover = CountingTakeover()
+    log: list[str] = []
+    router = Router()
+
+    @router.on("widget.*")
+    async def handle(event: CloudEvent, data: toy.WidgetState) -> None:
+        log.append(data.name)
+
+    async def reload() -> None:
+        log.append("reload")
+
+    consumer = Consumer(bus, "single", router, takeover=takeover, on_takeover=reload)
+    await consumer.start()
+    try:
+        await publish_widgets(bus, "b", [f"w{i}" for i in range(200)])
+        await eventually(lambda: asyncio.sleep(0, result=len(log) == 200))
+        assert sorted(log) == sorted(f"w{i}" for i in range(200))
+        assert 1 <= takeover.checks < 50, takeover.checks  # one read per message before
+        takeover.taken_by_other = True  # another replica handled the queue meanwhile
+        await publish_widgets(bus, "c", ["after-takeover"])
+        await eventually(lambda: asyncio.sleep(0, result="after-takeover" in log))
+        assert log[-2:] == ["reload", "after-takeover"]
+    finally:
+        await consumer.stop()
+        await bus.close()
+
+
 async def test_malformed_messages_are_dead_lettered_with_a_reason(ns: str, amqp_url: str) -> None:
     settings = toy_settings(ns, amqp_url, "mongodb://unused/")
     bus = Bus(settings)

@@ -6,7 +6,7 @@ annotations``: the catalogue route factory annotates with its arguments, which
 FastAPI must see as objects, not names.)
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -45,7 +45,7 @@ from orgdir.schemas import History, TerminateIn
 router = APIRouter(prefix="/api/v1")
 
 
-def _service(request: Request) -> AccessService:
+async def _service(request: Request) -> AccessService:
     service: AccessService = request.app.state.access
     return service
 
@@ -60,15 +60,15 @@ def _q(what: str) -> Any:
 # ---------------------------------------------------------------------------- list filters
 
 
-def no_filters() -> dict[str, str | None]:
+async def no_filters() -> dict[str, str | None]:
     return {}
 
 
-def role_filters(it_system: Annotated[str | None, _q("IT system")] = None) -> dict[str, str | None]:
+async def role_filters(it_system: Annotated[str | None, _q("IT system")] = None) -> dict[str, str | None]:
     return {"it_system": it_system}
 
 
-def assignment_filters(
+async def assignment_filters(
     person: Annotated[str | None, _q("person")] = None,
     unit: Annotated[str | None, _q("unit")] = None,
     role: Annotated[str | None, _q("role")] = None,
@@ -105,7 +105,7 @@ def catalogue_routes(
     body_in: type[SliceIn],
     patch_in: type[PatchIn],
     out: type[BaseModel],
-    filters: Callable[..., dict[str, str | None]],
+    filters: Callable[..., Awaitable[dict[str, str | None]]],
     scoped: bool = False,
 ) -> None:
     """CRUD with validity and history for one catalogue resource, on ``router``.

@@ -53,20 +53,32 @@ def _problem(response: httpx.Response) -> tuple[str, str]:
 
 
 class Api:
-    """One HTTP client per service, sharing one bound on requests in flight."""
+    """Per service, one single-connection HTTP client per request in flight, lent out from a queue.
+
+    One ``httpx.AsyncClient`` with a pool of 32 connections spent most of
+    the importer's CPU scanning its pool on every request (httpcore walks
+    every connection); a client per slot keeps that walk at one. They share
+    one TLS context.
+    """
 
     def __init__(self, settings: ImportSettings) -> None:
         self.settings = settings
-        limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
         headers = {"Authorization": f"Bearer {settings.token}"}
-        self.clients = {
-            name: httpx.AsyncClient(base_url=settings.url(name), headers=headers, limits=limits,
-                                    timeout=settings.timeout_seconds)
-            for name in ("orgunits", "registry", "access-rights")
-        }
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        tls = httpx.create_ssl_context()
+        self.clients: dict[str, asyncio.Queue[httpx.AsyncClient]] = {}
+        self._all: list[httpx.AsyncClient] = []
+        for name in ("orgunits", "registry", "access-rights"):
+            queue: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+            for _ in range(max(1, settings.concurrency)):
+                client = httpx.AsyncClient(base_url=settings.url(name), headers=headers, limits=limits,
+                                           timeout=settings.timeout_seconds, verify=tls)
+                queue.put_nowait(client)
+                self._all.append(client)
+            self.clients[name] = queue
 
     async def aclose(self) -> None:
-        for c in self.clients.values():
+        for c in self._all:
             await c.aclose()
 
     async def request(self, service: str, method: str, path: str, *, json: Any = None,
@@ -74,8 +86,9 @@ class Api:
         """One request, retried while the failure is transient."""
         delay = 0.2
         for attempt in range(retries + 1):
+            client = await self.clients[service].get()
             try:
-                response = await self.clients[service].request(method, path, json=json, params=params)
+                response = await client.request(method, path, json=json, params=params)
             except httpx.TransportError:
                 if attempt == retries:
                     raise
@@ -85,6 +98,8 @@ class Api:
                 after = response.headers.get("Retry-After")
                 if after and after.isdigit():
                     delay = max(delay, float(after))
+            finally:
+                self.clients[service].put_nowait(client)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")

@@ -16,7 +16,7 @@ from orgdir.http import IfMatch, Page, PageQuery, set_etag
 router = APIRouter(prefix="/api/v1")
 
 
-def _notifier(request: Request) -> Notifier:
+async def _notifier(request: Request) -> Notifier:
     svc: Notifier = request.app.state.notifier
     return svc
 

@@ -48,14 +48,14 @@ from orgunits.service import OrgUnits
 router = APIRouter(prefix="/api/v1")
 
 
-def service(request: Request) -> OrgUnits:
+async def service(request: Request) -> OrgUnits:
     svc: OrgUnits = request.app.state.orgunits
     return svc
 
 
 async def fresh(request: Request) -> OrgUnits:
     """The service, after re-reading anything this process's schedulers wrote."""
-    svc = service(request)
+    svc: OrgUnits = request.app.state.orgunits
     if svc.dirty:
         await svc.fresh()
     return svc

@@ -93,7 +93,7 @@ def _today(settings: PortalSettings) -> date:
     return datetime.now(ZoneInfo(settings.timezone)).date()
 
 
-def page(request: Request) -> Page:
+def page_of(request: Request) -> Page:
     settings: PortalSettings = request.app.state.settings
     lang = pick_language(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE), settings.default_language)
     today = _today(settings)
@@ -111,10 +111,14 @@ def page(request: Request) -> Page:
     return Page(request, settings, lang, translator(lang), day, today, at, user)
 
 
+async def page(request: Request) -> Page:
+    return page_of(request)
+
+
 P = Annotated[Page, Depends(page)]
 
 
-def signed_in(p: P) -> Page:
+async def signed_in(p: P) -> Page:
     if not p.user:
         raise SignInRequired()
     return p
@@ -138,7 +142,7 @@ def install_errors(app: FastAPI) -> None:
         if exc.status == 401:  # the token is no longer accepted: sign in again
             request.session.pop("user", None)
             return await on_signin(request, SignInRequired())
-        p = page(request)
+        p = page_of(request)
         titles = {403: "error.forbidden", 404: "error.not_found", 503: "error.unavailable"}
         title = titles.get(exc.status, "error.title")
         return p.render("error.html", {"title": p.t(title), "problem": exc.problem, "status": exc.status}, exc.status)

@@ -23,18 +23,18 @@ from registry.domain import KINDS, PERSON, Kind, ceiling_of
 from registry.service import Registry
 
 
-def _registry(request: Request) -> Registry:
+async def _registry(request: Request) -> Registry:
     reg: Registry = request.app.state.registry
     return reg
 
 
-def _endpoint(request: Request) -> str:
+async def _endpoint(request: Request) -> str:
     """``GET /api/v1/persons/{uuid}``: the route template, as the audit log records it."""
     route = request.scope.get("route")
     return f"{request.method} {getattr(route, 'path', request.url.path)}"
 
 
-def _client_uuid(uuid: str) -> str:
+async def _client_uuid(uuid: str) -> str:
     """A PUT names its own UUID: it must be one (400 ``invalid-uuid``)."""
     try:
         uuidlib.UUID(uuid)

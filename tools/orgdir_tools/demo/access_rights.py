@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from orgdir_tools.demo.orgunits import UNITS
+from importer.records import stable_uuid
 from orgunits.vocabulary import kle_uuid
 
 NS = uuid.UUID("0f3c2a4e-1b7d-4c55-8e0a-6d2b9c1f7a30")
@@ -39,6 +40,12 @@ ROLES = [
 ]
 
 
+def it_system_uuid(key: str) -> str:
+    """The importer's UUID for the same source key: ``make run`` imports a municipality after the
+    demo, and its SBSYS or AD must be the demo's, not a second system of the same name."""
+    return stable_uuid("it_systems", key)
+
+
 async def load(http: httpx.AsyncClient) -> None:
     async def put(path: str, body: dict[str, Any]) -> None:
         r = await http.put(path, json=body)
@@ -47,7 +54,7 @@ async def load(http: httpx.AsyncClient) -> None:
 
     for key, name, rule, offboarding, grace in IT_SYSTEMS:
         await put(
-            f"/api/v1/it-systems/{uid('it:' + key)}",
+            f"/api/v1/it-systems/{it_system_uuid(key)}",
             {
                 "validity": ALWAYS,
                 "user_key": key,
@@ -62,7 +69,7 @@ async def load(http: httpx.AsyncClient) -> None:
             f"/api/v1/roles/{uid('role:' + name)}",
             {
                 "validity": ALWAYS,
-                "it_system": uid("it:" + system),
+                "it_system": it_system_uuid(system),
                 "name": name,
                 "description": description,
                 "sensitive": sensitive,
