@@ -725,13 +725,31 @@ class Checks:
 # --------------------------------------------------------------------------- the test
 
 
+async def watch_queues(cluster: RabbitCluster, ns: str, started: float, every: float = 20.0) -> None:
+    """Progress of a long run: where messages wait (ready/unacknowledged) and who consumes them."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            rows = await asyncio.to_thread(cluster.queue_table)
+        except Exception as exc:  # a node is down right now: the next round asks another
+            print(f"[queues {time.monotonic() - started:6.0f} s] not readable: {exc}"[:200], file=sys.stderr)
+            continue
+        busy = [f"{r['name'].removeprefix(ns + '.')} {r['messages_ready']}+{r['messages_unacknowledged']}"
+                f"/{r['consumers']}c" for r in rows
+                if r["name"].startswith(ns) and (r["messages_ready"] or r["messages_unacknowledged"])]
+        print(f"[queues {time.monotonic() - started:6.0f} s] ready+unacked/consumers: {', '.join(busy) or 'all empty'}",
+              file=sys.stderr)
+
+
 async def test_a_municipality_under_chaos_ends_consistent_everywhere(
     ns: str, orgdir_test_dir: Path, peers: tuple[Receiver, ScimServer]
 ) -> None:
     receiver, scim = peers
     started = time.monotonic()
     async with infrastructure(orgdir_test_dir / "private" / f"chaos-{ns}", ns) as (cluster, mongo):
-        async with services(ns, cluster.url, mongo.url) as s:
+        watcher = asyncio.create_task(watch_queues(cluster, ns, started))
+        async with contextlib.AsyncExitStack() as cleanup, services(ns, cluster.url, mongo.url) as s:
+            cleanup.callback(watcher.cancel)
             up = time.monotonic() - started
             world, roles, ad = await seed(s, receiver, scim)
             seeded = time.monotonic() - started

@@ -75,3 +75,16 @@ def test_no_route_runs_a_dependency_or_handler_in_the_thread_pool() -> None:
             found.extend(_sync_calls(dependant, where))
     assert checked > 100, checked
     assert found == [], "\n".join(found)
+
+
+@pytest.mark.parametrize(("service", "factory", "settings_cls"), APPS, ids=[a[0] for a in APPS])
+def test_every_put_honours_prefer_return_minimal(service: str, factory: Any, settings_cls: Any) -> None:
+    """Bulk loaders send ``Prefer: return=minimal`` on every write; a PUT that ignores it renders for nothing."""
+    settings = settings_for(
+        settings_cls, ns="conventions", service=service, amqp_url="amqp://unused", mongodb_url="mongodb://unused"
+    )
+    document = factory(settings).openapi()
+    puts = [(path, ops["put"]) for path, ops in document["paths"].items() if "put" in ops]
+    missing = [path for path, op in puts if "Prefer" not in {p["name"] for p in op.get("parameters", [])}]
+    assert puts, "no PUT route (did the routes move?)"
+    assert missing == [], f"{service}: PUT routes without Prefer: {missing}"

@@ -693,6 +693,15 @@ class RabbitCluster(LocalServer):
         _check(result, "rabbitmqctl list_queues")
         return {r["name"]: int(r.get("messages") or 0) for r in json.loads(result.stdout or "[]")}
 
+    def queue_table(self) -> list[dict[str, Any]]:
+        """Every queue with its ready and unacknowledged messages and its consumers: where a backlog sits."""
+        via = next((n for n in self.nodes if n.is_running()), self.nodes[0])
+        result = via._ctl("list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers",
+                          "--formatter", "json", "-q", timeout=60)
+        _check(result, "rabbitmqctl list_queues")
+        rows: list[dict[str, Any]] = json.loads(result.stdout or "[]")
+        return rows
+
     def busiest_leader(self) -> RabbitNode:
         """The running node that leads the most quorum queues."""
         counts = collections.Counter(self.quorum_leaders().values())

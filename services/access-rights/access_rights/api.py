@@ -39,7 +39,7 @@ from access_rights.schemas import (
 from access_rights.service import ASSIGNMENTS, IT_SYSTEMS, ROLE_GROUPS, ROLES, AccessService, Kind, Written
 from orgdir import auth
 from orgdir.contracts.access import AccountState
-from orgdir.http import AtDay, IfMatch, Page, PageQuery, RegisteredAt, set_etag
+from orgdir.http import AtDay, IfMatch, Page, PageQuery, RegisteredAt, ReturnMinimal, minimal, set_etag
 from orgdir.schemas import History, TerminateIn
 
 router = APIRouter(prefix="/api/v1")
@@ -129,9 +129,14 @@ def catalogue_routes(
         return _written(s, out, await s.create(kind, body, who.actor), response)
 
     @router.put(f"/{path}/{{uid}}", tags=tags, name=f"put {path}", response_model=out, responses=created)
-    async def put_(s: Svc, uid: str, body: body_in, response: Response, version: IfMatch, who: Who) -> Any:  # type: ignore[valid-type]
+    async def put_(
+        s: Svc, uid: str, body: body_in, response: Response, version: IfMatch, who: Who, return_minimal: ReturnMinimal  # type: ignore[valid-type]
+    ) -> Any:
         """Create with this UUID, or set the slice over its period; the same body twice changes nothing."""
-        return _written(s, out, await s.put(kind, uid, body, who.actor, version), response)
+        w = await s.put(kind, uid, body, who.actor, version)
+        if return_minimal:
+            return minimal(w.doc["version"], w.created)
+        return _written(s, out, w, response)
 
     @router.get(f"/{path}/{{uid}}", tags=tags, name=f"get {path}", response_model=out)
     async def get(s: Svc, uid: str, response: Response, day: AtDay, registered_at: RegisteredAt, _: auth.Reader) -> Any:

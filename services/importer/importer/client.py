@@ -19,6 +19,7 @@ from importer.domain import Write
 from importer.settings import ImportSettings
 
 RETRY_STATUS = {409, 429, 502, 503, 504}
+MINIMAL = {"Prefer": "return=minimal"}  # the importer never reads a write's state back
 PAGE = 1000
 
 
@@ -82,13 +83,14 @@ class Api:
             await c.aclose()
 
     async def request(self, service: str, method: str, path: str, *, json: Any = None,
-                      params: Mapping[str, str] | None = None, retries: int = 6) -> httpx.Response:
+                      params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                      retries: int = 6) -> httpx.Response:
         """One request, retried while the failure is transient."""
         delay = 0.2
         for attempt in range(retries + 1):
             client = await self.clients[service].get()
             try:
-                response = await client.request(method, path, json=json, params=params)
+                response = await client.request(method, path, json=json, params=params, headers=headers)
             except httpx.TransportError:
                 if attempt == retries:
                     raise
@@ -132,7 +134,7 @@ class Api:
         return found
 
     async def send(self, write: Write) -> Outcome:
-        response = await self.request(write.service, write.method, write.path, json=write.body)
+        response = await self.request(write.service, write.method, write.path, json=write.body, headers=MINIMAL)
         if 200 <= response.status_code < 300:
             return Outcome(response.status_code)
         kind, detail = _problem(response)

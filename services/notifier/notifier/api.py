@@ -11,7 +11,7 @@ from notifier import domain
 from notifier.schemas import DeliveryOut, ReplayOut, SubscriptionIn, SubscriptionOut, SubscriptionPatch
 from notifier.service import Notifier
 from orgdir import auth, visibility
-from orgdir.http import IfMatch, Page, PageQuery, set_etag
+from orgdir.http import IfMatch, Page, PageQuery, ReturnMinimal, minimal, set_etag
 
 router = APIRouter(prefix="/api/v1")
 
@@ -55,12 +55,18 @@ async def create_subscription(body: SubscriptionIn, svc: Svc, response: Response
     tags=["subscriptions"],
 )
 async def put_subscription(
-    sid: SubscriptionId, body: SubscriptionIn, svc: Svc, if_match: IfMatch, response: Response, _: auth.Admin
-) -> SubscriptionOut:
+    sid: SubscriptionId,
+    body: SubscriptionIn,
+    svc: Svc,
+    if_match: IfMatch,
+    response: Response,
+    _: auth.Admin,
+    rm: ReturnMinimal,
+) -> SubscriptionOut | Response:
     """Create (201) or replace (200) under a client-chosen uuid; the same body twice changes nothing.
     ``secret`` and ``token`` may be omitted to keep the stored ones."""
     out, created = await svc.put_subscription(sid, body, if_match)
-    return _written(out, created, response)
+    return minimal(out.version, created) if rm else _written(out, created, response)
 
 
 @router.patch("/subscriptions/{sid}", response_model=SubscriptionOut, tags=["subscriptions"])

@@ -18,7 +18,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from orgdir import auth, visibility
-from orgdir.http import AtDay, IfMatch, PageQuery, RegisteredAt, problem_responses, set_etag
+from orgdir.http import AtDay, IfMatch, PageQuery, RegisteredAt, ReturnMinimal, minimal, problem_responses, set_etag
 from orgdir.tree import LINE, Hierarchy, hierarchy_filter
 from orgunits.domain import LINE_HIERARCHY
 from orgunits.schemas import (
@@ -127,10 +127,10 @@ async def create_facet(_: auth.Admin, body: FacetWrite, response: Response, s: S
 
 @router.put("/facets/{uid}", tags=["vocabulary"], response_model=FacetState, responses={201: {"model": FacetState}})
 async def put_facet(
-    _: auth.Admin, uid: UUID, body: FacetWrite, version: IfMatch, response: Response, s: Svc
-) -> dict[str, Any]:
+    _: auth.Admin, uid: UUID, body: FacetWrite, version: IfMatch, response: Response, s: Svc, rm: ReturnMinimal
+) -> dict[str, Any] | Response:
     doc, created = await s.write_facet(str(uid), body.user_key, body.description, version, False)
-    return _written(doc, created, response)
+    return minimal(doc["version"], created) if rm else _written(doc, created, response)
 
 
 @router.patch("/facets/{uid}", tags=["vocabulary"], response_model=FacetState)
@@ -175,10 +175,10 @@ async def create_class(_: auth.Admin, body: ClassWrite, response: Response, s: S
 
 @router.put("/classes/{uid}", tags=["vocabulary"], response_model=ClassState, responses={201: {"model": ClassState}})
 async def put_class(
-    _: auth.Admin, uid: UUID, body: ClassWrite, version: IfMatch, response: Response, s: Svc
-) -> dict[str, Any]:
+    _: auth.Admin, uid: UUID, body: ClassWrite, version: IfMatch, response: Response, s: Svc, rm: ReturnMinimal
+) -> dict[str, Any] | Response:
     doc, created = await s.put_class(str(uid), body, version)
-    return _written(doc, created, response)
+    return minimal(doc["version"], created) if rm else _written(doc, created, response)
 
 
 @router.patch("/classes/{uid}", tags=["vocabulary"], response_model=ClassState)
@@ -305,11 +305,19 @@ async def create_unit(principal: auth.ScopedWriter, body: UnitWrite, response: R
 
 @router.put("/orgunits/{uid}", tags=["orgunits"], response_model=OrgUnitState, responses={201: {"model": OrgUnitState}})
 async def put_unit(
-    principal: auth.ScopedWriter, uid: UUID, body: UnitWrite, version: IfMatch, response: Response, s: Svc
-) -> dict[str, Any]:
+    principal: auth.ScopedWriter,
+    uid: UUID,
+    body: UnitWrite,
+    version: IfMatch,
+    response: Response,
+    s: Svc,
+    return_minimal: ReturnMinimal,
+) -> dict[str, Any] | Response:
     """Create or replace from ``validity.from``: the same body twice stores nothing new. Addresses the writer
     may not see (secret ones without orgdir:read:secret) stay as stored."""
     doc, created = await s.put_unit(str(uid), body, version, visibility.ceiling_of(principal.roles))
+    if return_minimal:
+        return minimal(doc["version"], created)
     return _unit_written(s, principal, doc, created, response)
 
 
@@ -381,11 +389,17 @@ async def create_related(_: auth.ScopedWriter, body: RelatedUnitIn, response: Re
     responses={201: {"model": RelatedUnitState}},
 )
 async def put_related(
-    _: auth.ScopedWriter, uid: UUID, body: RelatedUnitIn, version: IfMatch, response: Response, s: Svc
-) -> dict[str, Any]:
+    _: auth.ScopedWriter,
+    uid: UUID,
+    body: RelatedUnitIn,
+    version: IfMatch,
+    response: Response,
+    s: Svc,
+    rm: ReturnMinimal,
+) -> dict[str, Any] | Response:
     """Create with this UUID, or set the relation over ``validity``; the two units never change."""
     doc, created = await s.put_related(str(uid), body, version)
-    return _written(doc, created, response)
+    return minimal(doc["version"], created) if rm else _written(doc, created, response)
 
 
 @router.post("/related-units/{uid}/terminate", tags=["related units"], response_model=RelatedUnitState)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from orgdir import auth, problems
-from orgdir.http import AtDay, IfMatch, Page, PageQuery, RegisteredAt, set_etag
+from orgdir.http import AtDay, IfMatch, Page, PageQuery, RegisteredAt, ReturnMinimal, minimal, set_etag
 from orgdir.schemas import History, TerminateIn
 from registry import schemas
 from registry.domain import KINDS, PERSON, Kind, ceiling_of
@@ -115,8 +115,11 @@ def _add_crud(kind: Kind) -> None:
         uuid: ClientUuid,
         body: In,  # type: ignore[valid-type]
         if_match: IfMatch,
-    ) -> dict[str, Any]:
+        return_minimal: ReturnMinimal,
+    ) -> dict[str, Any] | Response:
         agg, created = await reg.save(kind, uuid, body, if_match=if_match, ceiling=ceiling_of(principal.roles))
+        if return_minimal:
+            return minimal(agg.version, created)
         response.status_code = 201 if created else 200
         set_etag(response, agg.version)
         return await reg.written(kind, agg, principal, endpoint)

@@ -211,3 +211,27 @@ async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: 
     assert (await http.get("/api/v1/persons", headers=READER)).status_code == 200
     w = await http.post("/api/v1/persons", json=pb("No", "Write"), headers=READER)
     assert w.status_code == 403 and problem_type(w) == "forbidden"
+
+
+async def test_prefer_return_minimal_answers_without_a_body_and_reveals_nothing(world: World) -> None:
+    """The importer's writes: 201/204 with the ETag, the state stored as usual, and no CPR number
+    revealed, so nothing to audit (a full answer to an admin reveals it and is audited)."""
+    http = world.http
+    minimal = {"Prefer": "respond-async, return=minimal; x=1"}  # RFC 7240: a list, with parameters
+    p = uid("person:Inger Christensen")
+    body = {**world.person_body("Inger", "Christensen"), "cpr": "160135-1236"}
+    created = await http.put(f"/api/v1/persons/{p}", json=body, headers=minimal)
+    assert created.status_code == 201 and created.content == b"", created.text
+    assert created.headers["etag"] == '"1"' and created.headers["preference-applied"] == "return=minimal"
+    same = await http.put(f"/api/v1/persons/{p}", json=body, headers=minimal)
+    assert same.status_code == 204 and same.headers["etag"] == '"1"'
+    changed = await http.put(f"/api/v1/persons/{p}", json={**body, "nickname": "IC"}, headers=minimal)
+    assert changed.status_code == 204 and changed.headers["etag"] == '"2"'
+    stored = (await http.get(f"/api/v1/persons/{p}", headers=READER)).json()
+    assert stored["nickname"] == "IC" and stored["version"] == 2 and stored["has_cpr"] is True
+    assert (await http.get("/api/v1/audit", params={"person": p})).json()["items"] == []
+
+    full = await http.put(f"/api/v1/persons/{p}", json=body)  # without the preference: the whole state
+    assert full.status_code == 200 and full.json()["cpr"] == "160135-1236" and full.json()["version"] == 3
+    audit = (await http.get("/api/v1/audit", params={"person": p})).json()["items"]
+    assert [a["endpoint"] for a in audit] == ["PUT /api/v1/persons/{uuid}"]

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from orgdir_tools.demo.orgunits import UNITS
 from importer.records import stable_uuid
+from orgdir_tools.demo.orgunits import UNITS
 from orgunits.vocabulary import kle_uuid
 
 NS = uuid.UUID("0f3c2a4e-1b7d-4c55-8e0a-6d2b9c1f7a30")
