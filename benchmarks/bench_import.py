@@ -30,7 +30,7 @@ from importer.service import Options, run_import
 from importer.settings import ImportSettings
 from orgdir.settings import Settings
 from orgdir_tools.localservers import bench_servers
-from orgdir_tools.testkit import ServiceProcess, settings_for
+from orgdir_tools.testkit import ServiceProcess, bench_settings_for
 
 SERVICES = {"orgunits": "orgunits", "registry": "registry", "access-rights": "access_rights", "notifier": "notifier"}
 
@@ -46,7 +46,7 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
     async with contextlib.AsyncExitStack() as es:
         procs: dict[str, ServiceProcess] = {}
         for service, package in SERVICES.items():
-            s = settings_for(Settings, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url,
+            s = bench_settings_for(Settings, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url,
                              declare_topology=True)
             procs[service] = ServiceProcess(package, s)
             es.callback(procs[service].stop)

@@ -42,7 +42,7 @@ from importer.service import Options, run_import
 from importer.settings import ImportSettings
 from orgdir.settings import Settings
 from orgdir_tools.localservers import ServerSet, run_dir
-from orgdir_tools.testkit import ADMIN, ServiceProcess, settings_for
+from orgdir_tools.testkit import ADMIN, ServiceProcess, bench_settings_for
 from orgunits.vocabulary import class_uuid
 
 SERVICES = {"orgunits": "orgunits", "registry": "registry", "access-rights": "access_rights", "notifier": "notifier"}
@@ -105,7 +105,7 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
     async with contextlib.AsyncExitStack() as es:
         procs: dict[str, ServiceProcess] = {}
         for service, package in SERVICES.items():
-            s = settings_for(Settings, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url,
+            s = bench_settings_for(Settings, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url,
                              declare_topology=True)
             procs[service] = ServiceProcess(package, s)
             es.callback(procs[service].stop)

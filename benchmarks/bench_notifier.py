@@ -41,7 +41,7 @@ from notifier.settings import NotifierSettings
 from orgdir.bus import Bus
 from orgdir.events import new_event
 from orgdir_tools.localservers import ServerSet, free_port, run_dir
-from orgdir_tools.testkit import ADMIN, WRITER, ServiceProcess, settings_for
+from orgdir_tools.testkit import ADMIN, WRITER, ServiceProcess, bench_settings_for
 from registry.settings import RegistrySettings
 
 Write = Callable[[str, int], Awaitable[None]]
@@ -50,7 +50,7 @@ Write = Callable[[str, int], Awaitable[None]]
 @contextlib.asynccontextmanager
 async def registry_writer(base: dict[str, Any], replicas: int) -> AsyncIterator[tuple[Write, list[str]]]:
     """Writes through the registry API, spread over its replicas (each its own process)."""
-    settings = settings_for(RegistrySettings, service="registry", **base)
+    settings = bench_settings_for(RegistrySettings, service="registry", **base)
     async with contextlib.AsyncExitStack() as stack:
         procs = [ServiceProcess("registry", settings) for _ in range(replicas)]
         await asyncio.gather(*(stack.enter_async_context(p) for p in procs))
@@ -106,7 +106,7 @@ async def run(
     """One run; the table row and whether the rate was sustained (answered in time, deliveries kept up)."""
     ns = f"bench{uuid.uuid4().hex[:6]}"
     base = {"ns": ns, "amqp_url": amqp_url, "mongodb_url": mongodb_url}
-    settings = settings_for(NotifierSettings, service="notifier", **base)
+    settings = bench_settings_for(NotifierSettings, service="notifier", **base)
     receiver = Receiver()
     await receiver.start(free_port())
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()

@@ -50,7 +50,7 @@ from orgdir.settings import Settings
 from orgdir_tools import demo
 from orgdir_tools.browser import headless_chromium
 from orgdir_tools.localservers import ServerSet, run_dir
-from orgdir_tools.testkit import ADMIN, ServiceProcess, settings_for
+from orgdir_tools.testkit import ADMIN, ServiceProcess, bench_settings_for
 from orgunits.vocabulary import class_uuid
 from portal.settings import PortalSettings
 
@@ -110,11 +110,11 @@ async def stack(amqp_url: str, mongodb_url: str) -> AsyncIterator[tuple[dict[str
     async with contextlib.AsyncExitStack() as es:
         procs = {}
         for service, package in SERVICES.items():
-            s = settings_for(Settings, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url,
+            s = bench_settings_for(Settings, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url,
                              declare_topology=True)
             procs[service] = ServiceProcess(package, s)
             es.callback(procs[service].stop)
-        portal = ServiceProcess("portal", settings_for(PortalSettings, ns=ns, service="portal", amqp_url=amqp_url,
+        portal = ServiceProcess("portal", bench_settings_for(PortalSettings, ns=ns, service="portal", amqp_url=amqp_url,
                                                        mongodb_url=mongodb_url), env={
             "ORGDIR_ORGUNITS_URL": procs["orgunits"].url, "ORGDIR_REGISTRY_URL": procs["registry"].url,
             "ORGDIR_ACCESS_RIGHTS_URL": procs["access-rights"].url, "ORGDIR_NOTIFIER_URL": procs["notifier"].url})

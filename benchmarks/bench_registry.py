@@ -28,7 +28,7 @@ from orgdir.bus import declare_consumer_queue
 from orgdir.settings import Settings
 from orgdir_tools.localservers import bench_servers
 from orgdir_tools.registry_support import OrgFeed
-from orgdir_tools.testkit import ServiceProcess, settings_for
+from orgdir_tools.testkit import ServiceProcess, bench_settings_for
 from registry.settings import RegistrySettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,10 +229,10 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
     ns = f"bench{os.getpid()}"
     # The outbox fast path publishes each write; the crash-recovery sweep scans every
     # collection (a full scan), so run it rarely during a bulk import.
-    registry_settings = settings_for(
+    registry_settings = bench_settings_for(
         RegistrySettings, ns=ns, service="registry", amqp_url=amqp_url, mongodb_url=mongodb_url
     )
-    feed_settings = settings_for(
+    feed_settings = bench_settings_for(
         Settings, ns=ns, service="orgunits", amqp_url=amqp_url, mongodb_url=mongodb_url
     )
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
