@@ -47,6 +47,7 @@ from pymongo.errors import ConnectionFailure
 from yarl import URL
 
 from orgdir import context, metrics, problems
+from orgdir.coalesce import Coalesced
 from orgdir.events import CloudEvent, EventRejected, is_current, parse, typed_data
 from orgdir.settings import Settings
 
@@ -390,14 +391,10 @@ class Consumer:
     _queue_name: str = ""
     _channel: AbstractChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    # FIFO: messages pass the takeover check in arrival order, and none passes
-    # before the reload it triggered is done.
-    _takeover_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Checks numbered as they begin; the newest that confirmed the hold. A check
-    # that began after a message arrived answers for that message too, so a
-    # burst of prefetched messages costs one read, not one each.
-    _checks: int = 0
-    _confirmed: int = 0
+    # The takeover check: messages pass it in arrival order and none passes before the
+    # reload it triggered is done. A check that began after a message arrived answers
+    # for that message too, so a burst of prefetched messages costs one read, not one each.
+    _hold: Coalesced = field(default_factory=Coalesced)
 
     @property
     def queue_name(self) -> str:
@@ -439,7 +436,7 @@ class Consumer:
             await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        arrival = self._checks
+        arrival = self._hold.ticket()
         kind = message.type or message.routing_key or "unknown"
         try:
             event = parse(message.body)
@@ -486,13 +483,7 @@ class Consumer:
         service = self.bus.settings.service_name
         queue = self.queue_name
         if self.takeover is not None:
-            async with self._takeover_lock:
-                if self._confirmed <= arrival:  # no check has begun since this message arrived
-                    self._checks += 1
-                    check = self._checks
-                    if await self.takeover.claim() and self.on_takeover is not None:
-                        await self.on_takeover()
-                    self._confirmed = check
+            await self._hold.run(arrival, self._check_hold)
         if self.seen is not None and not await self.seen.claim(self.name, event):
             return "stale"
         started = time.perf_counter()
@@ -514,6 +505,11 @@ class Consumer:
         metrics.EVENT_HANDLING.labels(service, queue).observe(time.perf_counter() - started)
         metrics.EVENT_LAG.labels(service, queue).observe(max(0.0, (datetime.now(UTC) - event.time).total_seconds()))
         return "ok"
+
+    async def _check_hold(self) -> None:
+        assert self.takeover is not None
+        if await self.takeover.claim() and self.on_takeover is not None:
+            await self.on_takeover()
 
     async def _retry_or_dead(self, message: AbstractIncomingMessage, exc: Exception, kind: str) -> None:
         s = self.bus.settings

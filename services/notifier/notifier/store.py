@@ -392,6 +392,14 @@ class ScimIds:
         doc = await self.col.find_one({"_id": f"{sub}:{kind}:{key}"})
         return None if doc is None else str(doc["scim_id"])
 
+    async def get_many(self, sub: str, kind: str, keys: list[str]) -> dict[str, str]:
+        """Key -> SCIM id for those of ``keys`` that have one: one query for a group's members."""
+        ids = {f"{sub}:{kind}:{key}": key for key in keys}
+        found: dict[str, str] = {}
+        async for doc in self.col.find({"_id": {"$in": list(ids)}}, {"scim_id": 1}):
+            found[ids[doc["_id"]]] = str(doc["scim_id"])
+        return found
+
     async def set(self, sub: str, kind: str, key: str, scim_id: str) -> None:
         await self.col.replace_one(
             {"_id": f"{sub}:{kind}:{key}"},

@@ -147,6 +147,28 @@ async def test_scim_provisioning_flow(make_settings, publisher, scim_server) -> 
             users()["benjen"]["id"],
         }
 
+        # A grant to someone already provisioned joins with one PATCH; a future grant does not join yet;
+        # a revocation replaces the Group without them. Each time the Group is exactly the holders.
+        carl, dora = uid(), uid()
+        for p, name in ((carl, "carjen"), (dora, "dorjen")):
+            await pub("person.created", p, {"timeline": always(given_name=name[:3].title(), surname="Jensen")})
+            await pub("account.requested", uid(), {"person": p, "it_system": it, "username": name,
+                                                   "status": "requested"})
+        await eventually(lambda: {"carjen", "dorjen"} <= set(users()))
+        future = {**right, "validity": {"from": "2999-01-01", "to": None}}
+        for p, r in ((carl, right), (dora, future)):
+            await pub("access.granted", p, {"person": p, "role": role, "it_system": it, "reasons": r["reasons"],
+                                            "validity": r["validity"], "rights": [r]})
+        ids = lambda *names: {users()[n]["id"] for n in names}  # noqa: E731
+        await eventually(lambda: {m["value"] for m in (group() or {}).get("members", [])}
+                         == ids("annjen", "benjen", "carjen"))
+        await asyncio.sleep(0.5)  # dora's (future) grant was handled too: still not a member
+        assert {m["value"] for m in group()["members"]} == ids("annjen", "benjen", "carjen")
+        ended = {**right, "validity": {"from": "2020-01-01", "to": "2020-06-01"}}
+        await pub("access.revoked", carl, {"person": carl, "role": role, "it_system": it, "reasons": right["reasons"],
+                                           "validity": ended["validity"], "rights": []})
+        await eventually(lambda: {m["value"] for m in group()["members"]} == ids("annjen", "benjen"))
+
         # offboarding: disabled -> inactive, deleted -> gone and out of the group
         await pub(
             "account.disabled",
