@@ -184,6 +184,19 @@ def plan(
     quick = args.quick
     people = {"tiny": 120, "small": 2000, "municipality": 30000}.get(args.size, 30000)
     return {
+        "municipality": (
+            [
+                "benchmarks/bench_municipality.py",
+                "--size",
+                args.size,
+                "--reads",
+                "100" if quick else "200",
+                "--json",
+                str(tmp / "municipality.json"),
+            ],
+            None,
+            tmp / "municipality.json",
+        ),
         "bus": (["benchmarks/bench_bus.py", "--events", "2000" if quick else "3000"], parse_bus, None),
         "notifier": (
             [
@@ -197,19 +210,6 @@ def plan(
             ],
             parse_notifier,
             None,
-        ),
-        "municipality": (
-            [
-                "benchmarks/bench_municipality.py",
-                "--size",
-                args.size,
-                "--reads",
-                "100" if quick else "200",
-                "--json",
-                str(tmp / "municipality.json"),
-            ],
-            None,
-            tmp / "municipality.json",
         ),
         "orgunits": (["benchmarks/bench_orgunits.py", *(["--units", "1000"] if quick else [])], parse_orgunits, None),
         "registry": (
