@@ -349,9 +349,12 @@ class ScimSender:
         account: dict[str, Any],
         follow: bool = True,
     ) -> None:
-        """Create or replace the User; then (``follow``) refresh the people it manages."""
-        await self._put_user(scim, sub, person, account)
-        if follow:
+        """Create or replace the User; then (``follow``) refresh the people it manages.
+
+        Only a created User changes what its reports say (their manager's id): a replaced one keeps
+        its id, and re-sending every report on each of a manager's events multiplied the requests."""
+        created = await self._put_user(scim, sub, person, account)
+        if follow and created:
             for unit in self.managed_units(person):
                 for report in self.members_of(unit):
                     if report != person:
@@ -359,7 +362,8 @@ class ScimSender:
 
     async def _put_user(
         self, scim: HttpxSCIMClient, sub: Doc, person: str, account: dict[str, Any]
-    ) -> None:
+    ) -> bool:
+        """True when the User was created (it has a new id)."""
         manager = self.manager_of(person)
         manager_id = await self.ids.get(sub["_id"], "user", manager) if manager else None
         user = self.build_user(person, account, manager_id, domain.ceiling_of(sub))
@@ -371,13 +375,14 @@ class ScimSender:
             try:
                 await scim.replace(user)
                 await self.ids.set(sub["_id"], "user", person, sid)
-                return
+                return False
             except SCIMException as exc:
                 if exc.status != 404:
                     raise
                 user.id = None
         created = await scim.create(user)
         await self.ids.set(sub["_id"], "user", person, str(getattr(created, "id", "")))
+        return True
 
     async def _delete_user(self, scim: HttpxSCIMClient, sub: Doc, person: str) -> None:
         sid = await self.ids.get(sub["_id"], "user", person) or await self._find(
