@@ -95,6 +95,20 @@ async def until_ok(call: Any, within: float = 300) -> None:
         await asyncio.sleep(0.5)
 
 
+async def first_root(client: httpx.AsyncClient) -> str:
+    """A unit without a parent, from every page (at 3,000 units the first page may hold none)."""
+    cursor: str | None = None
+    while True:
+        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        body = (await client.get("/api/v1/orgunits", params=params)).raise_for_status().json()
+        for unit in body["items"]:
+            if unit.get("parent") is None:
+                return str(unit["uuid"])
+        cursor = body.get("next_cursor")
+        if not cursor:
+            raise RuntimeError("no root unit")
+
+
 async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: str, mongodb_url: str) -> dict[str, Any]:
     results: dict[str, Any] = {"preset": args.size}
     export = generate(args.size, args.seed)
@@ -151,8 +165,7 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
         print(f"import: {results['import']}", file=sys.stderr, flush=True)
 
         # 2. One big unit, and roles.
-        root = next(u["uuid"] for u in (await http["orgunits"].get("/api/v1/orgunits", params={"limit": 1000})).json()[
-            "items"] if u.get("parent") is None)
+        root = await first_root(http["orgunits"])
         big = str(uuid.uuid4())
         r = await http["orgunits"].put(f"/api/v1/orgunits/{big}", json={
             "user_key": "BENCH-JOBCENTER", "name": "Jobcentret", "parent": root, "validity": {"from": "2020-01-01"},
