@@ -206,11 +206,16 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
             (await http["access-rights"].put(f"/api/v1/roles/{role}", json={
                 "validity": always, "it_system": it, "name": name, "sensitive": False})).raise_for_status()
         for role, unit, inherit in ((roles[0], root, True), (roles[1], big, False)):
-            async def assign(role: str = role, unit: str = unit, inherit: bool = inherit) -> bool:
-                r = await http["access-rights"].put(f"/api/v1/assignments/{uuid.uuid4()}", json={
+            aid = str(uuid.uuid4())  # one per assignment: a retry after a lost answer writes nothing new
+
+            async def assign(role: str = role, unit: str = unit, inherit: bool = inherit, aid: str = aid) -> bool:
+                r = await http["access-rights"].put(f"/api/v1/assignments/{aid}", json={
                     "validity": always, "role": role, "unit": unit, "inherit": inherit})
+                if r.status_code not in (200, 201):
+                    print(f"assignment: {r.status_code} {r.text[:200]}", file=sys.stderr, flush=True)
                 return r.status_code in (200, 201)
-            await until_ok(assign)
+            # access-rights learns the units from events: at this size it can be minutes behind the import
+            await until_ok(assign, within=1800)
 
         async def people_all(_: int = 0) -> int:
             n, cursor = 0, None

@@ -324,8 +324,8 @@ class Observe:
     """Correlation ids and request metrics, as plain ASGI.
 
     Starlette's ``@app.middleware("http")`` runs every request in a task of
-    its own with streamed bodies; on the import path that cost more CPU than
-    the handler's own work.
+    its own with a streamed body: CPU per request that the import path paid
+    on every write. Context variables set here reach the handler directly.
     """
 
     def __init__(self, app: ASGIApp, service: str) -> None:
