@@ -1,7 +1,7 @@
 """One run for a burst of callers: each waits for a run that began after it asked, not for one of its own.
 
 For idempotent work that reads the current state and acts on all of it (a
-holder check, a full sync of a SCIM group): a run that began after a caller
+single-active consumer's holder check): a run that began after a caller
 asked has seen everything that caller had seen, so its outcome answers for
 the caller too. Nothing is skipped on trust: a caller whose covering run
 fails runs again itself. The state is per process and only says who may wait
@@ -41,17 +41,3 @@ class Coalesced:
             self.runs += 1
             await work()
             self._done = mine
-
-
-@dataclass
-class CoalescedByKey:
-    """``Coalesced`` per key (a SCIM group per subscription and role)."""
-
-    _runs: dict[object, Coalesced] = field(default_factory=dict)
-
-    def of(self, key: object) -> Coalesced:
-        return self._runs.setdefault(key, Coalesced())
-
-    async def run(self, key: object, work: Callable[[], Awaitable[object]]) -> None:
-        entry = self.of(key)
-        await entry.run(entry.ticket(), work)
