@@ -251,18 +251,12 @@ class ScimSender:
 
     def holders(self, role: str) -> list[str]:
         iso = self.today().isoformat()
-        out = []
-        for person, doc in self.p["access"].items.items():
-            for r in doc["data"].get("rights", []):
-                v = r.get("validity", {})
-                if (
-                    r.get("role") == role
-                    and v.get("from", "") <= iso
-                    and (v.get("to") is None or iso < v["to"])
-                ):
-                    out.append(person)
-                    break
-        return sorted(out)
+        return sorted(person for person, doc in self.p["access"].items.items() if _holds(doc, role, iso))
+
+    def holds(self, person: str, role: str) -> bool:
+        """One person's answer to ``holders``, without walking everyone's rights."""
+        doc = self.p["access"].get(person)
+        return doc is not None and _holds(doc, role, self.today().isoformat())
 
     def build_user(
         self,
@@ -405,7 +399,7 @@ class ScimSender:
         minutes to reach the SCIM peer. Revocations still replace the Group (RFC 7644's filtered
         remove is not served by every peer); a replace also repairs any drift.
         """
-        holds = person in self.holders(role)
+        holds = self.holds(person, role)
         account = self.account_for(person, sub.get("it_system"))
         uid = await self.ids.get(sub["_id"], "user", person) if holds and account else None
         gid = await self.ids.get(sub["_id"], "group", role) if uid else None
@@ -453,3 +447,12 @@ class ScimSender:
             return  # nothing to hold yet: no empty groups for roles without provisioned holders
         created = await scim.create(group)
         await self.ids.set(sub["_id"], "group", role, str(getattr(created, "id", "")))
+
+
+def _holds(doc: Doc, role: str, iso: str) -> bool:
+    """The projected rights hold ``role`` on the day ``iso``."""
+    for r in doc["data"].get("rights", []):
+        v = r.get("validity", {})
+        if r.get("role") == role and v.get("from", "") <= iso and (v.get("to") is None or iso < v["to"]):
+            return True
+    return False
