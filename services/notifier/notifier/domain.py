@@ -14,7 +14,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
@@ -157,6 +157,31 @@ def redact(event: CloudEvent, ceiling: visibility.Level, user_key_of: visibility
     if stripped == slices:
         return event
     return event.model_copy(update={"data": {**event.data, "timeline": stripped}})
+
+
+class ClassNotYetKnown(Exception):
+    """An address names a visibility class whose creation this service has not yet seen.
+
+    The class's event and the first address naming it come from different
+    services and may cross. Cut as "unknown, so secret" the address would be
+    missing from that delivery for good, so the consumer retries the event
+    (as for ``UnitNotYetKnown``) until the class is projected.
+    """
+
+
+def unprojected_classes(event: CloudEvent, known: Callable[[str], bool]) -> set[str]:
+    """The visibility classes the event's addresses name that ``known`` has not seen."""
+    timeline = event.data.get("timeline")
+    if not isinstance(timeline, list):
+        return set()
+    named = {
+        str(a["visibility"])
+        for s in timeline
+        if isinstance(s, Mapping) and isinstance(s.get("addresses"), list)
+        for a in s["addresses"]
+        if isinstance(a, Mapping) and a.get("visibility")
+    }
+    return {c for c in named if not known(c)}
 
 
 # --- requests -----------------------------------------------------------------------------

@@ -136,6 +136,9 @@ class Projections:
         self.tree.put(uid, timeline)
         self._tree_sequence[uid] = int(doc["sequence"])
 
+    def has_class(self, uuid: str) -> bool:
+        return self.caches["class"].get(uuid) is not None
+
     def visibility_user_key(self, uuid: str) -> str | None:
         """A visibility class's user_key (``orgdir.visibility.UserKeyOf``); None when not (yet) known."""
         doc = self.caches["class"].get(uuid)

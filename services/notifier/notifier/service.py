@@ -346,7 +346,12 @@ class Notifier:
             return
         await self.projections.apply(event)
         stream = domain.stream_of(event.type, event.subject)
-        for sub in self.matching(event):
+        subs = self.matching(event)
+        if any(domain.ceiling_of(sub) != "secret" for sub in subs):
+            unknown = domain.unprojected_classes(event, self.projections.has_class)
+            if unknown:
+                raise domain.ClassNotYetKnown(f"visibility classes not yet known: {', '.join(sorted(unknown))}")
+        for sub in subs:
             # What the target may not see of addresses is left out before the delivery is stored:
             # neither the payload nor the delivery log holds it.
             sent = domain.redact(event, domain.ceiling_of(sub), self.projections.visibility_user_key)
