@@ -146,6 +146,12 @@ class ScimServer:
         out: dict[str, Any] = r.json()
         return out
 
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = httpx.post(f"{self.url}{path}", headers=self.headers, json=body, timeout=5)
+        r.raise_for_status()
+        out: dict[str, Any] = r.json()
+        return out
+
     def user(self, username: str) -> dict[str, Any] | None:
         """The SCIM User with ``userName``, or None."""
         users: list[dict[str, Any]] = self.get("/Users", filter=f'userName eq "{username}"').get("Resources", [])

@@ -357,25 +357,44 @@ class ScimSender:
     async def _put_user(
         self, scim: HttpxSCIMClient, sub: Doc, person: str, account: dict[str, Any]
     ) -> bool:
-        """True when the User was created (it has a new id)."""
+        """True when the User was created (it has a new id), or found by its externalId.
+
+        A person without a stored id is created at once, not searched for first: a filter
+        search is a scan of every user at many peers (scim2-server), and searching before each
+        of 2,000 new users kept the chaos run's peer minutes behind. A User that exists all the
+        same (created before its id was stored, or before orgdir) answers the create with 409
+        (``userName`` is unique, RFC 7643 §4.1.1); only then is it searched for and replaced."""
         manager = self.manager_of(person)
         manager_id = await self.ids.get(sub["_id"], "user", manager) if manager else None
         user = self.build_user(person, account, manager_id, domain.ceiling_of(sub))
-        sid = await self.ids.get(sub["_id"], "user", person) or await self._find(
-            scim, ScimUser, person
-        )
-        if sid:
-            user.id = sid
-            try:
-                await scim.replace(user)
-                await self.ids.set(sub["_id"], "user", person, sid)
-                return False
-            except SCIMException as exc:
-                if exc.status != 404:
-                    raise
-                user.id = None
-        created = await scim.create(user)
+        sid = await self.ids.get(sub["_id"], "user", person)
+        if sid and await self._replace_user(scim, sub, person, user, sid):
+            return False
+        try:
+            created = await scim.create(user)
+        except SCIMException as exc:
+            if exc.status != 409:
+                raise
+            sid = await self._find(scim, ScimUser, person)
+            if sid is None or not await self._replace_user(scim, sub, person, user, sid):
+                raise  # the userName is another person's: a conflict for an operator to see
+            return True
         await self.ids.set(sub["_id"], "user", person, str(getattr(created, "id", "")))
+        return True
+
+    async def _replace_user(
+        self, scim: HttpxSCIMClient, sub: Doc, person: str, user: ScimUser, sid: str
+    ) -> bool:
+        """Replace the User ``sid``; False when the peer no longer has it."""
+        user.id = sid
+        try:
+            await scim.replace(user)
+        except SCIMException as exc:
+            if exc.status != 404:
+                raise
+            user.id = None
+            return False
+        await self.ids.set(sub["_id"], "user", person, sid)
         return True
 
     async def _delete_user(self, scim: HttpxSCIMClient, sub: Doc, person: str) -> None:
@@ -391,19 +410,23 @@ class ScimSender:
         await self.ids.drop(sub["_id"], "user", person)
 
     async def _join_group(self, scim: HttpxSCIMClient, sub: Doc, role: str, person: str) -> None:
-        """Add one member with a PATCH when the person holds the role today, has a provisioned user and
-        the Group exists; else replace the whole Group.
+        """Add one member with a PATCH when the person holds the role today and has a provisioned
+        user; create the Group with its holders when the peer has none yet.
 
-        Replacing it on every grant sent the whole membership each time: a role everyone holds
-        cost O(holders) per grant, and the first 2,000 accounts of the chaos run took over five
-        minutes to reach the SCIM peer. Revocations still replace the Group (RFC 7644's filtered
-        remove is not served by every peer); a replace also repairs any drift.
+        Replacing the Group on every grant sent the whole membership each time: a role everyone
+        holds cost O(holders) per grant, and the first 2,000 accounts of the chaos run took over
+        five minutes to reach the SCIM peer. A grant to someone without a user yet changes no
+        Group (they join when their account is provisioned). Revocations still replace the Group
+        (RFC 7644's filtered remove is not served by every peer); a replace also repairs any drift.
         """
-        holds = self.holds(person, role)
         account = self.account_for(person, sub.get("it_system"))
-        uid = await self.ids.get(sub["_id"], "user", person) if holds and account else None
-        gid = await self.ids.get(sub["_id"], "group", role) if uid else None
-        if not (uid and gid and account and account["status"] != "deleted"):
+        if not (self.holds(person, role) and account and account["status"] != "deleted"):
+            return
+        uid = await self.ids.get(sub["_id"], "user", person)
+        if uid is None:
+            return
+        gid = await self.ids.get(sub["_id"], "group", role)
+        if gid is None:
             await self._sync_group(scim, sub, role)
             return
         patch = PatchOp[Group](

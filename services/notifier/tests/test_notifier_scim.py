@@ -238,3 +238,45 @@ async def test_scim_target_down_then_up(make_settings, publisher, scim_server) -
                 u["userName"] == "oleber" for u in scim_server.get("/Users").get("Resources", [])
             )
         )
+
+
+async def test_scim_user_already_at_the_peer_is_replaced_not_duplicated(
+    make_settings, publisher, scim_server
+) -> None:
+    """A new person is created without a search first; a User the peer already has (created before
+    its id was stored, or before orgdir) answers 409 and is found and replaced. A userName that
+    belongs to another person stays a visible failure."""
+    it, ole, eva = uid(), uid(), uid()
+    scim_server.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                "userName": "oleber", "externalId": ole, "active": False})
+    scim_server.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                "userName": "evaand", "externalId": "someone-else"})
+    async with RunningApp(create_app(make_settings())) as app:
+        r = await app.http.post(
+            "/api/v1/subscriptions",
+            json={"kind": "scim", "name": "AD", "url": scim_server.url, "token": scim_server.token,
+                  "it_system": it},
+        )
+        sid = r.json()["uuid"]
+        for p, given, name in ((ole, "Ole", "oleber"), (eva, "Eva", "evaand")):
+            await publisher.publish("person.created", p, {"timeline": always(given_name=given, surname="Berg")})
+            await publisher.publish("account.requested", uid(), {"person": p, "it_system": it,
+                                                                "username": name, "status": "requested"})
+
+        def oles() -> list[dict[str, Any]]:
+            return [u for u in scim_server.get("/Users").get("Resources", []) if u["userName"] == "oleber"]
+
+        await eventually(lambda: len(oles()) == 1 and oles()[0]["active"] is True)
+        assert oles()[0]["externalId"] == ole and oles()[0]["name"]["givenName"] == "Ole"
+
+        async def failed() -> list[dict[str, Any]]:
+            r = await app.http.get("/api/v1/deliveries", params={"subscription": sid, "status": "failed"})
+            return list(r.json()["items"])
+
+        deadline = time.monotonic() + 20
+        items: list[dict[str, Any]] = []
+        while not items and time.monotonic() < deadline:
+            items = await failed()
+            await asyncio.sleep(0.1)
+        assert [i["last_status"] for i in items] == [409]
+        assert scim_server.user("evaand")["externalId"] == "someone-else"  # not taken over
