@@ -202,7 +202,8 @@ class Runtime:
     async def prepare(self) -> None:
         """Indexes (a unique one guards an invariant from the first write), views bound, models loaded.
 
-        Retries while the database comes up; does not wait long for the broker.
+        Retries while the database comes up or is too busy to answer (a replica restarted while
+        the database recovers must not exit); does not wait long for the broker.
         """
         self.bus.start()
         self._wire_echoes()
@@ -218,8 +219,14 @@ class Runtime:
         if self.views:  # bound before the load if the broker answers soon; else the bind reloads
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(f.bound.wait() for f in self.views)), 10)
-        for load in self.loaders:
-            await load()
+        for load in self.loaders:  # idempotent: a load cut off by the database is run again
+            while True:
+                try:
+                    await load()
+                    break
+                except ConnectionFailure as exc:
+                    log.warning("database not answering during the load, retrying", extra={"error": str(exc)[:300]})
+                    await asyncio.sleep(1)
         for feed in self.views:
             feed.loaded = True
 

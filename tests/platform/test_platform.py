@@ -454,3 +454,26 @@ async def test_two_replicas_sweeping_one_outbox_publish_each_event_once(
             assert a.runtime.relay.published + b.runtime.relay.published == 40
             left = await a.runtime.db.widgets.count_documents({"outbox.0": {"$exists": True}})
             assert left == 0
+
+
+async def test_a_load_the_database_cuts_off_is_run_again(ns: str, amqp_url: str, mongodb_url: str) -> None:
+    """A replica restarted while the database recovers finds it too busy to answer: its start waits
+    and loads again rather than exit (the chaos run lost a notifier replica that way)."""
+    from pymongo.errors import NetworkTimeout
+
+    from orgdir.service import Runtime
+
+    runtime = Runtime(toy_settings(ns, amqp_url, mongodb_url))
+    calls: list[int] = []
+
+    async def load() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise NetworkTimeout("127.0.0.1: timed out")
+
+    runtime.loaders.append(load)
+    try:
+        await asyncio.wait_for(runtime.prepare(), 30)
+    finally:
+        await runtime.stop()
+    assert calls == [0, 1]

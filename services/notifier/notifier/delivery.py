@@ -298,7 +298,13 @@ class TargetWorker:
 
     async def _attempt(self, p: Pending) -> None:
         try:
-            if not await self._hold(p):
+            try:
+                held = await self._hold(p)
+            except Exception as exc:  # the database is away: look again shortly, not at once
+                log.warning("could not take the delivery's lease, retrying", extra={"error": str(exc)[:300]})
+                p.due = time.time() + 1.0
+                return
+            if not held:
                 return
             try:
                 outcome = await self.sender.send(self.sub, p)
