@@ -7,9 +7,12 @@ Two paths share one publishing routine:
   what went out is a separate queue, so publishing never waits behind the
   writes that compete for the database (a 2,000-person recompute published
   almost nothing until it had finished writing);
-- sweep: every ``relay_sweep_seconds`` it scans for outboxes that have waited
+- sweep: every ``relay_sweep_seconds`` it looks for outboxes that have waited
   longer than the sweep period (left by a crash or another replica) and takes
   a lease on each document before publishing, so replicas rarely duplicate.
+  It finds them by ``outbox_since`` (sparse index), which a write sets with its
+  events and the sweep clears once the outbox is empty: on MongoDB a sweep
+  reads what was written since the last one, not the whole collection.
 
 Publish-then-remove means a crash in between publishes again; consumers skip
 the repeat by ``sequence``. Nothing is lost.
@@ -34,7 +37,7 @@ from orgdir.bus import Bus
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.settings import Settings
-from orgdir.store import MAX_BULK, Doc
+from orgdir.store import MAX_BULK, OUTBOX_SINCE, Doc
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(64)  # bounded in-flight publishes
+        self._marked: set[str] = set()  # collections whose older outboxes this process has marked
         self.published = 0
 
     def notify(self, collection: str, uuid: str, outbox: list[dict[str, Any]] | None = None) -> None:
@@ -200,7 +204,19 @@ class OutboxRelay:
         cutoff = now - (min_age if min_age is not None else timedelta(seconds=self.settings.relay_sweep_seconds))
         backlog, oldest = 0, now
         for name in self.collections:
-            async for doc in self.db[name].find({"outbox.0": {"$exists": True}}, {"outbox": 1}):
+            col = self.db[name]
+            if name not in self._marked:
+                # Outboxes written before ``outbox_since`` existed: marked once per process and collection.
+                await col.update_many(
+                    {"outbox.0": {"$exists": True}, OUTBOX_SINCE: {"$exists": False}}, {"$set": {OUTBOX_SINCE: now}}
+                )
+                self._marked.add(name)
+            # Drained since the last sweep: unmarked, so the index holds only what waits.
+            drained = {OUTBOX_SINCE: {"$exists": True}, "outbox": {"$size": 0}}
+            await col.update_many(drained, {"$unset": {OUTBOX_SINCE: ""}})
+            async for doc in col.find({OUTBOX_SINCE: {"$exists": True}}, {"outbox": 1}):
+                if not doc.get("outbox"):
+                    continue
                 events = doc.get("outbox", [])
                 backlog += len(events)
                 first = datetime.fromisoformat(events[0]["time"])

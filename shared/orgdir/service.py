@@ -63,6 +63,7 @@ class Runtime:
         self.relay.collections.append(collection)
         self.repositories[collection] = repo
         self.declare(store.index(collection, "next_transition_at"))  # the scheduler's query
+        self.declare(store.index(collection, store.OUTBOX_SINCE, sparse=True))  # the relay's sweep
         return repo
 
     @property

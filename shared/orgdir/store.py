@@ -49,6 +49,9 @@ def connect(url: str, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
 
 # Statements per bulk write: big enough to amortise a command, small enough to keep one short.
 MAX_BULK = 500
+#: when a document's outbox last became non-empty; set with the outbox, cleared by the relay's sweep
+#: once the outbox is empty. A sparse index on it finds the outboxes to sweep without a collection scan.
+OUTBOX_SINCE = "outbox_since"
 
 
 BulkOp = InsertOne[Doc] | UpdateOne | ReplaceOne[Doc]
@@ -115,21 +118,24 @@ class Index:
     collection: str
     keys: tuple[tuple[str, int], ...]
     unique: bool = False
+    sparse: bool = False
 
     @property
     def name(self) -> str:
         return "_".join(f"{k}_{d}" for k, d in self.keys)
 
 
-def index(collection: str, *fields: str, unique: bool = False) -> Index:
-    """``index("persons", "state.cpr_hash", unique=True)``; a leading ``-`` sorts descending."""
-    return Index(collection, tuple((f.lstrip("-"), -1 if f.startswith("-") else 1) for f in fields), unique)
+def index(collection: str, *fields: str, unique: bool = False, sparse: bool = False) -> Index:
+    """``index("persons", "state.cpr_hash", unique=True)``; a leading ``-`` sorts descending;
+    ``sparse``: only documents that have the field (``$exists`` queries on a rare field)."""
+    keys = tuple((f.lstrip("-"), -1 if f.startswith("-") else 1) for f in fields)
+    return Index(collection, keys, unique, sparse)
 
 
 async def ensure_indexes(db: AsyncDatabase[Doc], indexes: list[Index]) -> None:
     """Create what is declared; idempotent, so every replica runs it at every start."""
     for ix in indexes:
-        await db[ix.collection].create_index(list(ix.keys), name=ix.name, unique=ix.unique)
+        await db[ix.collection].create_index(list(ix.keys), name=ix.name, unique=ix.unique, sparse=ix.sparse)
 
 
 class StaleVersion(Exception):
@@ -289,6 +295,8 @@ class Repository:
             "outbox": outbox,
             "registrations": registrations,
         }
+        if outbox:
+            doc[OUTBOX_SINCE] = now
         await self.inserts.write(InsertOne(doc))  # concurrent creations share a command
         return doc
 
@@ -309,6 +317,7 @@ class Repository:
         }
         if specs:
             update["$push"] = {"outbox": {"$each": outbox}, "registrations": {"$each": registrations}}
+            update["$min"] = {OUTBOX_SINCE: update["$set"]["updated_at"]}  # kept while the outbox was not empty
         # The compare-and-swap: the filter holds the expected version, so of two
         # concurrent writers (any replicas) exactly one matches.
         doc = await self.col.find_one_and_update(

@@ -442,8 +442,13 @@ async def test_two_replicas_sweeping_one_outbox_publish_each_event_once(
                 r = await a.http.post("/api/v1/widgets", json={"name": f"w{i}"})
                 assert r.status_code == 201, r.text
                 uids.append(r.json()["uuid"])
+            widgets = a.runtime.db.widgets
+            assert await widgets.count_documents({"outbox_since": {"$exists": True}}) == 40  # what the sweep finds
+            # Half as a version before ``outbox_since`` left them: a new process marks them once.
+            await widgets.update_many({"_id": {"$in": uids[:20]}}, {"$unset": {"outbox_since": ""}})
             for relay in (a.runtime.relay, b.runtime.relay):
                 relay._pending.clear()  # forget the fast path: as if the writer had died
+                relay._marked.clear()  # a new process
             await asyncio.gather(
                 a.runtime.relay.sweep(min_age=timedelta(0)), b.runtime.relay.sweep(min_age=timedelta(0))
             )
@@ -454,6 +459,8 @@ async def test_two_replicas_sweeping_one_outbox_publish_each_event_once(
             assert a.runtime.relay.published + b.runtime.relay.published == 40
             left = await a.runtime.db.widgets.count_documents({"outbox.0": {"$exists": True}})
             assert left == 0
+            await a.runtime.relay.sweep(min_age=timedelta(0))
+            assert await widgets.count_documents({"outbox_since": {"$exists": True}}) == 0  # the index holds none
 
 
 async def test_a_load_the_database_cuts_off_is_run_again(ns: str, amqp_url: str, mongodb_url: str) -> None:
