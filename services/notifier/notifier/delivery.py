@@ -118,6 +118,10 @@ def _dt(ts: float) -> datetime:
 class Sender(Protocol):
     concurrency: int
 
+    def key_of(self, p: Pending) -> str:
+        """Deliveries with one key are never in flight at once (at least: one stream's)."""
+        ...
+
     async def send(self, sub: Doc, p: Pending) -> domain.Outcome: ...
 
     async def close(self) -> None: ...
@@ -136,6 +140,9 @@ class WebhookSender:
             ),
             follow_redirects=False,
         )
+
+    def key_of(self, p: Pending) -> str:
+        return p.stream
 
     async def send(self, sub: Doc, p: Pending) -> domain.Outcome:
         body = json.dumps(p.event, separators=(",", ":"), ensure_ascii=False).encode()
@@ -181,6 +188,8 @@ class TargetWorker:
     # stream: with thousands of streams waiting (a SCIM target after an import) the walk per
     # step took a third of the notifier's CPU.
     ready: list[tuple[float, float, str, str]] = field(default_factory=list)
+    busy: set[str] = field(default_factory=set)  # the sender's keys of what is in flight
+    parked: dict[str, list[tuple[float, float, str, str]]] = field(default_factory=dict)  # waiting for a key
 
     def __post_init__(self) -> None:
         self.breaker = domain.CircuitBreaker(
@@ -309,7 +318,12 @@ class TargetWorker:
                         self._push_head(stream)  # its new head (or the kept one) is offered again
                     continue
             p = items[0]
-            self.inflight[stream] = asyncio.create_task(self._attempt(p), name=f"send-{p.id}")
+            key = self.sender.key_of(p)
+            if key in self.busy:
+                self.parked.setdefault(key, []).append(entry)  # offered again when that key is free
+                continue
+            self.busy.add(key)
+            self.inflight[stream] = asyncio.create_task(self._attempt(p, key), name=f"send-{p.id}")
             room -= 1
         entry = self._head_entry()
         if entry is None or (entry[0] <= now and room <= 0):
@@ -324,7 +338,7 @@ class TargetWorker:
             else:
                 p.keep = True  # another replica holds it (or it is final): it is not ours to drop
 
-    async def _attempt(self, p: Pending) -> None:
+    async def _attempt(self, p: Pending, key: str) -> None:
         try:
             try:
                 held = await self._hold(p)
@@ -344,6 +358,9 @@ class TargetWorker:
             await self._record(p, outcome)
         finally:
             self.inflight.pop(p.stream, None)
+            self.busy.discard(key)
+            for entry in self.parked.pop(key, []):
+                heapq.heappush(self.ready, entry)
             self._push_head(p.stream)
             self._gauge()
             self.wake.set()

@@ -8,14 +8,19 @@ A SCIM delivery does not forward the event: it brings the target in line with
 notifier's projections as they are when the delivery runs (converging on the
 latest state), so ``access.granted`` arriving before ``account.requested`` is
 harmless: the account's delivery syncs the groups of every role the person holds.
-Operations for one target run one at a time on a replica (groups are replaced
-whole). The projections are those of the replica handling ``notifier.all``,
+Operations for one target run ``scim_concurrency`` at a time on a replica, one
+person's at a time (``key_of``: a User is built from several aggregates).
+Groups are touched by many persons at once, so each Group write is checked
+after it lands: a replace whose membership is no longer what the projections
+say is sent again, and a member added by a PATCH who no longer belongs is
+removed by a replace. The projections are those of the replica handling ``notifier.all``,
 which records and sends nearly every delivery; a replica sending a delivery
 it took over from another re-reads them first (``fresh``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, cast
@@ -48,6 +53,7 @@ from orgdir import visibility
 from orgdir.clock import Clock
 
 ScimUser = User[EnterpriseUser]
+SYNC_ROUNDS = 3
 
 
 class HttpxSCIMClient(BaseAsyncSCIMClient):
@@ -88,8 +94,6 @@ class HttpxSCIMClient(BaseAsyncSCIMClient):
 class ScimSender:
     """The Sender for ``kind: scim`` subscriptions."""
 
-    concurrency = 1
-
     def __init__(
         self,
         settings: NotifierSettings,
@@ -99,7 +103,9 @@ class ScimSender:
         fresh: Callable[[Pending], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.concurrency = settings.scim_concurrency
         self.fresh = fresh
+        self._connecting = asyncio.Lock()  # one client (and discovery) for concurrent attempts
         self.p = projections
         self.ids = ids
         self.clock = clock
@@ -112,7 +118,22 @@ class ScimSender:
             await self._http.aclose()
         self._http = self._scim = None
 
+    def key_of(self, p: Pending) -> str:
+        """One person's deliveries one at a time: their User is built from several aggregates."""
+        event = p.event
+        aggregate = str(event["type"]).split(".", 1)[0]
+        data = event.get("data") or {}
+        if aggregate in ("person", "access"):
+            return f"person:{event['subject']}"
+        if aggregate in ("engagement", "account") and data.get("person"):
+            return f"person:{data['person']}"
+        return p.stream
+
     async def _client(self, sub: Doc) -> HttpxSCIMClient:
+        async with self._connecting:
+            return await self._connect(sub)
+
+    async def _connect(self, sub: Doc) -> HttpxSCIMClient:
         key = (str(sub["url"]), sub.get("token"))
         if self._scim is None or self._key != key:
             await self.close()
@@ -198,11 +219,20 @@ class ScimSender:
                 await self._sync_group(scim, sub, event["subject"])
 
     async def _refresh_user(self, scim: HttpxSCIMClient, sub: Doc, person: str) -> None:
-        """Re-send a provisioned user (its manager or department changed)."""
-        account = self.account_for(person, sub.get("it_system"))
-        if account is not None and account["status"] != "deleted":
-            if await self.ids.get(sub["_id"], "user", person):
-                await self._upsert_user(scim, sub, person, account, follow=False)
+        """Re-send a provisioned user (its manager or department changed).
+
+        This runs under another person's key, beside that person's own deliveries, so it is
+        checked after it lands: a User built before the person's latest change is sent again."""
+        for _ in range(SYNC_ROUNDS):
+            account = self.account_for(person, sub.get("it_system"))
+            if account is None or account["status"] == "deleted":
+                return
+            if not await self.ids.get(sub["_id"], "user", person):
+                return
+            sent = await self._build(sub, person, account)
+            await self._put_user(scim, sub, person, account, sent)
+            if _same_user(await self._build(sub, person, account), sent):
+                return
 
     def members_of(self, unit: str) -> list[str]:
         """Persons whose primary engagement is in ``unit`` today."""
@@ -347,15 +377,20 @@ class ScimSender:
 
         Only a created User changes what its reports say (their manager's id): a replaced one keeps
         its id, and re-sending every report on each of a manager's events multiplied the requests."""
-        created = await self._put_user(scim, sub, person, account)
+        created = await self._put_user(scim, sub, person, account, await self._build(sub, person, account))
         if follow and created:
             for unit in self.managed_units(person):
                 for report in self.members_of(unit):
                     if report != person:
                         await self._refresh_user(scim, sub, report)
 
+    async def _build(self, sub: Doc, person: str, account: dict[str, Any]) -> ScimUser:
+        manager = self.manager_of(person)
+        manager_id = await self.ids.get(sub["_id"], "user", manager) if manager else None
+        return self.build_user(person, account, manager_id, domain.ceiling_of(sub))
+
     async def _put_user(
-        self, scim: HttpxSCIMClient, sub: Doc, person: str, account: dict[str, Any]
+        self, scim: HttpxSCIMClient, sub: Doc, person: str, account: dict[str, Any], user: ScimUser
     ) -> bool:
         """True when the User was created (it has a new id), or found by its externalId.
 
@@ -364,9 +399,6 @@ class ScimSender:
         of 2,000 new users kept the chaos run's peer minutes behind. A User that exists all the
         same (created before its id was stored, or before orgdir) answers the create with 409
         (``userName`` is unique, RFC 7643 §4.1.1); only then is it searched for and replaced."""
-        manager = self.manager_of(person)
-        manager_id = await self.ids.get(sub["_id"], "user", manager) if manager else None
-        user = self.build_user(person, account, manager_id, domain.ceiling_of(sub))
         sid = await self.ids.get(sub["_id"], "user", person)
         if sid and await self._replace_user(scim, sub, person, user, sid):
             return False
@@ -439,9 +471,23 @@ class ScimSender:
                 raise
             await self.ids.drop(sub["_id"], "group", role)  # gone at the peer: create it again
             await self._sync_group(scim, sub, role)
+            return
+        account = self.account_for(person, sub.get("it_system"))
+        if not (self.holds(person, role) and account and account["status"] != "deleted"):
+            await self._sync_group(scim, sub, role)  # revoked while the PATCH was on its way
 
     async def _sync_group(self, scim: HttpxSCIMClient, sub: Doc, role: str) -> None:
-        """Replace the role's Group with the holders that have a provisioned user."""
+        """Replace the role's Group with the holders that have a provisioned user, until what was
+        sent is still the membership after it landed (a concurrent grant's PATCH or user may have
+        come in between: SYNC_ROUNDS replaces at most, then the next event's delivery goes on)."""
+        for _ in range(SYNC_ROUNDS):
+            members = await self._members(sub, role)
+            if not await self._replace_group(scim, sub, role, members):
+                return
+            if await self._members(sub, role) == members:
+                return
+
+    async def _members(self, sub: Doc, role: str) -> list[str]:
         provisioned = [
             person
             for person in self.holders(role)
@@ -449,11 +495,16 @@ class ScimSender:
             and account["status"] != "deleted"
         ]
         uids = await self.ids.get_many(sub["_id"], "user", provisioned)  # one query, not one per member
-        members = [GroupMember(value=uids[person]) for person in provisioned if person in uids]
+        return [uids[person] for person in provisioned if person in uids]
+
+    async def _replace_group(self, scim: HttpxSCIMClient, sub: Doc, role: str, members: list[str]) -> bool:
+        """Send the Group with ``members``; False when nothing was sent (no Group and no members)."""
         rdoc = self.p["role"].get(role)
         rslice = domain.slice_at(rdoc["data"]["timeline"], self.today()) if rdoc else None
         group = Group(
-            display_name=(rslice or {}).get("name") or role, external_id=role, members=members
+            display_name=(rslice or {}).get("name") or role,
+            external_id=role,
+            members=[GroupMember(value=m) for m in members],
         )
         gid = await self.ids.get(sub["_id"], "group", role) or await self._find(scim, Group, role)
         if gid:
@@ -461,15 +512,21 @@ class ScimSender:
             try:
                 await scim.replace(group)
                 await self.ids.set(sub["_id"], "group", role, gid)
-                return
+                return True
             except SCIMException as exc:
                 if exc.status != 404:
                     raise
                 group.id = None
         if not members:
-            return  # nothing to hold yet: no empty groups for roles without provisioned holders
+            return False  # nothing to hold yet: no empty groups for roles without provisioned holders
         created = await scim.create(group)
         await self.ids.set(sub["_id"], "group", role, str(getattr(created, "id", "")))
+        return True
+
+
+def _same_user(a: ScimUser, b: ScimUser) -> bool:
+    """The same content, whatever the peer's id (set on one of them when sent)."""
+    return bool(a.model_dump(exclude={"id"}) == b.model_dump(exclude={"id"}))
 
 
 def _holds(doc: Doc, role: str, iso: str) -> bool:

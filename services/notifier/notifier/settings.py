@@ -31,6 +31,15 @@ class NotifierSettings(Settings):
     target_concurrency: int = Field(
         16, ge=1, le=256, description="Subjects in flight per webhook target (per replica)."
     )
+    scim_concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description=(
+            "SCIM operations in flight per target (per replica); one person's at a time. At 1 an import "
+            "of 2,000 people reached the peer at about 1.5 Users/s."
+        ),
+    )
     delivery_lease_seconds: float = Field(
         15.0,
         gt=0,
