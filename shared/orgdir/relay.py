@@ -211,11 +211,10 @@ class OutboxRelay:
                     {"outbox.0": {"$exists": True}, OUTBOX_SINCE: {"$exists": False}}, {"$set": {OUTBOX_SINCE: now}}
                 )
                 self._marked.add(name)
-            # Drained since the last sweep: unmarked, so the index holds only what waits.
-            drained = {OUTBOX_SINCE: {"$exists": True}, "outbox": {"$size": 0}}
-            await col.update_many(drained, {"$unset": {OUTBOX_SINCE: ""}})
+            drained: list[str] = []
             async for doc in col.find({OUTBOX_SINCE: {"$exists": True}}, {"outbox": 1}):
                 if not doc.get("outbox"):
+                    drained.append(doc["_id"])
                     continue
                 events = doc.get("outbox", [])
                 backlog += len(events)
@@ -226,6 +225,14 @@ class OutboxRelay:
                 ours = key in self._pending or key in self._inflight or key in self._published
                 if first <= cutoff and not ours:
                     await self._drain_leased(name, doc["_id"])
+            for at in range(0, len(drained), MAX_BULK):  # unmarked by _id (still empty): the index holds
+                await col.bulk_write(  # only what waits
+                    [
+                        UpdateOne({"_id": i, "outbox": {"$size": 0}}, {"$unset": {OUTBOX_SINCE: ""}})
+                        for i in drained[at : at + MAX_BULK]
+                    ],
+                    ordered=False,
+                )
         metrics.OUTBOX_BACKLOG.labels(self.settings.service_name).set(backlog)
         metrics.OUTBOX_OLDEST_AGE.labels(self.settings.service_name).set(
             max(0.0, (now - oldest).total_seconds()) if backlog else 0.0
