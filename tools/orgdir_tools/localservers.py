@@ -506,8 +506,12 @@ class RabbitNode(LocalServer):
         where = self.home or self.base_dir
         where.mkdir(parents=True, exist_ok=True)
         path = where / "erlang-cookie"
-        if not path.is_file():
-            path.write_text(secrets.token_hex(20).upper())
+        if not path.is_file():  # written whole, and only by the first writer (nodes start at once)
+            tmp = where / f"erlang-cookie.{os.getpid()}.{secrets.token_hex(4)}"
+            tmp.write_text(secrets.token_hex(20).upper())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
         return path.read_text().strip()
 
     def _ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -638,7 +642,10 @@ class RabbitCluster(LocalServer):
     def _cookie(self) -> None:
         """One cookie for all nodes and their rabbitmqctl, written before any node starts (else each makes its own)."""
         if _rabbitmq_ids() is not None:
-            return  # root: every node runs as the rabbitmq user, with its one cookie
+            # root: the nodes get ``-setcookie`` from ``RabbitNode.cookie``, which the first caller
+            # writes; made here, before the nodes start at once, so two never write their own.
+            self.nodes[0].cookie()
+            return
         self.home.mkdir(parents=True, exist_ok=True)
         cookie = self.home / ".erlang.cookie"
         if not cookie.is_file():
