@@ -50,7 +50,7 @@ MONGO_BACKENDS = ("memory", "h2")
 # but halved guarded updates at 20,000 documents (~250/s vs ~450/s; a filter beyond _id scans
 # the collection). The heap starts at 1 GB with a 512 MB young generation: from 32 MB, the
 # serial collector took 40 % of the server's wall time under the chaos run's load (116 s of
-# 290 s in the JVM's "VM Thread", growing the heap by full collections); with these, 5 %.
+# 290 s in the JVM's "VM Thread", where the collector runs); with these, 5 %.
 MONGO_JVM_FLAGS = ("-XX:+UseSerialGC", "-Xss512k", "-Xms1g", "-Xmn512m", "-Xmx2g", "-XX:-UsePerfData")
 RABBITMQ_DIRS = (Path("/usr/sbin"), Path("/usr/lib/rabbitmq/bin"))
 # Ports never handed out: epmd, and the range rabbitmqctl itself listens on.
