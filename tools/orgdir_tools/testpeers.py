@@ -140,11 +140,22 @@ class ScimServer:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def get(self, path: str, **params: Any) -> dict[str, Any]:
-        r = httpx.get(f"{self.url}{path}", headers=self.headers, params=params, timeout=5)
+    def get(self, path: str, timeout: float = 5, **params: Any) -> dict[str, Any]:
+        r = httpx.get(f"{self.url}{path}", headers=self.headers, params=params, timeout=timeout)
         r.raise_for_status()
         out: dict[str, Any] = r.json()
         return out
+
+    def all(self, path: str, page: int = 500) -> list[dict[str, Any]]:
+        """Every resource at ``path``, page by page (a peer caps ``count``; 1,000 at most was
+        read before, and a run with 2,000 Users never settled)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            body = self.get(path, timeout=30, startIndex=len(out) + 1, count=page)
+            got = body.get("Resources", [])
+            out += got
+            if not got or len(out) >= int(body.get("totalResults", 0)):
+                return out
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         r = httpx.post(f"{self.url}{path}", headers=self.headers, json=body, timeout=5)
