@@ -21,6 +21,7 @@ it took over from another re-reads them first (``fresh``).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, cast
@@ -53,7 +54,12 @@ from orgdir import visibility
 from orgdir.clock import Clock
 
 ScimUser = User[EnterpriseUser]
-SYNC_ROUNDS = 3
+SYNC_ROUNDS = 5
+CREATE_WAIT_SECONDS = 10.0
+
+
+class StillChanging(Exception):
+    """What was sent kept being overtaken by concurrent changes: the delivery is tried again later."""
 
 
 class HttpxSCIMClient(BaseAsyncSCIMClient):
@@ -167,6 +173,8 @@ class ScimSender:
             status = (scim.last_status if scim else None) or 500
             out = domain.classify(status)
             return domain.Outcome(out.kind, status, str(exc)[:500])
+        except StillChanging as exc:
+            return domain.Outcome("retry", None, str(exc))
         except SCIMClientException as exc:
             self._scim = None
             status = (scim.last_status if scim else None) or 500
@@ -233,6 +241,7 @@ class ScimSender:
             await self._put_user(scim, sub, person, account, sent)
             if _same_user(await self._build(sub, person, account), sent):
                 return
+        raise StillChanging(f"the User of {person} changed during each of {SYNC_ROUNDS} sends")
 
     def members_of(self, unit: str) -> list[str]:
         """Persons whose primary engagement is in ``unit`` today."""
@@ -479,13 +488,14 @@ class ScimSender:
     async def _sync_group(self, scim: HttpxSCIMClient, sub: Doc, role: str) -> None:
         """Replace the role's Group with the holders that have a provisioned user, until what was
         sent is still the membership after it landed (a concurrent grant's PATCH or user may have
-        come in between: SYNC_ROUNDS replaces at most, then the next event's delivery goes on)."""
+        come in between; after SYNC_ROUNDS the delivery is tried again later)."""
         for _ in range(SYNC_ROUNDS):
             members = await self._members(sub, role)
             if not await self._replace_group(scim, sub, role, members):
                 return
             if await self._members(sub, role) == members:
                 return
+        raise StillChanging(f"the Group of {role} changed during each of {SYNC_ROUNDS} replaces")
 
     async def _members(self, sub: Doc, role: str) -> list[str]:
         provisioned = [
@@ -519,9 +529,36 @@ class ScimSender:
                 group.id = None
         if not members:
             return False  # nothing to hold yet: no empty groups for roles without provisioned holders
-        created = await scim.create(group)
-        await self.ids.set(sub["_id"], "group", role, str(getattr(created, "id", "")))
+        gid = await self._create_once(scim, sub, role, group)
+        if gid is not None:  # another sender created it meanwhile: ours goes there
+            group.id = gid
+            await scim.replace(group)
         return True
+
+    async def _create_once(self, scim: HttpxSCIMClient, sub: Doc, role: str, group: Group) -> str | None:
+        """Create the role's Group unless another sender (this replica or another) is creating it;
+        then wait for its id and return it (None: this one created it).
+
+        Two first members of a role joining at once each found no Group and created one, and the
+        peer held two Groups of that name (a lost member in the replicas test)."""
+        owner = f"{uuid.uuid4()}"
+        deadline = asyncio.get_running_loop().time() + CREATE_WAIT_SECONDS
+        while not await self.ids.claim_creation(sub["_id"], "group", role, owner, CREATE_WAIT_SECONDS):
+            if asyncio.get_running_loop().time() > deadline:
+                raise StillChanging(f"the Group of {role} is being created by another sender")
+            await asyncio.sleep(0.1)
+            gid = await self.ids.get(sub["_id"], "group", role)
+            if gid:
+                return gid
+        try:
+            gid = await self.ids.get(sub["_id"], "group", role)  # created just before our claim
+            if gid:
+                return gid
+            created = await scim.create(group)
+            await self.ids.set(sub["_id"], "group", role, str(getattr(created, "id", "")))
+            return None
+        finally:
+            await self.ids.release_creation(sub["_id"], "group", role, owner)
 
 
 def _same_user(a: ScimUser, b: ScimUser) -> bool:

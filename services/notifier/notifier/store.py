@@ -409,3 +409,21 @@ class ScimIds:
 
     async def drop(self, sub: str, kind: str, key: str) -> None:
         await self.col.delete_one({"_id": f"{sub}:{kind}:{key}"})
+
+    async def claim_creation(self, sub: str, kind: str, key: str, owner: str, seconds: float) -> bool:
+        """The right to create the resource ``key`` at the target, for ``seconds``: True for one
+        claimant at a time on any replica (the insert's ``_id`` admits one; an expired claim, left
+        by a sender that died, is taken over by a conditional write)."""
+        cid, now = f"{sub}:{kind}:{key}:creating", _now()
+        until = now + timedelta(seconds=seconds)
+        try:
+            await self.col.insert_one({"_id": cid, "owner": owner, "until": until})
+            return True
+        except DuplicateKeyError:
+            taken = await self.col.update_one(
+                {"_id": cid, "until": {"$lt": now}}, {"$set": {"owner": owner, "until": until}}
+            )
+            return taken.modified_count == 1
+
+    async def release_creation(self, sub: str, kind: str, key: str, owner: str) -> None:
+        await self.col.delete_one({"_id": f"{sub}:{kind}:{key}:creating", "owner": owner})
