@@ -112,6 +112,8 @@ class ScimSender:
         self.concurrency = settings.scim_concurrency
         self.fresh = fresh
         self._connecting = asyncio.Lock()  # one client (and discovery) for concurrent attempts
+        self._retired: list[httpx.AsyncClient] = []  # replaced, closed once their requests are done
+        self._closing: set[asyncio.Task[None]] = set()
         self.p = projections
         self.ids = ids
         self.clock = clock
@@ -120,8 +122,32 @@ class ScimSender:
         self._key: tuple[str, str | None] | None = None
 
     async def close(self) -> None:
+        for task in self._closing:
+            task.cancel()
+        retired, self._retired = self._retired, []
+        for http in [*retired, *([self._http] if self._http is not None else [])]:
+            await http.aclose()
+        self._http = self._scim = None
+
+    def _retire(self) -> None:
+        """Set the client aside, closed only after every request on it has had its timeout.
+
+        Attempts run in parallel on one client: closing it at once when one of them needed a new
+        connection failed the others ("the client has been closed"), and each became a retry."""
         if self._http is not None:
-            await self._http.aclose()
+            http = self._http
+            self._retired.append(http)
+            delay = self.settings.delivery_timeout_seconds + 1
+
+            async def close_later() -> None:
+                await asyncio.sleep(delay)
+                if http in self._retired:
+                    self._retired.remove(http)
+                    await http.aclose()
+
+            task = asyncio.create_task(close_later())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         self._http = self._scim = None
 
     def key_of(self, p: Pending) -> str:
@@ -142,7 +168,7 @@ class ScimSender:
     async def _connect(self, sub: Doc) -> HttpxSCIMClient:
         key = (str(sub["url"]), sub.get("token"))
         if self._scim is None or self._key != key:
-            await self.close()
+            self._retire()
             headers = {"Authorization": f"Bearer {sub['token']}"} if sub.get("token") else {}
             base = str(sub["url"]).rstrip("/") + "/"
             self._http = httpx.AsyncClient(
