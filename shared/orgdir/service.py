@@ -208,26 +208,14 @@ class Runtime:
         """
         self.bus.start()
         self._wire_echoes()
-        while True:
-            try:
-                await store.ensure_indexes(self.db, self.indexes)
-                break
-            except ConnectionFailure as exc:
-                log.warning("database not reachable, retrying", extra={"error": str(exc)})
-                await asyncio.sleep(1)
+        await _until_answered(lambda: store.ensure_indexes(self.db, self.indexes), "creating the indexes")
         for feed in self.views:
             feed.start()
         if self.views:  # bound before the load if the broker answers soon; else the bind reloads
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(f.bound.wait() for f in self.views)), 10)
         for load in self.loaders:  # idempotent: a load cut off by the database is run again
-            while True:
-                try:
-                    await load()
-                    break
-                except ConnectionFailure as exc:
-                    log.warning("database not answering during the load, retrying", extra={"error": str(exc)[:300]})
-                    await asyncio.sleep(1)
+            await _until_answered(load, "loading")
         for feed in self.views:
             feed.loaded = True
 
@@ -324,3 +312,14 @@ class Runtime:
 
 def configure_logging(settings: Settings) -> None:
     logs.configure(settings.service_name, settings.log_level)
+
+
+async def _until_answered(action: Callable[[], Awaitable[Any]], what: str) -> None:
+    """Run ``action`` until the database lets it finish (it is away, or too busy to answer)."""
+    while True:
+        try:
+            await action()
+            return
+        except ConnectionFailure as exc:
+            log.warning("database not answering, retrying", extra={"during": what, "error": str(exc)[:300]})
+            await asyncio.sleep(1)
