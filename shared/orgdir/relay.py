@@ -61,6 +61,7 @@ class OutboxRelay:
         self._tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(64)  # bounded in-flight publishes
         self._marked: set[str] = set()  # collections whose older outboxes this process has marked
+        self._counted_at = float("-inf")  # loop time of the last backlog count (a throttle, not a truth)
         self.published = 0
 
     def notify(self, collection: str, uuid: str, outbox: list[dict[str, Any]] | None = None) -> None:
@@ -205,12 +206,7 @@ class OutboxRelay:
         backlog, oldest = 0, now
         for name in self.collections:
             col = self.db[name]
-            if name not in self._marked:
-                # Outboxes written before ``outbox_since`` existed: marked once per process and collection.
-                await col.update_many(
-                    {"outbox.0": {"$exists": True}, OUTBOX_SINCE: {"$exists": False}}, {"$set": {OUTBOX_SINCE: now}}
-                )
-                self._marked.add(name)
+            await self._mark_older(name, now)
             drained: list[str] = []
             async for doc in col.find({OUTBOX_SINCE: {"$exists": True}}, {"outbox": 1}):
                 if not doc.get("outbox"):
@@ -233,11 +229,44 @@ class OutboxRelay:
                     ],
                     ordered=False,
                 )
+        self._gauge(backlog, oldest, now)
+        return backlog
+
+    async def count_backlog(self, max_age: float = 1.0) -> None:
+        """Recount the backlog gauges for a scrape, unless counted within ``max_age`` seconds.
+
+        The sweep runs every 30 s when deployed; a gauge that old would show an
+        outbox already drained, or hide one that is growing now. Counting
+        publishes nothing, so it is safe on every replica at any time.
+        """
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._counted_at < max_age:
+            return
+        now = self.clock.now()
+        backlog, oldest = 0, now
+        for name in self.collections:
+            await self._mark_older(name, now)
+            async for doc in self.db[name].find({OUTBOX_SINCE: {"$exists": True}}, {"outbox.time": 1}):
+                if events := doc.get("outbox"):
+                    backlog += len(events)
+                    oldest = min(oldest, datetime.fromisoformat(events[0]["time"]))
+        self._gauge(backlog, oldest, now)
+
+    async def _mark_older(self, name: str, now: datetime) -> None:
+        """Outboxes written before ``outbox_since`` existed: marked once per process and collection."""
+        if name in self._marked:
+            return
+        await self.db[name].update_many(
+            {"outbox.0": {"$exists": True}, OUTBOX_SINCE: {"$exists": False}}, {"$set": {OUTBOX_SINCE: now}}
+        )
+        self._marked.add(name)
+
+    def _gauge(self, backlog: int, oldest: datetime, now: datetime) -> None:
+        self._counted_at = asyncio.get_running_loop().time()
         metrics.OUTBOX_BACKLOG.labels(self.settings.service_name).set(backlog)
         metrics.OUTBOX_OLDEST_AGE.labels(self.settings.service_name).set(
             max(0.0, (now - oldest).total_seconds()) if backlog else 0.0
         )
-        return backlog
 
     async def _drain_leased(self, collection: str, uuid: str) -> None:
         """Sweep path: claim a lease with a conditional write, publish only if the claim won.

@@ -779,8 +779,13 @@ async def test_a_municipality_under_chaos_ends_consistent_everywhere(
             quiet = time.monotonic()
             checks = Checks(chaos, receiver, scim, cluster, ns)
             problems: list[str] = ["not checked yet"]
+            shown = quiet
             while problems and time.monotonic() - quiet < SETTLE_SECONDS:
                 problems = await checks.all()
+                if problems and time.monotonic() - shown >= 30:  # progress: what the settling waits for
+                    shown = time.monotonic()
+                    print(f"[settle {shown - quiet:6.0f} s] waiting for: {problems[0]}"
+                          + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""), file=sys.stderr)
                 if problems:
                     # Reading every User and Group costs the one-process SCIM peer as much CPU as
                     # taking in new ones: it is asked less often while it is the one behind.

@@ -44,6 +44,7 @@ from importer.records import (
     Person,
     Record,
     Role,
+    RoleGroup,
     Unit,
     stable_uuid,
 )
@@ -53,18 +54,20 @@ ACTIONS = ("create", "change", "terminate")
 #: which service owns each kind, and its path
 SERVICE = {"units": "orgunits", "persons": "registry", "engagements": "registry", "managers": "registry",
            "associations": "registry", "leaves": "registry", "it_systems": "access-rights",
-           "roles": "access-rights", "assignments": "access-rights"}
+           "roles": "access-rights", "role_groups": "access-rights", "assignments": "access-rights"}
 PATH = {"units": "/api/v1/orgunits", "persons": "/api/v1/persons", "engagements": "/api/v1/engagements",
         "managers": "/api/v1/managers", "associations": "/api/v1/associations", "leaves": "/api/v1/leaves",
-        "it_systems": "/api/v1/it-systems", "roles": "/api/v1/roles", "assignments": "/api/v1/assignments"}
+        "it_systems": "/api/v1/it-systems", "roles": "/api/v1/roles", "role_groups": "/api/v1/role-groups",
+        "assignments": "/api/v1/assignments"}
 #: when each kind is written (what a kind refers to is written in an earlier phase); units go level by level.
 #: Role assignments come before the engagements: then each engagement grants its person's rights as it
 #: arrives, instead of every assignment recomputing the rights of a whole subtree of people at the end.
-PHASE = {"units": 0, "it_systems": 0, "persons": 1, "roles": 1, "assignments": 2, "engagements": 3, "managers": 3,
-         "associations": 3, "leaves": 4}
+#: Role groups name roles, and assignments name role groups: a phase of their own between the two.
+PHASE = {"units": 0, "it_systems": 0, "persons": 1, "roles": 1, "role_groups": 2, "assignments": 3, "engagements": 4,
+         "managers": 4, "associations": 4, "leaves": 5}
 #: ``--full-sync`` terminations: what refers to others ends first
-END_PHASE = {"leaves": 5, "assignments": 5, "engagements": 6, "managers": 6, "associations": 6, "persons": 7,
-             "roles": 7, "units": 8, "it_systems": 8}
+END_PHASE = {"leaves": 6, "assignments": 6, "engagements": 7, "managers": 7, "associations": 7, "role_groups": 7,
+             "persons": 8, "roles": 8, "units": 9, "it_systems": 9}
 #: an IT system's fields when the export leaves them empty (access-rights' own defaults)
 IT_SYSTEM_DEFAULTS = {"username_rule": "{given:3}{surname:3}", "offboarding": "disable", "grace_days": 0}
 
@@ -261,10 +264,12 @@ def desired(record: Record, r: Resolver) -> dict[str, Any]:
             "description": record.description,
             "sensitive": record.sensitive,
         }
+    if isinstance(record, RoleGroup):
+        return {"name": record.name, "roles": [r.ref("roles", role) for role in record.roles]}
     if isinstance(record, Assignment):
         return {
-            "role": r.ref("roles", record.role),
-            "role_group": None,
+            "role": r.ref("roles", record.role) if record.role else None,
+            "role_group": r.ref("role_groups", record.role_group) if record.role_group else None,
             "person": r.ref("persons", record.person) if record.person else None,
             "unit": r.ref("units", record.unit) if record.unit else None,
             "inherit": record.inherit,
@@ -314,6 +319,8 @@ def comparable(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         out["description"] = fields.get("description") or ""
         out["sensitive"] = bool(fields.get("sensitive"))
         return out
+    if kind == "role_groups":
+        return {"name": fields.get("name"), "roles": tuple(sorted(fields.get("roles") or ()))}
     if kind == "assignments":
         out = {k: fields.get(k) for k in ("role", "role_group", "person", "unit", "job_function")}
         out["inherit"] = bool(fields.get("inherit"))
@@ -371,7 +378,7 @@ def plan(
     # Everything else, in KINDS order (what a record refers to is planned before it).
     for kind in KINDS[1:]:
         records = [r for r in export.of(kind) if unique(r)]
-        if kind in ("persons", "engagements", "it_systems", "roles"):
+        if kind in ("persons", "engagements", "it_systems", "roles", "role_groups"):
             resolver.known[kind] |= {r.uuid for r in records if _refs_ok(r, resolver)}
         for record in records:
             _plan_record(record, state, resolver, out, names, phase=PHASE[kind], order=0, refuse=refuse)
@@ -534,10 +541,13 @@ def _describe_new(record: Record, names: Mapping[str, str]) -> str:
         return repr(record.name)
     if isinstance(record, Role):
         return f"{record.name!r} in {record.it_system}"
+    if isinstance(record, RoleGroup):
+        return f"{record.name!r} of {', '.join(record.roles)}"
     if isinstance(record, Assignment):
         target = record.person or " ".join(x for x in (record.job_function, "in" if record.job_function and
                                                        record.unit else "", record.unit) if x)
-        return f"{record.role} to {target}{' and below' if record.inherit else ''}"
+        what = record.role or f"role group {record.role_group}"
+        return f"{what} to {target}{' and below' if record.inherit else ''}"
     return ""
 
 

@@ -9,9 +9,10 @@ People have Danish names, valid-looking CPR numbers (unique), e-mail and phone;
 engagements carry job functions that fit the unit; most units have a manager
 (a few positions vacant); some engagements have a leave; union and work
 environment representatives and MED members are associations. The role
-catalogue: IT systems the municipality uses, roles in each, and assignments of
-the roles to units (often with their subtree) and to job functions (often
-within an area).
+catalogue: IT systems the municipality uses, roles in each, role groups (a few
+roles of one system given together), and assignments of the roles (one in ten:
+of a role group) to units (often with their subtree) and to job functions
+(often within an area).
 
 Dates are fixed (not relative to today), so the same seed gives the same
 files on any day. ``mutate`` makes the next night's export: moves, leavers, hires.
@@ -36,6 +37,7 @@ from importer.records import (
     Period,
     Person,
     Role,
+    RoleGroup,
     Unit,
 )
 
@@ -51,17 +53,18 @@ class Size:
     leave_share: float = 0.03
     it_systems: int = 0
     roles: int = 0  # spread over the IT systems
+    role_groups: int = 0  # 2-5 roles of one IT system each; one assignment in ten is of a group
     assignments: int = 0  # to units and job functions
     associations: int = 0
 
 
 PRESETS: dict[str, Size] = {
-    "tiny": Size(units=40, people=120, engagements=140, levels=6, it_systems=3, roles=8, assignments=8,
-                 associations=10),
-    "small": Size(units=200, people=2_000, engagements=2_400, levels=7, it_systems=12, roles=60, assignments=60,
-                  associations=120),
+    "tiny": Size(units=40, people=120, engagements=140, levels=6, it_systems=3, roles=8, role_groups=2,
+                 assignments=8, associations=10),
+    "small": Size(units=200, people=2_000, engagements=2_400, levels=7, it_systems=12, roles=60, role_groups=8,
+                  assignments=60, associations=120),
     "municipality": Size(units=3_000, people=30_000, engagements=36_000, levels=8, it_systems=40, roles=400,
-                         assignments=400, associations=1_500),
+                         role_groups=40, assignments=400, associations=1_500),
 }
 
 FOUNDED = date(2007, 1, 1)  # the municipal reform: every municipality's tree starts here
@@ -173,6 +176,7 @@ IT_SYSTEMS = [
 ROLE_NAMES = ["Læseadgang", "Sagsbehandler", "Superbruger", "Administrator", "Leder", "Attestant", "Godkender",
               "Registrering", "Rapporter", "Support"]
 SENSITIVE_ROLES = {"Administrator", "Attestant"}
+GROUP_NAMES = ["Grundpakke", "Sagsbehandling", "Ledelse", "Økonomi", "Udvidet"]
 
 MANAGER_BY_DEPTH = [("direktoer", "niveau1"), ("direktoer", "niveau1"), ("chef", "niveau2"), ("leder", "niveau3")]
 
@@ -341,7 +345,11 @@ def _associations(export: Export, size: Size, rng: random.Random, engagements: l
 
 
 def _catalogue(export: Export, size: Size, rng: random.Random, units: list[_U]) -> None:
-    """IT systems, their roles, and the roles assigned to units (with or without the subtree) and job functions."""
+    """IT systems, their roles and role groups, and the roles (or groups) assigned to units (with or without the
+    subtree) and job functions.
+
+    The groups' roles are drawn last, so every other record is the same as it would be without groups.
+    """
     systems = [ITSystem(key, Period(FOUNDED), _o("it_systems", n), name=name, username_rule=rule,
                         offboarding=offboarding, grace_days=grace)
                for n, (key, name, rule, offboarding, grace) in enumerate(rng.sample(IT_SYSTEMS, size.it_systems))]
@@ -356,21 +364,32 @@ def _catalogue(export: Export, size: Size, rng: random.Random, units: list[_U]) 
                           it_system=system.key, name=name, description=f"{name} i {system.name}",
                           sensitive=base in SENSITIVE_ROLES))
     export.roles = roles
+    groups = size.role_groups if roles else 0
     areas = [u for u in units if 1 <= u.depth <= 3]
     for n in range(size.assignments if roles and areas else 0):
-        role = roles[n % len(roles)]
+        group = f"G{(n // 10) % groups + 1:04d}" if groups and n % 10 == 5 else None  # one in ten: a role group
+        role = None if group else roles[n % len(roles)].key
         where = rng.choice(areas)
         start = max(where.unit.validity.from_, date(2020, 1, 1) + timedelta(days=rng.randint(0, 2000)))
         if rng.random() < 0.5:  # a unit (and, mostly, everything below it)
-            a = Assignment(f"T{n + 1:05d}", Period(start), _o("assignments", n), role=role.key, unit=where.unit.key,
-                           inherit=rng.random() < 0.7)
+            a = Assignment(f"T{n + 1:05d}", Period(start), _o("assignments", n), role=role, role_group=group,
+                           unit=where.unit.key, inherit=rng.random() < 0.7)
         else:  # a job function within an area; now and then everywhere
             job = _weighted(rng, JOBS[where.category])
             everywhere = rng.random() < 0.1
             a = Assignment(f"T{n + 1:05d}", Period(start if not everywhere else date(2020, 1, 1)),
-                           _o("assignments", n), role=role.key, job_function=job,
+                           _o("assignments", n), role=role, role_group=group, job_function=job,
                            unit=None if everywhere else where.unit.key)
         export.assignments.append(a)
+    with_roles = [s for s in systems if any(r.it_system == s.key for r in roles)]
+    for g in range(groups):
+        system = with_roles[g % len(with_roles)]
+        own = [r.key for r in roles if r.it_system == system.key]
+        picked = tuple(sorted(rng.sample(own, min(len(own), rng.randint(2, 5)))))
+        name = f"{system.name}: {GROUP_NAMES[(g // len(with_roles)) % len(GROUP_NAMES)]}"
+        round_ = g // (len(with_roles) * len(GROUP_NAMES))
+        export.role_groups.append(RoleGroup(f"G{g + 1:04d}", Period(FOUNDED), _o("role_groups", g),
+                                            name=name if round_ == 0 else f"{name} {round_ + 1}", roles=picked))
 
 
 def mutate(export: Export, *, seed: int, day: date, moves: int = 0, leavers: int = 0, hires: int = 0) -> Export:
@@ -412,4 +431,4 @@ def mutate(export: Export, *, seed: int, day: date, moves: int = 0, leavers: int
     return Export(units=list(export.units), persons=persons, engagements=engagements,
                   managers=list(export.managers), associations=list(export.associations),
                   leaves=list(export.leaves), it_systems=list(export.it_systems), roles=list(export.roles),
-                  assignments=list(export.assignments))
+                  role_groups=list(export.role_groups), assignments=list(export.assignments))

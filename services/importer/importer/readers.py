@@ -123,8 +123,9 @@ def _typed(row: dict[str, str]) -> dict[str, Any]:
         out["fraction"] = float(out["fraction"])
     if out.get("grace_days"):
         out["grace_days"] = int(out["grace_days"])
-    if "responsibilities" in out:
-        out["responsibilities"] = [r for r in (out["responsibilities"] or "").split(";") if r]
+    for listed in ("responsibilities", "roles"):  # ``;``-separated in CSV, a list in JSON
+        if listed in out:
+            out[listed] = [r for r in (out[listed] or "").split(";") if r]
     return out
 
 

@@ -19,10 +19,11 @@ NAMESPACE = uuid.UUID("6a0d6f43-1c2e-5b7a-9e41-0f3d2b8c7a15")
 
 #: the kinds, in the order they are read, planned and written
 KINDS: tuple[str, ...] = (
-    "units", "persons", "engagements", "managers", "associations", "leaves", "it_systems", "roles", "assignments",
+    "units", "persons", "engagements", "managers", "associations", "leaves", "it_systems", "roles", "role_groups",
+    "assignments",
 )
 #: the kinds access-rights holds (the role catalogue and its assignments)
-ACCESS_KINDS: tuple[str, ...] = ("it_systems", "roles", "assignments")
+ACCESS_KINDS: tuple[str, ...] = ("it_systems", "roles", "role_groups", "assignments")
 #: kinds many HR systems do not hold: ``--full-sync`` ends them only when the export has records of the kind
 OPTIONAL_KINDS: tuple[str, ...] = ("associations", *ACCESS_KINDS)
 
@@ -38,7 +39,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "leaves": ("key", "person", "engagement", "leave_type", "from", "to"),
     "it_systems": ("key", "name", "username_rule", "offboarding", "grace_days", "from", "to"),
     "roles": ("key", "it_system", "name", "description", "sensitive", "from", "to"),
-    "assignments": ("key", "role", "unit", "inherit", "job_function", "person", "from", "to"),
+    "role_groups": ("key", "name", "roles", "from", "to"),
+    "assignments": ("key", "role", "role_group", "unit", "inherit", "job_function", "person", "from", "to"),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "units": ("key", "name", "unit_type", "from"),
@@ -49,11 +51,12 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "leaves": ("key", "person", "engagement", "leave_type", "from"),
     "it_systems": ("key", "name", "from"),
     "roles": ("key", "it_system", "name", "from"),
-    "assignments": ("key", "role", "from"),
+    "role_groups": ("key", "name", "roles", "from"),
+    "assignments": ("key", "from"),  # and exactly one of role and role_group (checked in ``parse``)
 }
 SINGULAR = {"units": "unit", "persons": "person", "engagements": "engagement", "managers": "manager",
             "associations": "association", "leaves": "leave", "it_systems": "it_system", "roles": "role",
-            "assignments": "assignment"}
+            "role_groups": "role_group", "assignments": "assignment"}
 
 
 def stable_uuid(kind: str, key: str) -> str:
@@ -181,10 +184,21 @@ class Role(Record):
 
 
 @dataclass(frozen=True)
-class Assignment(Record):
-    """A role to a unit (``inherit``: its whole subtree), to a job function (optionally within a unit), or a person."""
+class RoleGroup(Record):
+    """Roles given together: an assignment may name the group instead of one role."""
 
-    role: str = ""
+    name: str = ""
+    roles: tuple[str, ...] = ()  # roles' source keys, sorted
+    kind: str = field(default="role_groups", init=False, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Assignment(Record):
+    """A role or a role group (exactly one) to a unit (``inherit``: its whole subtree), to a job function
+    (optionally within a unit), or to a person."""
+
+    role: str | None = None
+    role_group: str | None = None
     unit: str | None = None
     inherit: bool = False
     job_function: str | None = None
@@ -319,7 +333,20 @@ def parse(kind: str, row: Mapping[str, Any], origin: Origin) -> Record:
     if kind == "roles":
         return Role(key, period, origin, it_system=t("it_system") or "", name=t("name") or "",
                     description=t("description") or "", sensitive=_bool(row, "sensitive"))
+    if kind == "role_groups":
+        roles = _list(row, "roles")
+        if not roles:
+            raise RecordError("roles names no role (role keys separated by ;)")
+        twice = sorted({r for r in roles if roles.count(r) > 1})
+        if twice:
+            raise RecordError(f"roles lists {', '.join(twice)} more than once")
+        return RoleGroup(key, period, origin, name=t("name") or "", roles=roles)
     if kind == "assignments":
+        role, role_group = t("role"), t("role_group")
+        if role and role_group:
+            raise RecordError("names both role and role_group: an assignment gives one of them")
+        if not (role or role_group):
+            raise RecordError("missing role or role_group")
         unit, job_function, person, inherit = t("unit"), t("job_function"), t("person"), _bool(row, "inherit")
         if person and (unit or job_function):
             raise RecordError("a person assignment names no unit or job_function")
@@ -327,7 +354,7 @@ def parse(kind: str, row: Mapping[str, Any], origin: Origin) -> Record:
             raise RecordError("missing a target: unit, job_function or person")
         if inherit and (person or job_function):
             raise RecordError("inherit is for unit assignments only (not with job_function or person)")
-        return Assignment(key, period, origin, role=t("role") or "", unit=unit, inherit=inherit,
+        return Assignment(key, period, origin, role=role, role_group=role_group, unit=unit, inherit=inherit,
                           job_function=job_function, person=person)
     raise RecordError(f"unknown kind {kind!r}")
 
@@ -362,6 +389,7 @@ class Export:
     leaves: list[Leave] = field(default_factory=list)
     it_systems: list[ITSystem] = field(default_factory=list)
     roles: list[Role] = field(default_factory=list)
+    role_groups: list[RoleGroup] = field(default_factory=list)
     assignments: list[Assignment] = field(default_factory=list)
     invalid: list[Invalid] = field(default_factory=list)
 

@@ -26,7 +26,7 @@ from importer.settings import ImportSettings
 #: problems that mean "the service has not yet heard of a unit, class, person or catalogue entry we just wrote"
 #: (the registry and access-rights learn units and classes from orgunits events; another replica may be behind)
 LAGGING = {"unknown-unit", "unit-not-active", "unknown-class", "class-not-active", "unknown-job-function",
-           "unknown-person", "unknown-it-system", "unknown-role"}
+           "unknown-person", "unknown-it-system", "unknown-role", "unknown-role-group"}
 
 
 @dataclass

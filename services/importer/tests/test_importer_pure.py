@@ -204,12 +204,15 @@ def test_a_size_can_be_tailored() -> None:
 def test_the_municipality_has_its_role_catalogue_and_associations() -> None:
     export = municipality()
     c = export.counts()
-    assert (c["it_systems"], c["roles"], c["assignments"]) == (40, 400, 400)
+    assert (c["it_systems"], c["roles"], c["role_groups"], c["assignments"]) == (40, 400, 40, 400)
     assert c["associations"] == 1500
     systems = {s.key for s in export.it_systems}
     roles = {r.key for r in export.roles}
     assert {r.it_system for r in export.roles} == systems
-    assert {a.role for a in export.assignments} <= roles
+    assert all((a.role is None) != (a.role_group is None) for a in export.assignments)
+    assert {a.role for a in export.assignments if a.role} <= roles
+    assert {a.role_group for a in export.assignments if a.role_group} == {g.key for g in export.role_groups}
+    assert sum(1 for a in export.assignments if a.role_group) == 40  # one in ten
     on_units = [a for a in export.assignments if a.unit and not a.job_function]
     on_jobs = [a for a in export.assignments if a.job_function]
     assert on_units and on_jobs and not any(a.person for a in export.assignments)
@@ -255,7 +258,7 @@ def test_catalogue_references_are_resolved_or_refused() -> None:
     assert why == {("roles.csv", 90): "unknown it_system 'NOPE'", ("assignments.csv", 91): "unknown role 'R-X'",
                    ("assignments.csv", 92): "unknown job_function class 'astronaut'"}
     body = next(op.writes[0].body for op in p.ops if op.kind == "assignments" and op.key == "T00001")
-    assert body["role"] == stable_uuid("roles", export.assignments[0].role)
+    assert body["role"] == stable_uuid("roles", export.assignments[0].role or "")
     assert [op.writes[0].service for op in p.ops if op.kind == "roles"][:1] == ["access-rights"]
     phase = {op.kind: op.phase for op in p.ops}
     assert phase["it_systems"] < phase["roles"] < phase["assignments"] and phase["units"] < phase["assignments"]
@@ -264,7 +267,7 @@ def test_catalogue_references_are_resolved_or_refused() -> None:
 def test_full_sync_leaves_a_kind_the_export_does_not_hold_alone() -> None:
     export = generate("tiny", 3)
     state = mirror(export)
-    without = replace(export, it_systems=[], roles=[], assignments=[], associations=[])
+    without = replace(export, it_systems=[], roles=[], role_groups=[], assignments=[], associations=[])
     p = plan(without, state, full_sync_from=DAY + timedelta(days=1))
     assert p.ops == []
     fewer = replace(export, assignments=export.assignments[1:])
@@ -283,3 +286,100 @@ def test_an_access_rights_document_reads_as_its_slice_on_the_day() -> None:
     assert slice_on(doc, date(2024, 12, 31)) == {**doc["timeline"][0], "uuid": "r1", "version": 3}  # type: ignore[dict-item]
     assert slice_on(doc, date(2025, 1, 1))["name"] == "B"  # type: ignore[index]
     assert slice_on(doc, date(2019, 12, 31)) is None
+
+
+# ---------------------------------------------------------------------------- role groups
+
+
+def test_role_group_rows_are_read_and_an_assignment_names_exactly_one_of_role_and_role_group(tmp_path: Path) -> None:
+    from importer.records import Assignment, RoleGroup
+
+    (tmp_path / "role_groups.csv").write_text(
+        "key,name,roles,from,to\nG1,Kontor,AD-02; AD-01,2020-01-01,\nG2,Tom,;,2020-01-01,\n"
+        "G3,Dobbelt,AD-01;AD-01,2020-01-01,\n", encoding="utf-8")
+    (tmp_path / "assignments.csv").write_text(
+        "key,role,role_group,unit,from\nT1,,G1,U1,2024-01-01\nT2,AD-01,G1,U1,2024-01-01\nT3,,,U1,2024-01-01\n",
+        encoding="utf-8")
+    export = collect(CsvSource(tmp_path))
+    o = Origin("role_groups.csv", 2)
+    assert export.role_groups == [RoleGroup("G1", Period(date(2020, 1, 1)), o, name="Kontor", roles=("AD-01", "AD-02"))]
+    assert export.role_groups[0].uuid == stable_uuid("role_group", "G1")
+    assert export.assignments == [Assignment("T1", Period(date(2024, 1, 1)), Origin("assignments.csv", 2),
+                                             role_group="G1", unit="U1")]
+    assert [str(r) for r in export.invalid] == [
+        "role_groups.csv:3: role_group G2: roles names no role (role keys separated by ;)",
+        "role_groups.csv:4: role_group G3: roles lists AD-01 more than once",
+        "assignments.csv:3: assignment T2: names both role and role_group: an assignment gives one of them",
+        "assignments.csv:4: assignment T3: missing role or role_group",
+    ]
+
+
+def test_role_groups_are_written_as_role_uuids_between_roles_and_assignments() -> None:
+    export = generate("tiny", 3)
+    group = export.role_groups[0]
+    [by_group] = [a for a in export.assignments if a.role_group]
+    export.role_groups.append(replace(group, key="G-X", roles=(group.roles[0], "NOPE"),
+                                      origin=Origin("role_groups.csv", 90)))
+    export.assignments.append(replace(by_group, key="T-X", role_group="G-X", origin=Origin("assignments.csv", 91)))
+    p = plan(export, State(DAY, classes=CLASS_UUIDS))
+    why = {(r.origin.file, r.origin.line): r.message for r in p.rejected}
+    assert why == {("role_groups.csv", 90): "unknown role 'NOPE'", ("assignments.csv", 91): "unknown role_group 'G-X'"}
+    [write] = next(op.writes for op in p.ops if op.uuid == group.uuid)
+    assert (write.service, write.method, write.path) == ("access-rights", "PUT", f"/api/v1/role-groups/{group.uuid}")
+    assert write.body == {"name": group.name, "roles": [stable_uuid("roles", r) for r in group.roles],
+                          "validity": {"from": group.validity.from_.isoformat(), "to": None}}
+    body = next(op.writes[0].body for op in p.ops if op.uuid == by_group.uuid)
+    assert (body["role"], body["role_group"]) == (None, stable_uuid("role_groups", by_group.role_group or ""))
+    phase = {op.kind: op.phase for op in p.ops}
+    assert phase["roles"] < phase["role_groups"] < phase["assignments"] < phase["engagements"]
+    assert f"create role_group {group.key} (role_groups.csv:2): {group.name!r} of " in describe(p)
+
+
+def test_a_role_group_compares_regardless_of_the_order_of_its_roles() -> None:
+    from importer.domain import comparable
+
+    a, b = ({"name": "Kontor", "roles": roles, "validity": {}} for roles in (["r2", "r1"], ["r1", "r2"]))
+    assert comparable("role_groups", a) == comparable("role_groups", b) == {"name": "Kontor", "roles": ("r1", "r2")}
+    export = generate("tiny", 3)
+    state = mirror(export)
+    for item in state.current["role_groups"].values():
+        item["roles"] = item["roles"][::-1]  # as access-rights may list them
+    assert plan(export, state).ops == []
+    group = export.role_groups[0]
+    export.role_groups[0] = replace(group, roles=group.roles[1:])
+    [op] = plan(export, state).ops
+    assert (op.kind, op.action, op.writes[0].body["roles"]) == (
+        "role_groups", "change", [stable_uuid("roles", r) for r in group.roles[1:]])
+
+
+def test_full_sync_ends_a_missing_role_group_after_its_assignments() -> None:
+    export = generate("tiny", 3)
+    state = mirror(export)
+    gone = export.role_groups[0]
+    fewer = replace(export, role_groups=export.role_groups[1:],
+                    assignments=[a for a in export.assignments if a.role_group != gone.key])
+    p = plan(fewer, state, full_sync_from=DAY + timedelta(days=1))
+    ended = [(op.kind, op.uuid) for group in p.phases() for op in group]
+    assert ended == [("assignments", a.uuid) for a in export.assignments if a.role_group == gone.key] + [
+        ("role_groups", gone.uuid)]
+
+
+def test_the_generator_adds_role_groups_and_their_assignments_deterministically() -> None:
+    tiny, small = generate("tiny", 3), generate("small", 4)
+    assert tiny == generate("tiny", 3) and tiny.role_groups != generate("tiny", 4).role_groups
+    assert (len(tiny.role_groups), len(small.role_groups)) == (2, 8)
+    for export in (tiny, small):
+        system = {r.key: r.it_system for r in export.roles}
+        for g in export.role_groups:
+            assert 2 <= len(g.roles) <= 5 and len({system[r] for r in g.roles}) == 1
+        by_group = [a for a in export.assignments if a.role_group]
+        assert by_group and {a.role_group for a in by_group} <= {g.key for g in export.role_groups}
+        assert all(a.role is None for a in by_group) and len(by_group) == (len(export.assignments) + 4) // 10
+    # Without role groups every other record is as it was: the groups' roles are drawn last.
+    plain = generate(replace(PRESETS["small"], role_groups=0), 4)
+    assert plain.role_groups == [] and all(a.role for a in plain.assignments)
+    for kind in KINDS:
+        if kind not in ("role_groups", "assignments"):
+            assert plain.of(kind) == small.of(kind)
+    assert [replace(a, role=None) for a in plain.assignments] == [
+        replace(a, role=None, role_group=None) for a in small.assignments]

@@ -2,7 +2,8 @@
 
 One stack for the module; the tests build on each other's data, in order:
 the first import, the same export again (nothing written, no event on the
-broker), a changed export (exactly its moves, leavers and hires), bad rows
+broker), its role groups and role-group assignment as access-rights holds
+them, a changed export (exactly its moves, leavers and hires), bad rows
 (each reported with its line, every good row imported), and --full-sync.
 """
 
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from importer.client import Api
+from importer.domain import PATH, SERVICE
 from importer.generate import Size, generate, mutate
 from importer.readers import CsvSource, write_csv
 from importer.records import stable_uuid
@@ -25,7 +28,9 @@ from orgdir_tools.testkit import EventCollector
 
 from .conftest import Stack
 
-SIZE = Size(units=24, people=30, engagements=36, levels=5, it_systems=3, roles=6, assignments=6, associations=5)
+#: six assignments: the sixth is of a role group (one in ten, from the sixth on)
+SIZE = Size(units=24, people=30, engagements=36, levels=5, it_systems=3, roles=6, role_groups=2, assignments=6,
+            associations=5)
 TODAY = date.today()
 TOMORROW = TODAY + timedelta(days=1)
 BASE = generate(SIZE, 11)
@@ -65,6 +70,31 @@ async def test_the_same_export_twice_writes_nothing_and_publishes_nothing(stack:
         assert (second.exit_code, second.requests, sum(second.written.values())) == (0, 0, 0)
         assert dict(second.plan.unchanged) == {k: n for k, n in BASE.counts().items() if n}
         assert await quiet(events) == []
+
+
+async def test_role_groups_and_their_assignments_reach_access_rights_once(stack: Stack, base_dir: Path) -> None:
+    by_group = [a for a in BASE.assignments if a.role_group]
+    assert BASE.role_groups and by_group
+    api = Api(stack.settings)
+    try:
+        for group in BASE.role_groups:
+            found = await api.get(SERVICE["role_groups"], f"{PATH['role_groups']}/{group.uuid}",
+                                  at=group.validity.from_.isoformat())
+            assert found is not None and found["current"] is not None, group.key
+            assert found["current"]["name"] == group.name
+            assert sorted(found["current"]["roles"]) == sorted(stable_uuid("roles", r) for r in group.roles)
+        for a in by_group:
+            found = await api.get(SERVICE["assignments"], f"{PATH['assignments']}/{a.uuid}",
+                                  at=a.validity.from_.isoformat())
+            assert found is not None and found["current"] is not None, a.key
+            assert (found["current"]["role"], found["current"]["role_group"]) == (
+                None, stable_uuid("role_groups", a.role_group or ""))
+    finally:
+        await api.aclose()
+    again, _ = await run(stack, base_dir)
+    assert (again.exit_code, again.requests, again.plan.ops) == (0, 0, [])
+    assert (again.plan.unchanged["role_groups"], again.plan.unchanged["assignments"]) == (
+        len(BASE.role_groups), len(BASE.assignments))
 
 
 async def test_moves_leavers_and_hires_are_planned_and_written_exactly(
