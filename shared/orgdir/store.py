@@ -609,6 +609,7 @@ class _Held:
     written: list[tuple[str, str]] = field(default_factory=list)
     uses: int = 0
     caught_up: bool = True
+    took_over: bool = False  # from a holder whose lease ran out: it may have died half-way
     renewing: asyncio.Task[None] | None = None
 
 
@@ -679,7 +680,7 @@ class Section:
             if self._held is None:
                 self._held = await self._take()
             held = self._held
-            ticket = SectionTicket()
+            ticket = SectionTicket(took_over=held.took_over and held.uses == 0)
             try:
                 yield ticket
             finally:
@@ -716,7 +717,7 @@ class Section:
             # Taken over from a holder whose lease ran out: it died, and what it wrote is not logged.
             log.warning("section taken over from an expired holder", extra={"section": self.name})
             self.seen = None
-        held = _Held(token, int(before["seq"]), loop.time())
+        held = _Held(token, int(before["seq"]), loop.time(), took_over=before.get("holder") is not None)
         held.renewing = asyncio.create_task(self._renew(token), name=f"lease-{self.name}")
         try:
             await self._catch_up(held.seq)
@@ -738,6 +739,14 @@ class Section:
         if released.matched_count != 1:
             log.error("section lease lost while held", extra={"section": self.name})
         self.seen = held.seq + len(entries) if held.caught_up else None  # None: reload on next entry
+
+    async def abandoned(self) -> bool:
+        """A holder's lease ran out and nobody has entered since: it died holding the section, and
+        whatever it left half-done waits for the next entry (which a timer can then make)."""
+        doc = await self.col.find_one({"_id": self.name}, {"holder": 1, "until": 1})
+        if doc is None or doc.get("holder") is None or doc.get("until") is None:
+            return False
+        return bool(doc["until"] < datetime.now(UTC))  # the client is tz-aware
 
     async def _renew(self, token: str) -> None:
         """Keep the lease while the holder works (a large recomputation or a full reload can outlast it)."""
@@ -770,6 +779,7 @@ class SectionTicket:
     """What the holder wrote, so the next holder (any replica) re-reads it."""
 
     written: list[tuple[str, str]] = field(default_factory=list)
+    took_over: bool = False  # the first entry after a holder died: what it left half-done is the entrant's
 
     def wrote(self, collection: str, uuid: str) -> None:
         self.written.append((collection, uuid))

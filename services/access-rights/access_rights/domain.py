@@ -591,6 +591,14 @@ def username_candidates(base: str, limit: int = 10000) -> Iterable[str]:
         yield f"{base}{n}"
 
 
+def everyone_reached(cat: CatalogueView, org: OrgView) -> set[str]:
+    """Everyone any assignment could ever reach (with those who hold rights, whom a reconciliation covers)."""
+    out: set[str] = set()
+    for a in cat.assignments.values():
+        out |= assignment_candidates(a, org)
+    return out
+
+
 def assignment_candidates(a: AssignmentState, org: OrgView) -> set[str]:
     """Everyone an assignment could ever reach: recomputing them is enough after it changes."""
     out: set[str] = set()

@@ -238,6 +238,7 @@ class AccessService:
         self._jobs: list[tuple[Job[Any], contextvars.Context, asyncio.Future[Any], bool]] = []
         self._runner: asyncio.Task[None] | None = None
         self._reload_on_entry = False
+        self._healing: asyncio.Task[None] | None = None
         self.handled = 0  # org events this replica handled (tests, metrics)
 
     # ------------------------------------------------------------------ model
@@ -430,6 +431,13 @@ class AccessService:
                         if self._reload_on_entry:  # took over the org queue: the one before may have died
                             await self.load()
                             self._reload_on_entry = False
+                        if ticket.took_over:  # the holder before died, perhaps half-way through a recomputation
+                            ticket.took_over = False
+                            try:
+                                await self.reconcile(ticket, "the section's holder before died")
+                            except Exception:
+                                self._heal()
+                                raise
                         job, context, current, _ = self._jobs.pop(0)
                         if current.done():  # the caller went away before it ran
                             continue
@@ -438,6 +446,8 @@ class AccessService:
                         except Exception as exc:
                             if not current.done():
                                 current.set_exception(exc)
+                            if _maybe_half_done(exc):
+                                self._heal()
                         else:
                             if not current.done():
                                 current.set_result(result)
@@ -528,7 +538,13 @@ class AccessService:
         await self.recompute(ticket, affected, Cause(self.clock.now(), f"{name} write"))
 
     async def tick(self) -> int:
-        """The day boundary job (every replica): future-dated changes grant and revoke on their day."""
+        """The day boundary job (every replica): future-dated changes grant and revoke on their day.
+
+        It also enters a section whose holder died and nobody entered since, so
+        what that holder left half-done is reconciled without waiting for a write.
+        """
+        if await self.section.abandoned():
+            await self.in_section(_nothing, patient=True)
         await self.assignment_scheduler.run_due()
         due = [d["_id"] for d in await self.rights.due(self.clock.now(), limit=1_000_000)]
         if not due:
@@ -538,6 +554,36 @@ class AccessService:
         )
 
     # ------------------------------------------------------------------ recomputation
+
+    async def reconcile(self, ticket: SectionTicket, why: str) -> int:
+        """Recompute everyone an assignment reaches or who holds rights; only differences are written.
+
+        A catalogue write is stored before its recomputation runs: a holder that
+        dies or fails in between leaves people without the rights the stored
+        catalogue gives them (and a client's retry of the same PUT changes
+        nothing). The next holder reconciles, under the mass-change guard.
+        """
+        everyone = domain.everyone_reached(self.cat, self.org) | set(self.published)
+        log.warning("reconciling every person's rights", extra={"why": why, "persons": len(everyone)})
+        return await self.recompute(ticket, everyone, Cause(self.clock.now(), f"reconciliation: {why}"))
+
+    def _heal(self) -> None:
+        """After a job failed half-way: reconcile in the section as soon as it can be entered."""
+        if self._healing is not None and not self._healing.done():
+            return
+
+        async def until_done() -> None:
+            pause = 0.5
+            while True:
+                try:
+                    await self.in_section(lambda t: self.reconcile(t, "a recomputation failed"), patient=True)
+                    return
+                except Exception as exc:
+                    log.warning("reconciliation failed; trying again", extra={"error": str(exc)})
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 5.0)
+
+        self._healing = asyncio.create_task(until_done(), name="access-rights-reconcile")
 
     def rights_of(self, person: str) -> list[Right]:
         """What decisions use: the org events consumed."""
@@ -1100,6 +1146,16 @@ class AccessService:
     async def decide_batch(self, batch_id: str, release: bool, actor: str) -> HeldBatch:
         """Release (the revocations go out) or cancel (they never do) a held batch, once."""
         return HeldBatch.model_validate(self._batch(await self.decide(batch_id, release, actor)))
+
+
+async def _nothing(ticket: SectionTicket) -> None:
+    """A job that only enters the section (and so reconciles what a dead holder left)."""
+
+
+def _maybe_half_done(exc: BaseException) -> bool:
+    """A job failed by the infrastructure (not refused by a rule): it may have stored a change
+    whose recomputation did not finish."""
+    return not isinstance(exc, problems.Problem) or isinstance(exc, problems.Unavailable)
 
 
 def _same_state(new: dict[str, Any], old: dict[str, Any]) -> bool:

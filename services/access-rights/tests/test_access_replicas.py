@@ -12,7 +12,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo.errors import ConnectionFailure
 
+from orgdir.store import Change
 from orgdir_tools.testkit import RunningApp, eventually
 
 START = date(2025, 3, 3)  # the fixtures' today
@@ -377,3 +379,77 @@ async def test_a_replica_that_died_holding_the_section_costs_time_not_events(pai
     )
     assert await dead_letters(pair) == 0
     granted_once(pair)
+
+
+async def _r2(app: RunningApp) -> None:
+    await ok(app, "PUT", "/api/v1/roles/r-2", json={"validity": v("2000-01-01"), "it_system": "sys-ad", "name": "r-2"})
+
+
+def grants(pair: Any) -> set[tuple[str, str]]:
+    return {(e.subject, e.data["role"]) for e in pair.events.of_type("access.granted")}
+
+
+@pytest.mark.parametrize("pair", [{"scheduler_interval_seconds": 0.5}], indirect=True)
+async def test_a_catalogue_write_a_dead_holder_stored_but_never_recomputed_is_reconciled(pair: Any) -> None:
+    """The holder stored an assignment and was killed before recomputing anyone; nobody writes
+    afterwards. The timer finds the abandoned section, enters it, and the entrant reconciles."""
+    await tree(pair.feed, U1)
+    await hire(pair.feed, {"p-1": U1, "p-2": U1})
+    await pair.settled(pair.a)
+    await catalogue(pair.a, {U1: "r-1"})
+    await _r2(pair.a)
+    await pair.events.wait_type("access.granted", count=2)
+    db = pair.a.runtime.db
+    # What the dead holder left: the assignment stored (its event in the outbox), no recomputation,
+    # and the section still held under a lease that has run out.
+    doc = await db["assignments"].find_one({"_id": "as-r-1"})
+    state = {**doc["state"], "timeline": [{**s, "role": "r-2"} for s in doc["state"]["timeline"]]}
+    await service(pair.a).repos["assignments"].insert("as-r-2", Change(state, "assignment.created"))
+    expired = datetime.now(UTC) - timedelta(seconds=1)
+    held = await db["_sections"].update_one(
+        {"_id": service(pair.a).section.name}, {"$set": {"holder": "dead-replica", "until": expired}}
+    )
+    assert held.matched_count == 1
+    await pair.events.wait_type("access.granted", count=4, timeout=20)
+    assert grants(pair) == {("p-1", "r-1"), ("p-2", "r-1"), ("p-1", "r-2"), ("p-2", "r-2")}
+    await pair.settled(pair.a)
+    granted_once(pair)
+    for app in (pair.a, pair.b):
+        assert roles(await rights(app, "p-1")) == roles(await rights(app, "p-2")) == ["r-1", "r-2"]
+    assert not await service(pair.a).section.abandoned()
+
+
+async def test_a_recomputation_the_database_cut_off_is_finished_without_a_retry(pair: Any) -> None:
+    """The assignment is stored, then the database fails one person's write: the client gets a 503
+    and never retries (the same PUT again would change nothing). The replica reconciles by itself."""
+    await tree(pair.feed, U1)
+    await hire(pair.feed, {"p-1": U1, "p-2": U1})
+    await pair.settled(pair.a)
+    await catalogue(pair.a, {U1: "r-1"})
+    await _r2(pair.a)
+    await pair.events.wait_type("access.granted", count=2)
+    svc = service(pair.a)
+    real = svc._apply_person
+    failed: list[str] = []
+
+    async def cut_off(ticket: Any, person: str, *args: Any) -> int:
+        if not failed:
+            failed.append(person)
+            raise ConnectionFailure("connection closed (injected)")
+        return int(await real(ticket, person, *args))
+
+    svc._apply_person = cut_off
+    try:
+        r = await pair.a.http.put(
+            "/api/v1/assignments/as-r-2", json={"validity": v("2000-01-01"), "role": "r-2", "unit": U1, "inherit": True}
+        )
+        assert r.status_code == 503, r.text
+        assert failed, "the injected failure did not happen"
+        await pair.events.wait_type("access.granted", count=4, timeout=20)
+    finally:
+        svc._apply_person = real
+    assert grants(pair) == {("p-1", "r-1"), ("p-2", "r-1"), ("p-1", "r-2"), ("p-2", "r-2")}
+    await pair.settled(pair.a)
+    granted_once(pair)
+    for app in (pair.a, pair.b):
+        assert roles(await rights(app, failed[0])) == ["r-1", "r-2"]

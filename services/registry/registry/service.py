@@ -56,7 +56,7 @@ from orgdir import auth, crypto, problems, visibility
 from orgdir.auth import Principal
 from orgdir.clock import Clock
 from orgdir.contracts.orgunits import ClassState, FacetState, OrgUnitState
-from orgdir.contracts.registry import PersonSlice
+from orgdir.contracts.registry import EngagementSlice, PersonSlice
 from orgdir.events import CloudEvent
 from orgdir.problems import rule
 from orgdir.scheduler import EffectiveScheduler, next_transition_at
@@ -882,8 +882,9 @@ class Registry:
 
     def people(
         self, unit: str, day: date, *, subtree: bool, hierarchy: str | None = None
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Engagements in force in the unit (or its subtree, within ``hierarchy``) on ``day``, by engagement uuid."""
+    ) -> list[tuple[str, str, EngagementSlice]]:
+        """Engagements in force in the unit (or its subtree, within ``hierarchy``) on ``day``:
+        (engagement uuid, unit, slice), by engagement uuid. Rows are built per page (``person_row``)."""
         if unit not in self.directory.tree:
             raise unknown_unit(unit)
         h = hierarchy_filter(hierarchy, self.directory.classes)
@@ -892,30 +893,27 @@ class Registry:
             units = tree.subtree_at(unit, day, h)
         else:
             units = {unit} if h is None or tree.in_hierarchy(unit, day, h) else set()
-        d = self.directory
         out = []
         for u in units:
             for e in self.memory.of_unit("engagement", u):
                 es = at(e.timeline, day)
-                if es is None or es.unit != u:
-                    continue
-                out.append(
-                    (
-                        e.uuid,
-                        {
-                            "engagement": e.uuid,
-                            "person": self.person_ref(es.person, day),
-                            "unit": self.unit_ref(u, day),
-                            "job_function": d.class_ref(es.job_function),
-                            "engagement_type": d.class_ref(es.engagement_type),
-                            "primary": es.primary,
-                            "fraction": es.fraction,
-                            "validity": es.validity.dump(),
-                        },
-                    )
-                )
+                if es is not None and es.unit == u:
+                    out.append((e.uuid, u, es))
         out.sort(key=lambda x: x[0])
         return out
+
+    def person_row(self, engagement: str, unit: str, es: EngagementSlice, day: date) -> dict[str, Any]:
+        d = self.directory
+        return {
+            "engagement": engagement,
+            "person": self.person_ref(es.person, day),
+            "unit": self.unit_ref(unit, day),
+            "job_function": d.class_ref(es.job_function),
+            "engagement_type": d.class_ref(es.engagement_type),
+            "primary": es.primary,
+            "fraction": es.fraction,
+            "validity": es.validity.dump(),
+        }
 
     # --- what the API serves ----------------------------------------------------------------------
 
@@ -1035,9 +1033,9 @@ class Registry:
         self, unit: str, day: date, *, subtree: bool, limit: int, cursor: str | None, hierarchy: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         rows = self.people(unit, day, subtree=subtree, hierarchy=hierarchy)
-        by_id = dict(rows)
-        chunk, nxt = page_of([k for k, _ in rows], limit=limit, cursor=cursor)
-        return [by_id[k] for k in chunk], nxt
+        by_id = {r[0]: r for r in rows}
+        chunk, nxt = page_of([r[0] for r in rows], limit=limit, cursor=cursor)
+        return [self.person_row(*by_id[k], day) for k in chunk], nxt
 
     def unit_manager(self, unit: str, day: date) -> dict[str, Any]:
         """The responsible manager of ``unit`` on ``day`` (inherited from above when vacant)."""
