@@ -54,6 +54,14 @@ Replicas (any number, all alike; none has to run alone):
   Accounts, held batches and catalogue documents are read from the database.
   ``person_rights``, accounts and pins (held revocations) in memory are inputs
   of decisions only: caught up on entry to the section, not fed by the view.
+- **Half-done recomputations.** A catalogue write is stored before its
+  recomputation runs, and the same PUT again changes nothing, so a client's
+  retry cannot finish it. A replica whose job failed on the infrastructure
+  (the database away half-way) reconciles as soon as it can enter the
+  section again; a replica entering after a holder died (its lease ran out)
+  reconciles first, and every replica's timer enters a section left so.
+  A reconciliation recomputes everyone an assignment reaches and writes only
+  differences, under the mass-change guard.
 - **Day boundary.** Every replica runs ``tick``: the scheduler's guarded write
   fires each ``assignment.effective`` once (a loser's stale version counts as
   done), and a second recomputation of the same persons finds nothing to do.
