@@ -183,12 +183,24 @@ class OutboxRelay:
         """Pull what was published: one bulk write, ``$pullAll`` of exact entries.
 
         Exact entries make it safe beside concurrent writers: an event another
-        replica pushed meanwhile is not among them and stays.
+        replica pushed meanwhile is not among them and stays. When the pull
+        empties the outbox (it holds exactly these events: the usual case) the
+        same update clears ``outbox_since``, so the sweep need not write the
+        document again; otherwise the second update pulls and the mark stays
+        for the sweep.
         """
-        await self.db[collection].bulk_write(
-            [UpdateOne({"_id": uuid}, {"$pullAll": {"outbox": events}}) for uuid, events in per_doc.items()],
-            ordered=False,
-        )
+        ops: list[UpdateOne] = []
+        for uuid, events in per_doc.items():
+            ids = [e["id"] for e in events]
+            pull = {"$pullAll": {"outbox": events}}
+            ops.append(
+                UpdateOne(
+                    {"_id": uuid, "outbox": {"$size": len(events)}, "outbox.id": {"$all": ids}},
+                    {**pull, "$unset": {OUTBOX_SINCE: ""}},
+                )
+            )
+            ops.append(UpdateOne({"_id": uuid, "outbox.id": {"$in": ids}}, pull))
+        await self.db[collection].bulk_write(ops, ordered=True)
         self.published += sum(len(events) for events in per_doc.values())
 
     async def _sweep_loop(self) -> None:

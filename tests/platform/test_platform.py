@@ -21,7 +21,7 @@ from pymongo.errors import ConnectionFailure
 from orgdir.bus import Bus, Consumer, Router
 from orgdir.events import CloudEvent, new_event
 from orgdir.settings import Settings
-from orgdir.store import Change, connect
+from orgdir.store import OUTBOX_SINCE, Change, connect
 from orgdir_tools.localservers import free_port
 from orgdir_tools.testkit import EventCollector, RunningApp, eventually, settings_for
 from tests.platform import toy
@@ -167,6 +167,12 @@ async def test_writes_succeed_while_broker_is_down_and_all_events_arrive_after(
                 return await consumer_db.names.count_documents({}) == 20
 
             await eventually(all_applied, within=60)
+
+            async def unmarked() -> bool:  # before any sweep (``settle`` sweeps): the pulls alone
+                return await running.runtime.db["widgets"].count_documents({OUTBOX_SINCE: {"$exists": True}}) == 0
+
+            # The pull that emptied each outbox cleared its mark too: no sweep has to write it again.
+            await eventually(unmarked, within=30)
             await running.settle(20)
             counts = [d["count"] async for d in consumer_db.applied.find({})]
             assert len(counts) == 20 and set(counts) == {1}
