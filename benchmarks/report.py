@@ -307,6 +307,13 @@ def table(report: dict[str, Any]) -> str:
         rows.append((f"read {name}{extra}: p50 / p99", f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} ms", "", ""))
     for name, mb in m.get("peak_rss_mb", {}).items():
         rows.append((f"peak RSS {name}", fmt(mb, " MB"), "", ""))
+    if "access_rights_caught_up_seconds" in m:
+        caught = m["access_rights_caught_up_seconds"]
+        rows.append(("access-rights: every import event taken in, after the import's last write",
+                     fmt(caught, " s") if caught is not None else "not within the bench's wait", "", ""))
+    if "database_bson_mb" in m:
+        rows.append(("database: documents as BSON (dbStats dataSize, all services)",
+                     fmt(m["database_bson_mb"], " MB"), "", ""))
     if "database_mb" in m:
         rows.append(("database on disk (H2 file, all services)", fmt(m["database_mb"], " MB"), "", ""))
     if o := fig.get("orgunits"):
