@@ -446,7 +446,7 @@ class AccessService:
                             except Exception:
                                 self._heal()
                                 raise
-                        job, context, current, _ = self._jobs.pop(0)
+                        job, context, current, patient = self._jobs.pop(0)
                         if current.done():  # the caller went away before it ran
                             continue
                         try:
@@ -454,8 +454,8 @@ class AccessService:
                         except Exception as exc:
                             if not current.done():
                                 current.set_exception(exc)
-                            if _maybe_half_done(exc):
-                                self._heal()
+                            if not patient and _maybe_half_done(exc):  # a consumed event is redelivered,
+                                self._heal()  # the timer runs again; a request is not retried by itself
                         else:
                             if not current.done():
                                 current.set_result(result)
