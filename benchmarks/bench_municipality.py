@@ -326,6 +326,9 @@ def main() -> None:
     amqp_url, mongodb_url = os.environ.get("AMQP_URL"), os.environ.get("MONGODB_URL")
     base = run_dir() / f"bench-municipality-{os.getpid()}"
     if not (amqp_url and mongodb_url):
+        # The memory backend holds every document and its history on the heap: at the municipality
+        # size 2 GB left the JVM collecting garbage more than half its time (jstack's "VM Thread").
+        os.environ.setdefault("ORGDIR_MONGO_JAVA_OPTS", "-Xmx8g")
         servers = ServerSet.for_dir(base, rabbit_name=f"benchmun{os.getpid()}", mongo_backend=args.backend)
         servers.start()
         amqp_url, mongodb_url = servers.amqp_url, servers.mongodb_url

@@ -164,6 +164,7 @@ VIEW_PATTERNS = [f"{kind}.*" for kind in CATALOGUE_KINDS]
 
 HOLD_BUDGET_S = 1.0  # stop starting queued jobs in one section entry after this
 STEP_ASIDE_S = 0.1  # after a second of back-to-back entries, let a waiting replica in (it polls every ≤ 75 ms)
+ORG_BATCH = 64  # org events handled as one batch at most (the queue's prefetch bounds it first)
 STALE_ATTEMPTS = 3  # a person's write found memory stale: re-read and recompute that often
 
 
@@ -248,6 +249,7 @@ class AccessService:
         self._reload_on_entry = False
         self._healing: asyncio.Task[None] | None = None
         self.handled = 0  # org events this replica handled (tests, metrics)
+        self.org_batches = 0  # the batches they were handled in
 
     # ------------------------------------------------------------------ model
 
@@ -449,16 +451,31 @@ class AccessService:
                         job, context, current, patient = self._jobs.pop(0)
                         if current.done():  # the caller went away before it ran
                             continue
+                        waiting = [current]
+                        if isinstance(job, OrgEventJob):  # the org events queued behind it: one batch
+                            batch = [(job, context)]
+                            while self._jobs and len(batch) < ORG_BATCH:
+                                more = self._jobs[0][0]
+                                if not isinstance(more, OrgEventJob):
+                                    break
+                                _, more_context, more_future, _ = self._jobs.pop(0)
+                                batch.append((more, more_context))
+                                waiting.append(more_future)
+                            run: Coroutine[Any, Any, Any] = self._org_events(ticket, batch)
+                        else:
+                            run = job(ticket)
                         try:
-                            result = await asyncio.create_task(job(ticket), context=context)
+                            result = await asyncio.create_task(run, context=context)
                         except Exception as exc:
-                            if not current.done():
-                                current.set_exception(exc)
+                            for future in waiting:
+                                if not future.done():
+                                    future.set_exception(exc)
                             if not patient and _maybe_half_done(exc):  # a consumed event is redelivered,
                                 self._heal()  # the timer runs again; a request is not retried by itself
                         else:
-                            if not current.done():
-                                current.set_result(result)
+                            for future in waiting:
+                                if not future.done():
+                                    future.set_result(result)
             except Exception as exc:
                 if not entered:  # busy, or the catch-up failed: what waits fails (503 / retry)
                     busy = isinstance(exc, problems.Unavailable)
@@ -497,24 +514,53 @@ class AccessService:
     async def on_org_event(self, event: CloudEvent, data: BaseModel) -> None:
         """The single active consumer of the org queue: project, then recompute whom it reaches."""
         self.handled += 1
-        await self.in_section(lambda ticket: self._org_event(ticket, event, data), patient=True)
+        await self.in_section(OrgEventJob(self, event, data), patient=True)
 
-    async def _org_event(self, ticket: SectionTicket, event: CloudEvent, data: BaseModel) -> None:
+    async def _org_events(self, ticket: SectionTicket, batch: list[tuple[OrgEventJob, contextvars.Context]]) -> None:
+        """Org events in the order consumed: each into memory in turn (what it reaches is decided
+        there, as one by one); then their projection writes at once, and one recomputation per
+        event of the persons it was the last to reach, at once, each in its event's context (its
+        causation id, its cause for the mass-change guard).
+
+        One event at a time cost its writes' round trips in sequence: access-rights took in
+        12 events/s behind a municipality import."""
+        self.org_batches += 1
+        last: dict[str, int] = {}
+        writes = []
+        for i, (job, _) in enumerate(batch):
+            event, data = job.event, job.data
+            old = self.org.engagements.get(data.uuid) if isinstance(data, EngagementState) else None
+            old_unit = self.org.units.get(event.subject) if isinstance(data, OrgUnitState) else None
+            fresh = self.org.seq.get(event.subject, 0) < event.sequence  # a redelivery recomputes as much as the first
+            # In memory before the write (which another replica's catch-up then re-reads).
+            self._put_org(event.sequence, data)
+            writes.append(self._project(ticket, event, data))
+            affected: set[str] = set()
+            if isinstance(data, OrgUnitState):
+                units = domain.units_to_recompute(data.uuid, old_unit if fresh else None, data.timeline, self.org)
+                affected = self.org.members_any_time(units)
+            elif isinstance(data, EngagementState):
+                affected = {data.person} | ({old.person} if old else set())
+            last.update(dict.fromkeys(affected, i))
+        reaches: dict[int, list[str]] = {}
+        for person, i in last.items():
+            reaches.setdefault(i, []).append(person)
+        recomputations = [
+            asyncio.create_task(
+                self.recompute(ticket, persons, Cause(batch[i][0].event.time, batch[i][0].event.type)),
+                context=batch[i][1].copy(),
+            )
+            for i, persons in sorted(reaches.items())
+        ]
+        results = await asyncio.gather(*writes, *recomputations, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+    async def _project(self, ticket: SectionTicket, event: CloudEvent, data: BaseModel) -> None:
         collection = ORG_KINDS[event.type.split(".", 1)[0]]
-        old = self.org.engagements.get(data.uuid) if isinstance(data, EngagementState) else None
-        old_unit = self.org.units.get(event.subject) if isinstance(data, OrgUnitState) else None
-        fresh = self.org.seq.get(event.subject, 0) < event.sequence  # a redelivery recomputes as much as the first
-        # In memory before the write (which another replica's catch-up then re-reads).
-        self._put_org(event.sequence, data)
         if await self.projections[collection].apply(event.subject, event.sequence, dump(data)):
             ticket.wrote(collection, event.subject)
-        affected: set[str] = set()
-        if isinstance(data, OrgUnitState):
-            units = domain.units_to_recompute(data.uuid, old_unit if fresh else None, data.timeline, self.org)
-            affected = self.org.members_any_time(units)
-        elif isinstance(data, EngagementState):
-            affected = {data.person} | ({old.person} if old else set())
-        await self.recompute(ticket, affected, Cause(event.time, event.type))
 
     def affected_by(self, name: str, old: BaseModel | None, new: BaseModel) -> set[str]:
         """Who a catalogue change can reach (old and new state both count)."""
@@ -1154,6 +1200,18 @@ class AccessService:
     async def decide_batch(self, batch_id: str, release: bool, actor: str) -> HeldBatch:
         """Release (the revocations go out) or cancel (they never do) a held batch, once."""
         return HeldBatch.model_validate(self._batch(await self.decide(batch_id, release, actor)))
+
+
+@dataclass
+class OrgEventJob:
+    """A consumed org event waiting for the section; those queued together run as one batch."""
+
+    service: AccessService
+    event: CloudEvent
+    data: BaseModel
+
+    def __call__(self, ticket: SectionTicket) -> Coroutine[Any, Any, None]:
+        return self.service._org_events(ticket, [(self, contextvars.copy_context())])
 
 
 async def _nothing(ticket: SectionTicket) -> None:

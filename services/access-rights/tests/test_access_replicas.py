@@ -453,3 +453,22 @@ async def test_a_recomputation_the_database_cut_off_is_finished_without_a_retry(
     granted_once(pair)
     for app in (pair.a, pair.b):
         assert roles(await rights(app, failed[0])) == ["r-1", "r-2"]
+
+
+async def test_org_events_taken_in_together_grant_each_person_once_with_its_own_cause(pair: Any) -> None:
+    """A burst of hires is handled in batches; each grant still names the engagement event that
+    caused it (causation id), and every right is granted once."""
+    await tree(pair.feed, U1)
+    await pair.settled(pair.a)
+    await catalogue(pair.a, {U1: "r-1"})
+    people = {f"p-{n:02d}": U1 for n in range(40)}
+    await hire(pair.feed, people)
+    granted = await pair.events.wait_type("access.granted", count=len(people), timeout=60)
+    await pair.settled(pair.a)
+    granted_once(pair)
+    engaged = {e.data["person"]: e.id for e in pair.events.of_type("engagement.created")}
+    assert {e.subject: e.causationid for e in granted} == engaged
+    svc = service(pair.a)
+    assert svc.org_batches < svc.handled, (svc.org_batches, svc.handled)
+    for app in (pair.a, pair.b):
+        assert roles(await rights(app, "p-39")) == ["r-1"]
