@@ -451,31 +451,26 @@ class AccessService:
                         job, context, current, patient = self._jobs.pop(0)
                         if current.done():  # the caller went away before it ran
                             continue
-                        waiting = [current]
                         if isinstance(job, OrgEventJob):  # the org events queued behind it: one batch
-                            batch = [(job, context)]
+                            batch = [(job, context, current)]
                             while self._jobs and len(batch) < ORG_BATCH:
                                 more = self._jobs[0][0]
                                 if not isinstance(more, OrgEventJob):
                                     break
                                 _, more_context, more_future, _ = self._jobs.pop(0)
-                                batch.append((more, more_context))
-                                waiting.append(more_future)
-                            run: Coroutine[Any, Any, Any] = self._org_events(ticket, batch)
-                        else:
-                            run = job(ticket)
+                                batch.append((more, more_context, more_future))
+                            await self._org_batch(ticket, batch)
+                            continue
                         try:
-                            result = await asyncio.create_task(run, context=context)
+                            result = await asyncio.create_task(job(ticket), context=context)
                         except Exception as exc:
-                            for future in waiting:
-                                if not future.done():
-                                    future.set_exception(exc)
+                            if not current.done():
+                                current.set_exception(exc)
                             if not patient and _maybe_half_done(exc):  # a consumed event is redelivered,
                                 self._heal()  # the timer runs again; a request is not retried by itself
                         else:
-                            for future in waiting:
-                                if not future.done():
-                                    future.set_result(result)
+                            if not current.done():
+                                current.set_result(result)
             except Exception as exc:
                 if not entered:  # busy, or the catch-up failed: what waits fails (503 / retry)
                     busy = isinstance(exc, problems.Unavailable)
@@ -515,6 +510,29 @@ class AccessService:
         """The single active consumer of the org queue: project, then recompute whom it reaches."""
         self.handled += 1
         await self.in_section(OrgEventJob(self, event, data), patient=True)
+
+    async def _org_batch(
+        self, ticket: SectionTicket, batch: list[tuple[OrgEventJob, contextvars.Context, asyncio.Future[Any]]]
+    ) -> None:
+        """Org events as one batch; when it fails, each again on its own, so one event that cannot
+        be handled fails (and is retried, then dead-lettered) alone, not with its neighbours."""
+        tries = [batch] if len(batch) == 1 else [batch, *([one] for one in batch)]
+        for attempt, part in enumerate(tries):
+            try:
+                await asyncio.create_task(self._org_events(ticket, [(j, c) for j, c, _ in part]), context=part[0][1])
+            except Exception as exc:
+                if attempt == 0 and len(batch) > 1:
+                    log.warning("org event batch failed; each event again on its own", extra={"error": str(exc)})
+                    continue
+                for _, _, future in part:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, _, future in part:
+                    if not future.done():
+                        future.set_result(None)
+                if attempt == 0:
+                    return
 
     async def _org_events(self, ticket: SectionTicket, batch: list[tuple[OrgEventJob, contextvars.Context]]) -> None:
         """Org events in the order consumed: each into memory in turn (what it reaches is decided

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pymongo.errors import ConnectionFailure
 
+from orgdir import metrics
 from orgdir.store import Change
 from orgdir_tools.testkit import RunningApp, eventually
 
@@ -472,3 +473,38 @@ async def test_org_events_taken_in_together_grant_each_person_once_with_its_own_
     assert svc.org_batches < svc.handled, (svc.org_batches, svc.handled)
     for app in (pair.a, pair.b):
         assert roles(await rights(app, "p-39")) == ["r-1"]
+
+
+async def test_an_org_event_that_cannot_be_handled_fails_alone_not_with_its_batch(pair: Any) -> None:
+    """One engagement event in a burst always fails: it alone is retried and then dead-lettered;
+    the events batched with it are handled at once, not retried with it."""
+    await tree(pair.feed, U1)
+    await pair.settled(pair.a)
+    await catalogue(pair.a, {U1: "r-1"})
+    svc = service(pair.a)
+    real = svc._project
+    retried = metrics.EVENTS_CONSUMED.labels(
+        pair.settings.service_name, pair.settings.queue("org"), "engagement.created", "retried"
+    )
+    before = retried._value.get()
+
+    async def poisoned(ticket: Any, event: Any, data: Any) -> None:
+        if event.subject == "e-p-07":
+            raise ValueError("cannot be handled (injected)")
+        await real(ticket, event, data)
+
+    svc._project = poisoned
+    try:
+        people = {f"p-{n:02d}": U1 for n in range(20)}
+        await hire(pair.feed, people)
+        await pair.events.wait_type("access.granted", count=len(people), timeout=60)
+
+        async def dead_lettered() -> bool:
+            return await dead_letters(pair) == 1
+
+        await eventually(dead_lettered, within=30)
+    finally:
+        svc._project = real
+    assert svc.org_batches < svc.handled, (svc.org_batches, svc.handled)
+    assert retried._value.get() - before == pair.settings.delivery_limit - 1  # e-p-07's attempts only
+    granted_once(pair)
