@@ -382,8 +382,16 @@ async def test_a_replica_that_died_holding_the_section_costs_time_not_events(pai
     granted_once(pair)
 
 
-async def _r2(app: RunningApp) -> None:
-    await ok(app, "PUT", "/api/v1/roles/r-2", json={"validity": v("2000-01-01"), "it_system": "sys-ad", "name": "r-2"})
+async def two_with_r1_and_an_unassigned_r2(pair: Any) -> None:
+    """p-1 and p-2 in U1 hold r-1 (assigned to U1); r-2 exists, assigned to nobody yet."""
+    await tree(pair.feed, U1)
+    await hire(pair.feed, {"p-1": U1, "p-2": U1})
+    await pair.settled(pair.a)
+    await catalogue(pair.a, {U1: "r-1"})
+    await ok(
+        pair.a, "PUT", "/api/v1/roles/r-2", json={"validity": v("2000-01-01"), "it_system": "sys-ad", "name": "r-2"}
+    )
+    await pair.events.wait_type("access.granted", count=2)
 
 
 def grants(pair: Any) -> set[tuple[str, str]]:
@@ -394,12 +402,7 @@ def grants(pair: Any) -> set[tuple[str, str]]:
 async def test_a_catalogue_write_a_dead_holder_stored_but_never_recomputed_is_reconciled(pair: Any) -> None:
     """The holder stored an assignment and was killed before recomputing anyone; nobody writes
     afterwards. The timer finds the abandoned section, enters it, and the entrant reconciles."""
-    await tree(pair.feed, U1)
-    await hire(pair.feed, {"p-1": U1, "p-2": U1})
-    await pair.settled(pair.a)
-    await catalogue(pair.a, {U1: "r-1"})
-    await _r2(pair.a)
-    await pair.events.wait_type("access.granted", count=2)
+    await two_with_r1_and_an_unassigned_r2(pair)
     db = pair.a.runtime.db
     # What the dead holder left: the assignment stored (its event in the outbox), no recomputation,
     # and the section still held under a lease that has run out.
@@ -423,12 +426,7 @@ async def test_a_catalogue_write_a_dead_holder_stored_but_never_recomputed_is_re
 async def test_a_recomputation_the_database_cut_off_is_finished_without_a_retry(pair: Any) -> None:
     """The assignment is stored, then the database fails one person's write: the client gets a 503
     and never retries (the same PUT again would change nothing). The replica reconciles by itself."""
-    await tree(pair.feed, U1)
-    await hire(pair.feed, {"p-1": U1, "p-2": U1})
-    await pair.settled(pair.a)
-    await catalogue(pair.a, {U1: "r-1"})
-    await _r2(pair.a)
-    await pair.events.wait_type("access.granted", count=2)
+    await two_with_r1_and_an_unassigned_r2(pair)
     svc = service(pair.a)
     real = svc._apply_person
     failed: list[str] = []
