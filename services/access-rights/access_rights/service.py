@@ -544,22 +544,9 @@ class AccessService:
         12 events/s behind a municipality import."""
         self.org_batches += 1
         last: dict[str, int] = {}
-        writes = []
         for i, (job, _) in enumerate(batch):
-            event, data = job.event, job.data
-            old = self.org.engagements.get(data.uuid) if isinstance(data, EngagementState) else None
-            old_unit = self.org.units.get(event.subject) if isinstance(data, OrgUnitState) else None
-            fresh = self.org.seq.get(event.subject, 0) < event.sequence  # a redelivery recomputes as much as the first
-            # In memory before the write (which another replica's catch-up then re-reads).
-            self._put_org(event.sequence, data)
-            writes.append(self._project(ticket, event, data))
-            affected: set[str] = set()
-            if isinstance(data, OrgUnitState):
-                units = domain.units_to_recompute(data.uuid, old_unit if fresh else None, data.timeline, self.org)
-                affected = self.org.members_any_time(units)
-            elif isinstance(data, EngagementState):
-                affected = {data.person} | ({old.person} if old else set())
-            last.update(dict.fromkeys(affected, i))
+            last.update(dict.fromkeys(self._take_in(job.event, job.data), i))
+        writes = [self._project(ticket, job.event, job.data) for job, _ in batch]
         reaches: dict[int, list[str]] = {}
         for person, i in last.items():
             reaches.setdefault(i, []).append(person)
@@ -574,6 +561,20 @@ class AccessService:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
+
+    def _take_in(self, event: CloudEvent, data: BaseModel) -> set[str]:
+        """One org event into memory (before its write, which another replica's catch-up then
+        re-reads); returns whom it reaches, decided on memory as the event found it."""
+        old = self.org.engagements.get(data.uuid) if isinstance(data, EngagementState) else None
+        old_unit = self.org.units.get(event.subject) if isinstance(data, OrgUnitState) else None
+        fresh = self.org.seq.get(event.subject, 0) < event.sequence  # a redelivery recomputes as much as the first
+        self._put_org(event.sequence, data)
+        if isinstance(data, OrgUnitState):
+            units = domain.units_to_recompute(data.uuid, old_unit if fresh else None, data.timeline, self.org)
+            return self.org.members_any_time(units)
+        if isinstance(data, EngagementState):
+            return {data.person} | ({old.person} if old else set())
+        return set()
 
     async def _project(self, ticket: SectionTicket, event: CloudEvent, data: BaseModel) -> None:
         collection = ORG_KINDS[event.type.split(".", 1)[0]]
