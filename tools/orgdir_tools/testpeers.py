@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,54 @@ class ScimServer:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class HoldingProxy:
+    """A forwarding HTTP proxy that holds back the requests ``hold`` picks until ``release()``.
+
+    It puts one request of a real peer behind the others, so a race between concurrent
+    deliveries can be played out in a chosen order instead of waited for."""
+
+    def __init__(self, upstream: str, hold: Callable[[str, str, bytes], bool]) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.released = threading.Event()
+        self.held = threading.Event()  # set once a request is being held
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if hold(self.command, self.path, body):
+                    proxy.held.set()
+                    proxy.released.wait(30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                r = httpx.request(self.command, proxy.upstream + self.path, headers=headers, content=body, timeout=30)
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        upstream_path = urlsplit(self.upstream).path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}{upstream_path}"
+        self.upstream = self.upstream[: len(self.upstream) - len(upstream_path)]
+        self.server, self.thread = serve(self.port, Handler)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class OidcIssuer:

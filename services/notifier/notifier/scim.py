@@ -411,8 +411,14 @@ class ScimSender:
         """Create or replace the User; then (``follow``) refresh the people it manages.
 
         Only a created User changes what its reports say (their manager's id): a replaced one keeps
-        its id, and re-sending every report on each of a manager's events multiplied the requests."""
-        created = await self._put_user(scim, sub, person, account, await self._build(sub, person, account))
+        its id, and re-sending every report on each of a manager's events multiplied the requests.
+        A manager and a report created at once each store their id, then look for the other's: the
+        manager's follow-up skips a report whose id is not stored yet, so the report, once stored,
+        is built again and re-sent when its manager's id has appeared meanwhile."""
+        sent = await self._build(sub, person, account)
+        created = await self._put_user(scim, sub, person, account, sent)
+        if created and not _same_user(await self._build(sub, person, account), sent):
+            await self._refresh_user(scim, sub, person)  # its manager's User was created meanwhile
         if follow and created:
             for unit in self.managed_units(person):
                 for report in self.members_of(unit):
