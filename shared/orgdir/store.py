@@ -700,14 +700,24 @@ class Section:
         pause = 0.002
         while True:
             now = datetime.now(UTC)
-            before = await self.col.find_one_and_update(
-                {"_id": self.name, "$or": [{"holder": None}, {"until": {"$lt": now}}]},
-                {"$set": {"holder": token, "until": now + timedelta(seconds=self.lease)}},
-                projection={"recent": 0},  # the log is read only when this replica is behind
-                return_document=ReturnDocument.BEFORE,
-            )
-            if before is not None:
+            try:
+                # A section nobody has entered yet is created by its first entry (no document:
+                # the upsert inserts it, and ``None`` comes back); a held one fails the filter,
+                # and its existing ``_id`` turns the upsert into E11000: busy.
+                before = await self.col.find_one_and_update(
+                    {"_id": self.name, "$or": [{"holder": None}, {"until": {"$lt": now}}]},
+                    {
+                        "$set": {"holder": token, "until": now + timedelta(seconds=self.lease)},
+                        "$setOnInsert": {"seq": 0, "recent": []},
+                    },
+                    projection={"recent": 0},  # the log is read only when this replica is behind
+                    upsert=True,
+                    return_document=ReturnDocument.BEFORE,
+                )
+                before = before if before is not None else {"seq": 0, "holder": None}
                 break
+            except DuplicateKeyError:
+                pass
             if loop.time() > deadline:
                 raise problems.unavailable(f"{self.name} is busy with other writes; try again")
             await asyncio.sleep(pause * (0.5 + random.random()))

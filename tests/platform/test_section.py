@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient
 
 from orgdir.store import Section
@@ -21,7 +22,10 @@ WRITERS = 20
 WRITES_EACH = 5
 
 
-async def test_two_replicas_many_writers_each_exclusive_and_logged(mongodb_url: str, ns: str) -> None:
+@pytest.mark.parametrize("created", ["at baseline", "by the first entry"])
+async def test_two_replicas_many_writers_each_exclusive_and_logged(mongodb_url: str, ns: str, created: str) -> None:
+    """``by the first entry``: no section document exists until both replicas race to enter
+    (a person's section in the registry is made so), and the upsert that creates it excludes too."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
     db = client[ns]
     counter = db["counter"]
@@ -41,7 +45,11 @@ async def test_two_replicas_many_writers_each_exclusive_and_logged(mongodb_url: 
 
     replicas = {"a": section("a"), "b": section("b")}
     for s in replicas.values():
-        await s.baseline()
+        if created == "at baseline":
+            await s.baseline()
+        else:
+            s.seen = 0  # as ``PersonSections`` places a section that did not exist at its load
+    assert (await db["_sections"].count_documents({})) == (1 if created == "at baseline" else 0)
 
     async def writer(name: str, i: int) -> None:
         nonlocal overlaps

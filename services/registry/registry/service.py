@@ -123,7 +123,7 @@ class PersonSections:
     ``baseline`` reads every section's position at once before the initial
     load, and a section made later starts from that position (0 for a
     section that did not exist then: everything in its log was written after
-    the load began, and is re-read on first entry).
+    the load began, and is re-read on first entry). Its first entry creates it.
     """
 
     def __init__(
@@ -142,7 +142,7 @@ class PersonSections:
     async def baseline(self) -> None:
         self._positions = {str(d["_id"]): int(d.get("seq") or 0) async for d in self.col.find({}, {"seq": 1})}
 
-    async def get(self, person: str) -> Section:
+    def get(self, person: str) -> Section:
         section = self.sections.get(person)
         if section is not None:
             return section
@@ -150,12 +150,6 @@ class PersonSections:
             f"person:{person}", self.refresh_one, functools.partial(self.refresh_person, person)
         )
         known = None if self._positions is None else self._positions.pop(section.name, None)
-        if known is None:  # the lease document must exist before ``hold``; creating it moves nothing
-            await section.col.update_one(
-                {"_id": section.name},
-                {"$setOnInsert": {"seq": 0, "holder": None, "until": None, "recent": []}},
-                upsert=True,
-            )
         section.seen = known if known is not None else (None if self._positions is None else 0)
         return self.sections.setdefault(person, section)
 
@@ -163,7 +157,7 @@ class PersonSections:
     async def hold(self, persons: Iterable[str]) -> AsyncIterator[list[SectionTicket]]:
         """Every named person's section, in uuid order (so two writers never wait for each other in a ring)."""
         async with contextlib.AsyncExitStack() as stack:
-            tickets = [await stack.enter_async_context((await self.get(p)).hold()) for p in sorted(set(persons))]
+            tickets = [await stack.enter_async_context(self.get(p).hold()) for p in sorted(set(persons))]
             yield tickets
 
 

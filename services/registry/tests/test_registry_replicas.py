@@ -233,7 +233,7 @@ async def test_a_replica_far_behind_a_persons_log_re_reads_everything_about_the_
     m = await a.http.post("/api/v1/managers", json=manager)
     assert m.status_code == 201, m.text
     assert reg(b).memory.get("engagement", e1) is None
-    (await reg(b).sections.get(p)).seen = None  # as if the section's log had moved on too far
+    reg(b).sections.get(p).seen = None  # as if the section's log had moved on too far
     second = await b.http.post("/api/v1/engagements", json=world.engagement_body(p, world.u["afd"], primary=True))
     assert second.status_code == 422 and problem_type(second) == "single-primary-engagement", second.text
     assert reg(b).memory.get("engagement", e1) is not None
