@@ -549,18 +549,21 @@ class Projection:
         self.col: AsyncCollection[Doc] = db[collection]
         self.log: AsyncCollection[Doc] | None = db[f"{collection}_log"] if history else None
         self.clock = clock  # the service's: arrival times on the same clock as its registrations
+        # a consumer applying a batch of events at once sends their writes as two bulk commands
+        self.writer = BulkWriter(self.col)
+        self.log_writer = BulkWriter(self.log) if self.log is not None else None
 
     async def apply(self, subject: str, sequence: int, body: dict[str, Any]) -> bool:
         """Store ``body`` for ``subject`` if ``sequence`` is newer; False when stale.
 
         One conditional write: the filter matches only an older copy, so of two
         replicas applying different sequences the newer one ends up stored
-        whatever the order. No match means either no copy (insert; a
-        concurrent insert makes it a duplicate key, and we try again) or a
-        newer copy (stale).
+        whatever the order. No match inserts (upsert); where a copy exists that
+        is not older, the insert is a duplicate key: stale, unless the copy was
+        inserted meanwhile by a replica applying an older sequence (try again).
         """
         doc = {**body, "_id": subject, "sequence": sequence}
-        if self.log is not None:  # first: a crash in between leaves a logged state that redelivery applies
+        if self.log_writer is not None:  # first: a crash in between leaves a logged state that redelivery applies
             entry = {
                 "_id": f"{subject}:{sequence}",
                 "subject": subject,
@@ -569,13 +572,10 @@ class Projection:
                 "body": body,
             }
             with contextlib.suppress(DuplicateKeyError):
-                await self.log.insert_one(entry)
+                await self.log_writer.write(InsertOne(entry))
         for _ in range(10):
-            res = await self.col.replace_one({"_id": subject, "sequence": {"$lt": sequence}}, doc)
-            if res.matched_count:
-                return True
             try:
-                await self.col.insert_one(doc)
+                await self.writer.write(ReplaceOne({"_id": subject, "sequence": {"$lt": sequence}}, doc, upsert=True))
                 return True
             except DuplicateKeyError:
                 current = await self.col.find_one({"_id": subject}, {"sequence": 1})

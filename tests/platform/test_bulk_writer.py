@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import InsertOne, UpdateOne
 
-from orgdir.store import MAX_BULK, BulkWriter, connect
+from orgdir.store import MAX_BULK, BulkWriter, Projection, connect
 
 
 async def test_concurrent_writes_share_commands_and_keep_their_own_errors(mongodb_url: str, ns: str) -> None:
@@ -54,3 +55,31 @@ async def test_a_failing_command_fails_every_waiting_writer(mongodb_url: str, ns
     assert all(isinstance(r, Exception) for r in results), results
     with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises for a closed client
         await writer.write(InsertOne({"_id": "y"}))
+
+
+async def test_projection_applies_concurrently_from_two_replicas_newest_wins(mongodb_url: str, ns: str) -> None:
+    """Two replicas apply shuffled sequences of the same subjects at once: the writes share bulk
+    commands, the newest sequence is what stays, each apply answers whether it was applied, and
+    every arrival is in the log once."""
+    client = connect(mongodb_url)
+    try:
+        db = client[f"{ns}_proj"]
+        replicas = [Projection(db, "units", history=True), Projection(db, "units", history=True)]
+        rng = random.Random(7)
+        jobs = [(f"u{s % 10}", seq) for s in range(10) for seq in range(1, 13)]
+        rng.shuffle(jobs)
+
+        async def apply(i: int, subject: str, seq: int) -> tuple[str, int, bool]:
+            return subject, seq, await replicas[i % 2].apply(subject, seq, {"name": f"{subject}@{seq}"})
+
+        outcomes = await asyncio.gather(*(apply(i, subject, seq) for i, (subject, seq) in enumerate(jobs)))
+        stored = {d["_id"]: d async for d in db["units"].find({})}
+        assert {k: (d["sequence"], d["name"]) for k, d in stored.items()} == {
+            f"u{s}": (12, f"u{s}@12") for s in range(10)
+        }
+        assert all(applied for subject, seq, applied in outcomes if seq == 12)  # the newest is never stale
+        assert await db["units_log"].count_documents({}) == len(jobs)
+        assert sum(p.writer.commands for p in replicas) < len(jobs) // 4  # shared, not one per apply
+        assert not await replicas[0].apply("u0", 5, {"name": "late"})  # older than what is stored
+    finally:
+        await client.close()
