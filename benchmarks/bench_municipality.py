@@ -272,8 +272,16 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
             r.raise_for_status()
 
         reads["tree"] = await timed(max(20, args.reads // 5), lambda i: get(http["orgunits"], "/api/v1/tree"))
+        gc0 = await full_collections(http["registry"])
         reads["unit_people"] = await timed(max(20, args.reads // 5), people_all)
         reads["unit_people"]["people"] = n_big
+        gc1 = await full_collections(http["registry"])
+        # the registry's full garbage collections while the big unit was read: does the p99 wait for one?
+        reads["unit_people"]["registry_full_gc"] = {
+            "count": int(gc1[0] - gc0[0]),
+            "seconds": round(gc1[1] - gc0[1], 3),
+            "over_half_a_second": int(gc1[2] - gc0[2]),
+        }
         reads["person_overview"] = await timed(args.reads, lambda i: get(
             http["registry"], f"/api/v1/persons/{sample[i]}/overview"))
         reads["search"] = await timed(args.reads, lambda i: get(http["registry"], "/api/v1/search",
@@ -298,6 +306,23 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
         results["database_mb"] = round(servers.mongo.data_file.stat().st_size / 1e6, 1)
     shutil.rmtree(out, ignore_errors=True)
     return results
+
+
+async def full_collections(client: httpx.AsyncClient) -> tuple[float, float, float]:
+    """A service's full (generation 2) garbage collections so far: count, seconds, count over 0.5 s."""
+    text = (await client.get("/metrics")).text
+    count = total = upto_half = 0.0
+    for line in text.splitlines():
+        if not line.startswith("orgdir_gc_pause_seconds") or 'generation="2"' not in line:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        if line.startswith("orgdir_gc_pause_seconds_count"):
+            count = value
+        elif line.startswith("orgdir_gc_pause_seconds_sum"):
+            total = value
+        elif 'le="0.5"' in line:
+            upto_half = value
+    return count, total, count - upto_half
 
 
 async def bson_mb(mongodb_url: str, databases: list[str]) -> float:

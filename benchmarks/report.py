@@ -305,6 +305,10 @@ def table(report: dict[str, Any]) -> str:
         extra = f" ({r['people']:,} people)" if "people" in r else ""
         extra = f" ({r['persons']:,} persons)" if "persons" in r else extra
         rows.append((f"read {name}{extra}: p50 / p99", f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} ms", "", ""))
+        if g := r.get("registry_full_gc"):
+            rows.append((f"registry full garbage collections during read {name}",
+                         f"{g['count']} ({fmt(g['seconds'], ' s')} in all, {g['over_half_a_second']} over 0.5 s)",
+                         "", ""))
     for name, mb in m.get("peak_rss_mb", {}).items():
         rows.append((f"peak RSS {name}", fmt(mb, " MB"), "", ""))
     if "access_rights_caught_up_seconds" in m:

@@ -7,6 +7,10 @@ are kept small and bounded (route templates, never raw paths).
 
 from __future__ import annotations
 
+import gc
+import time
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -100,3 +104,28 @@ HELD_REVOCATIONS = Gauge(
     "orgdir_access_held_revocations",
     "Revocations waiting in held batches for an administrator (mass-change guard).",
 )
+GC_PAUSE = Histogram(
+    "orgdir_gc_pause_seconds",
+    "Python garbage collections by generation; the process stands still during each "
+    "(a full one walks every object of the in-memory read model).",
+    ["service", "generation"],
+    buckets=LATENCY_BUCKETS,
+)
+_gc_observed: set[str] = set()
+
+
+def observe_gc(service: str) -> None:
+    """Time every collection of this process (``gc.callbacks``), once per service name."""
+    if service in _gc_observed:
+        return
+    _gc_observed.add(service)
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            GC_PAUSE.labels(service, str(info["generation"])).observe(time.perf_counter() - started)
+
+    gc.callbacks.append(callback)

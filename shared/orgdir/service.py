@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
-from orgdir import crypto, logs, refresh, store
+from orgdir import crypto, logs, metrics, refresh, store
 from orgdir.auth import Authenticator
 from orgdir.bus import Bus, Consumer, ReplicaQueue, Router, Routes, Signals, ViewFeed
 from orgdir.clock import Clock, SystemClock
@@ -206,6 +206,7 @@ class Runtime:
         Retries while the database comes up or is too busy to answer (a replica restarted while
         the database recovers must not exit); does not wait long for the broker.
         """
+        metrics.observe_gc(self.settings.service_name)
         self.bus.start()
         self._wire_echoes()
         await _until_answered(lambda: store.ensure_indexes(self.db, self.indexes), "creating the indexes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -493,3 +494,17 @@ async def test_a_load_the_database_cuts_off_is_run_again(ns: str, amqp_url: str,
     finally:
         await runtime.stop()
     assert calls == [0, 1]
+
+
+async def test_garbage_collections_are_timed_for_operators(ns: str, amqp_url: str, mongodb_url: str) -> None:
+    """A full collection stops the event loop for as long as it walks the read model: a scrape
+    shows each one, so a slow read can be told from a pause."""
+    async with RunningApp(toy.create(toy_settings(ns, amqp_url, mongodb_url))) as running:
+
+        async def full_collections() -> float:
+            scrape = (await running.http.get("/metrics")).text
+            return metric(scrape, "orgdir_gc_pause_seconds_count", service="toy", generation="2")
+
+        before = await full_collections()
+        gc.collect()
+        assert await full_collections() >= before + 1

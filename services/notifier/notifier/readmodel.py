@@ -13,13 +13,11 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
-from pymongo.operations import ReplaceOne
 
 from orgdir import visibility
 from orgdir.contracts.orgunits import OrgUnitSlice
 from orgdir.events import CloudEvent
-from orgdir.store import BulkWriter, Doc
+from orgdir.store import Doc, Projection
 from orgdir.tree import UnitTree
 
 PROJECTED = {
@@ -48,9 +46,9 @@ class ProjectionCache:
     """
 
     def __init__(self, db: AsyncDatabase[Doc], collection: str) -> None:
-        self.col: AsyncCollection[Doc] = db[collection]
+        self.stored = Projection(db, collection)
+        self.col: AsyncCollection[Doc] = self.stored.col
         self.items: dict[str, Doc] = {}
-        self.writer = BulkWriter(self.col)
 
     def _keep(self, doc: Doc) -> bool:
         current = self.items.get(doc["_id"])
@@ -71,19 +69,13 @@ class ProjectionCache:
         current = self.items.get(key)
         if current is not None and int(current["sequence"]) >= sequence:
             return False
-        doc = {**body, "_id": key, "sequence": sequence}
-        try:
-            # Replaces only an older copy; no match inserts, which a newer copy turns into E11000.
-            await self.writer.write(
-                ReplaceOne({"_id": key, "sequence": {"$lt": sequence}}, doc, upsert=True)
-            )
-        except DuplicateKeyError:
-            stored = await self.col.find_one({"_id": key})
-            if stored is not None:
-                self._keep(stored)
-            return False
-        self._keep(doc)
-        return True
+        if await self.stored.apply(key, sequence, body):
+            self._keep({**body, "_id": key, "sequence": sequence})
+            return True
+        stored = await self.col.find_one({"_id": key})  # newer than memory: another replica's
+        if stored is not None:
+            self._keep(stored)
+        return False
 
 
 class Projections:
