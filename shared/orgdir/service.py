@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -207,6 +208,7 @@ class Runtime:
         the database recovers must not exit); does not wait long for the broker.
         """
         metrics.observe_gc(self.settings.service_name)
+        gc.set_threshold(self.settings.gc_young_threshold, *gc.get_threshold()[1:])
         self.bus.start()
         self._wire_echoes()
         await _until_answered(lambda: store.ensure_indexes(self.db, self.indexes), "creating the indexes")

@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A refresh job whose replica is gone is resumed by another after this long."
     )
     refresh_batch: int = Field(500, ge=1, le=10000, description="Refresh: events per confirmed batch and checkpoint.")
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=700,
+        description="Python's generation-0 threshold (``gc.set_threshold``; its default is 700). At 700 a "
+        "read that builds a page of 1,000 rows is collected mid-way, its rows are promoted to the oldest "
+        "generation, and every few dozen such reads a full collection walks the whole read model: "
+        "1.4 s pauses in a registry holding 30,000 persons.",
+    )
     timezone: str = Field("Europe/Copenhagen", description="Where 'today' is.")
     log_level: str = "INFO"
     auth_mode: Literal["static", "oidc"] | None = Field(

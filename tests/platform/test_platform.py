@@ -499,7 +499,9 @@ async def test_a_load_the_database_cuts_off_is_run_again(ns: str, amqp_url: str,
 async def test_garbage_collections_are_timed_for_operators(ns: str, amqp_url: str, mongodb_url: str) -> None:
     """A full collection stops the event loop for as long as it walks the read model: a scrape
     shows each one, so a slow read can be told from a pause."""
-    async with RunningApp(toy.create(toy_settings(ns, amqp_url, mongodb_url))) as running:
+    settings = toy_settings(ns, amqp_url, mongodb_url, gc_young_threshold=20_000)
+    async with RunningApp(toy.create(settings)) as running:
+        assert gc.get_threshold()[0] == 20_000  # a page of rows is not collected, and promoted, mid-way
 
         async def full_collections() -> float:
             scrape = (await running.http.get("/metrics")).text
