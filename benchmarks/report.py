@@ -254,7 +254,10 @@ def table(report: dict[str, Any]) -> str:
 
     def load(name: str) -> str:
         r = b.get(name)
-        return f"{r['load_before'][0]:.1f}→{r['load_after'][0]:.1f}" if r else "-"
+        if not r:
+            return "-"
+        before, after = r.get("load_before"), r.get("load_after")  # a run merged by hand may lack one
+        return f"{f'{before[0]:.1f}' if before else '?'}→{f'{after[0]:.1f}' if after else '?'}"
 
     rows = [("figure", "value", "x raw aio-pika", "load 1 min (before→after)")]
     if "bus" in fig:
