@@ -115,10 +115,16 @@ _gc_observed: set[str] = set()
 
 
 def observe_gc(service: str) -> None:
-    """Time every collection of this process (``gc.callbacks``), once per service name."""
+    """Time every collection of this process (``gc.callbacks``), once per service name.
+
+    The children are made here, not in the callback: ``labels()`` takes the metric's lock, and a
+    collection can start while this thread holds it (a scrape copying the children allocates),
+    so the callback only observes (a child's value lock guards float arithmetic alone, which
+    never starts a collection)."""
     if service in _gc_observed:
         return
     _gc_observed.add(service)
+    pauses = [GC_PAUSE.labels(service, str(generation)) for generation in range(3)]
     started = 0.0
 
     def callback(phase: str, info: dict[str, Any]) -> None:
@@ -126,6 +132,6 @@ def observe_gc(service: str) -> None:
         if phase == "start":
             started = time.perf_counter()
         else:
-            GC_PAUSE.labels(service, str(info["generation"])).observe(time.perf_counter() - started)
+            pauses[info["generation"]].observe(time.perf_counter() - started)
 
     gc.callbacks.append(callback)
