@@ -35,6 +35,16 @@ def new_secret() -> str:
 
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test peer's request handler: logs nothing (the test's output stays readable)."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("content-length", 0)))
+
+
 def serve(port: int, handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """An HTTP server on 127.0.0.1:``port`` in a daemon thread (stop it with ``server.shutdown()``)."""
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
@@ -60,12 +70,9 @@ class Receiver:
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                body = self.body()
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
                     event = Webhook(receiver.secret).verify(body, headers)
@@ -189,12 +196,9 @@ class HoldingProxy:
         self.held = threading.Event()  # set once a request is being held
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                body = self.body()
                 if hold(self.command, self.path, body):
                     proxy.held.set()
                     proxy.released.wait(30)
@@ -256,10 +260,7 @@ class OidcIssuer:
         self.port = free_port()
         issuer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _json(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -292,7 +293,7 @@ class OidcIssuer:
                 if urlsplit(self.path).path != "/token":
                     self._json(404, {"error": "not_found"})
                     return
-                body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                body = self.body().decode()
                 form = {k: v[0] for k, v in parse_qs(body).items()}
                 status, answer = issuer.token(form, self.headers.get("Authorization", ""))
                 self._json(status, answer)
