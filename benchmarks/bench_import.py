@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,8 @@ import time
 import uuid
 from datetime import date
 from pathlib import Path
+
+from machine import CpuMeter  # beside this script
 
 from importer.generate import generate
 from importer.readers import CsvSource, write_csv
@@ -57,7 +60,12 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
                                   access_rights_url=procs["access-rights"].url, token="dev-admin",
                                   concurrency=args.concurrency)
         options = Options(day=date.today(), progress=True)
+        # The database and the broker are not among the pids: what the machine was busy with
+        # beyond the named processes is theirs (and anything else running).
+        meter = CpuMeter({**{name: p.proc.pid if p.proc else None for name, p in procs.items()},
+                          "importer": os.getpid()})
         report = await run_import(CsvSource(out), settings, options, sys.stdout, sys.stderr)
+        shares = meter.shares()
         print(report.summary(), file=sys.stderr)
         secs = report.kind_seconds
         for kind in KINDS:
@@ -66,6 +74,9 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
                 print(f"  {kind:<12} {n:>7} in {secs.get(kind, 0):6.1f} s  {n / max(secs.get(kind, 0), 1e-9):7.0f}/s")
         print(f"  total        {sum(report.written.values()):>7} in {report.seconds:6.1f} s "
               f"(reading state and planning included)  concurrency {args.concurrency}")
+        busy = shares.pop("machine busy")
+        print("  CPU cores used: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
+              + f"; all {os.cpu_count()} cores {100 * busy:.0f} % busy (the rest: database, broker, anything else)")
         again = await run_import(CsvSource(out), settings, Options(day=date.today(), progress=False),
                                  sys.stdout, sys.stderr)
         print(f"second run: {again.requests} writes, {sum(again.plan.unchanged.values())} unchanged, "

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from output import emit  # beside this script
+from machine import CpuMeter, rss_peak_mb  # beside this script
+from output import emit
 from pymongo import AsyncMongoClient
 
 from importer.generate import generate
@@ -56,30 +57,6 @@ from orgunits.vocabulary import class_uuid
 
 SERVICES = {"orgunits": "orgunits", "registry": "registry", "access-rights": "access_rights", "notifier": "notifier"}
 QUERIES = ["jens", "hansen", "skole", "anne", "mette nielsen", "pedersen", "sø", "lars", "børnehus", "kirsten"]
-
-
-def rss_peak_mb(pid: int | None) -> float | None:
-    """Peak resident set of a process (``VmHWM``), MB; None when it is gone."""
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU a process has used so far (children not included)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -142,11 +119,8 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
         if servers is not None and servers.rabbit is not None:
             pids["rabbitmq"] = servers.rabbit.pid
 
-        def cpu() -> dict[str, float]:
-            return {name: cpu_seconds(pid) for name, pid in pids.items()}
-
         # 1. The import (and where its CPU went: the bottleneck, measured).
-        cpu0, wall0, cpu_seconds_self0 = cpu(), time.monotonic(), cpu_seconds(os.getpid())
+        meter = CpuMeter({**pids, "importer (this process)": os.getpid()})
         settings = ImportSettings(orgunits_url=procs["orgunits"].url, registry_url=procs["registry"].url,
                                   access_rights_url=procs["access-rights"].url, token="dev-admin",
                                   concurrency=args.concurrency)
@@ -166,11 +140,7 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
             "written": sum(report.written.values()),
             "concurrency": args.concurrency,
         }
-        wall = time.monotonic() - wall0
-        cpu1 = cpu()
-        results["import"]["cpu_share"] = {name: round((cpu1[name] - cpu0[name]) / wall, 2) for name in pids}
-        results["import"]["cpu_share"]["importer (this process)"] = round(
-            (cpu_seconds(os.getpid()) - cpu_seconds_self0) / wall, 2)
+        results["import"]["cpu_share"] = meter.shares()
         print(f"import: {results['import']}", file=sys.stderr, flush=True)
         t_import_end = time.monotonic()
 

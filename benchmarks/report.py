@@ -281,8 +281,11 @@ def table(report: dict[str, Any]) -> str:
             ("import: engagements/s", fmt(i.get("engagements_per_s")), ratio(i.get("engagements_per_s")), ""),
             ("import: total", fmt(i.get("total_seconds"), " s"), "", ""),
         ]
-        if share := i.get("cpu_share"):
+        if share := dict(i.get("cpu_share") or {}):
+            busy = share.pop("machine busy", None)  # a share of all cores, not cores: shown apart
             busiest = ", ".join(f"{k} {v:.2f}" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
+            if busy is not None:
+                busiest += f" (all cores {100 * busy:.0f} % busy)"
             rows.append(("import: CPU cores used per process (the bottleneck)", busiest, "", ""))
     for r in fig.get("notifier", {}).get("runs", []):
         rows.append(

@@ -1,0 +1,64 @@
+"""What a benchmark reads from ``/proc``: a process's CPU and peak memory, and how busy the machine was.
+
+On one machine every service, the broker and the database share the cores,
+so a rate means little without knowing who had the CPU while it was measured
+(``docs/performance.md``, "Where the import's time goes").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def rss_peak_mb(pid: int | None) -> float | None:
+    """Peak resident set of a process (``VmHWM``), MB; None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU a process has used so far (children not included)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot; idle and waiting for I/O are not busy."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """Cores each named process used between ``start`` and ``shares``, and how busy the machine was."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self.start()
+
+    def start(self) -> None:
+        self._cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._ticks = machine_ticks()
+        self._wall = time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        """Cores per process (0.5: half a core on average), and ``machine busy``: the share of all cores."""
+        wall = max(time.monotonic() - self._wall, 1e-9)
+        out = {name: round((cpu_seconds(pid) - self._cpu[name]) / wall, 2) for name, pid in self.pids.items()}
+        busy, total = machine_ticks()
+        out["machine busy"] = round((busy - self._ticks[0]) / max(total - self._ticks[1], 1), 2)
+        return out
