@@ -51,7 +51,7 @@ from importer.readers import CsvSource, write_csv
 from importer.service import Options, run_import
 from importer.settings import ImportSettings
 from orgdir.settings import Settings
-from orgdir_tools.localservers import ServerSet, run_dir
+from orgdir_tools.localservers import ServerSet, bench_database_heap, run_dir
 from orgdir_tools.testkit import ADMIN, ServiceProcess, bench_settings_for
 from orgunits.vocabulary import class_uuid
 
@@ -325,9 +325,7 @@ def main() -> None:
     amqp_url, mongodb_url = os.environ.get("AMQP_URL"), os.environ.get("MONGODB_URL")
     base = run_dir() / f"bench-municipality-{os.getpid()}"
     if not (amqp_url and mongodb_url):
-        # The memory backend holds every document and its history on the heap: at the municipality
-        # size 2 GB left the JVM collecting garbage more than half its time (jstack's "VM Thread").
-        os.environ.setdefault("ORGDIR_MONGO_JAVA_OPTS", "-Xmx8g")
+        bench_database_heap()
         servers = ServerSet.for_dir(base, rabbit_name=f"benchmun{os.getpid()}", mongo_backend=args.backend)
         servers.start()
         amqp_url, mongodb_url = servers.amqp_url, servers.mongodb_url

@@ -1022,6 +1022,17 @@ class ServerSet:
         return values
 
 
+def bench_database_heap() -> None:
+    """A benchmark's mongo-java-server may grow to 8 GB unless ``ORGDIR_MONGO_JAVA_OPTS`` says otherwise.
+
+    The memory backend holds every document and its history on the heap: at the municipality size
+    2 GB left the JVM collecting garbage more than half its time (jstack's "VM Thread"). With 2 GB
+    ``make bench-import`` also lost its database at 85 % of the import (no answer within the
+    drivers' 5 s; the collector is the likely cause, not measured that time).
+    """
+    os.environ.setdefault("ORGDIR_MONGO_JAVA_OPTS", "-Xmx8g")
+
+
 @contextlib.contextmanager
 def bench_servers(tag: str) -> Iterator[tuple[str, str]]:
     """(AMQP URL, MongoDB URL) for a benchmark: ``AMQP_URL``/``MONGODB_URL`` when both are set, else a
@@ -1030,6 +1041,7 @@ def bench_servers(tag: str) -> Iterator[tuple[str, str]]:
     if amqp_url and mongodb_url:
         yield amqp_url, mongodb_url
         return
+    bench_database_heap()
     base = run_dir() / f"bench-{tag}-{os.getpid()}"
     servers = ServerSet.for_dir(base, rabbit_name=f"bench{tag.replace('-', '')}{os.getpid()}")
     servers.start()

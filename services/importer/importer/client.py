@@ -3,7 +3,9 @@
 The only module that speaks HTTP. Transient failures (connection errors,
 409 from a concurrent writer, 429, 502-504) are retried with backoff; any
 other answer is returned as an ``Outcome`` with the problem's detail, so the
-caller can report the record and go on.
+caller can report the record and go on. So is a write that never got an
+answer: one record is reported as ``unreachable`` instead of the whole run
+ending in a traceback, and running the import again finishes it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class Outcome:
         return 200 <= self.status < 300
 
     def message(self) -> str:
-        return f"{self.status} {self.kind}: {self.detail}".strip()
+        status = f"{self.status} " if self.status else ""  # 0: no answer at all
+        return f"{status}{self.kind}: {self.detail}".strip()
 
 
 def _problem(response: httpx.Response) -> tuple[str, str]:
@@ -84,8 +87,9 @@ class Api:
 
     async def request(self, service: str, method: str, path: str, *, json: Any = None,
                       params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-                      retries: int = 6) -> httpx.Response:
+                      ) -> httpx.Response:
         """One request, retried while the failure is transient."""
+        retries = self.settings.retries
         delay = 0.2
         for attempt in range(retries + 1):
             client = await self.clients[service].get()
@@ -134,7 +138,11 @@ class Api:
         return found
 
     async def send(self, write: Write) -> Outcome:
-        response = await self.request(write.service, write.method, write.path, json=write.body, headers=MINIMAL)
+        try:
+            response = await self.request(write.service, write.method, write.path, json=write.body, headers=MINIMAL)
+        except httpx.TransportError as exc:
+            return Outcome(0, "unreachable", f"{write.service} did not answer in {self.settings.retries + 1} "
+                                             f"attempts ({type(exc).__name__}); run the import again to finish")
         if 200 <= response.status_code < 300:
             return Outcome(response.status_code)
         kind, detail = _problem(response)

@@ -192,7 +192,8 @@ async def apply(api: Api, the_plan: Plan, settings: ImportSettings, report: Repo
                 report.requests += 1
                 if not outcome.ok:
                     report.failed.append(Invalid(op.kind, op.key, op.origin or Origin("(services)", 0),
-                                                 f"{write.method} refused: {outcome.message()}"))
+                                                 f"{write.method} {'refused' if outcome.status else 'failed'}: "
+                                                 f"{outcome.message()}"))
                     break
             else:
                 report.written[op.kind] += 1

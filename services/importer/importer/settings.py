@@ -25,6 +25,8 @@ class ImportSettings:
     #: requests in flight at once (each service scales by replicas; this bounds the load one import puts on them)
     concurrency: int = field(default_factory=lambda: int(_env("CONCURRENCY", "16")))
     timeout_seconds: float = field(default_factory=lambda: float(_env("TIMEOUT_SECONDS", "60")))
+    #: attempts after the first when a service does not answer or answers 409/429/502-504 (backoff up to 5 s)
+    retries: int = field(default_factory=lambda: int(_env("RETRIES", "6")))
     #: how long to wait for the registry to learn new units (orgunits events) before writing engagements
     projection_wait_seconds: float = field(default_factory=lambda: float(_env("PROJECTION_WAIT_SECONDS", "120")))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import io
+import socket
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -11,10 +13,13 @@ import pytest
 
 from importer import cli
 from importer.adapters import Source, collect
-from importer.domain import State, describe, plan
+from importer.client import Api
+from importer.domain import Op, Plan, State, Write, describe, plan
 from importer.generate import PRESETS, Size, generate, mutate
 from importer.readers import CsvSource, JsonSource, write_csv, write_json
 from importer.records import KINDS, Export, Origin, Period, Unit, stable_uuid
+from importer.service import Report, apply
+from importer.settings import ImportSettings
 from orgunits.vocabulary import CLASSES
 
 DAY = date(2026, 12, 1)
@@ -383,3 +388,28 @@ def test_the_generator_adds_role_groups_and_their_assignments_deterministically(
             assert plain.of(kind) == small.of(kind)
     assert [replace(a, role=None) for a in plain.assignments] == [
         replace(a, role=None, role_group=None) for a in small.assignments]
+
+
+async def test_a_write_that_gets_no_answer_is_reported_and_the_run_goes_on() -> None:
+    """A service that does not answer ends one record as ``unreachable``, not the run in a traceback."""
+    with socket.socket() as s:  # a port nobody listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    settings = ImportSettings(orgunits_url=dead, registry_url=dead, access_rights_url=dead, retries=1,
+                              concurrency=2, timeout_seconds=2)
+    ops = [Op("persons", "create", stable_uuid("persons", key), key, Origin("persons.csv", line),
+              (Write("registry", "PUT", f"/api/v1/persons/{stable_uuid('persons', key)}", {}),), phase=1)
+           for line, key in ((2, "P1"), (3, "P2"))]
+    the_plan = Plan(date(2026, 12, 2), ops=ops)
+    report = Report(the_plan)
+    api = Api(settings)
+    try:
+        await apply(api, the_plan, settings, report, io.StringIO(), progress=False)
+    finally:
+        await api.aclose()
+    assert [(r.origin.line, r.message) for r in report.rejected] == [
+        (line, "PUT failed: unreachable: registry did not answer in 2 attempts (ConnectError); "
+               "run the import again to finish")
+        for line in (2, 3)
+    ]
+    assert report.exit_code == 1 and not report.written
