@@ -24,7 +24,7 @@ import uuid
 from datetime import date
 from pathlib import Path
 
-from machine import CpuMeter  # beside this script
+from machine import CpuMeter, describe_shares  # beside this script
 
 from importer.generate import generate
 from importer.readers import CsvSource, write_csv
@@ -74,9 +74,8 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
                 print(f"  {kind:<12} {n:>7} in {secs.get(kind, 0):6.1f} s  {n / max(secs.get(kind, 0), 1e-9):7.0f}/s")
         print(f"  total        {sum(report.written.values()):>7} in {report.seconds:6.1f} s "
               f"(reading state and planning included)  concurrency {args.concurrency}")
-        busy = shares.pop("machine busy")
-        print("  CPU cores used: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
-              + f"; all {os.cpu_count()} cores {100 * busy:.0f} % busy (the rest: database, broker, anything else)")
+        print(f"  CPU cores used: {describe_shares(shares)}; the rest of the {os.cpu_count()} cores: "
+              "database, broker, anything else")
         again = await run_import(CsvSource(out), settings, Options(day=date.today(), progress=False),
                                  sys.stdout, sys.stderr)
         print(f"second run: {again.requests} writes, {sum(again.plan.unchanged.values())} unchanged, "

@@ -62,3 +62,11 @@ class CpuMeter:
         busy, total = machine_ticks()
         out["machine busy"] = round((busy - self._ticks[0]) / max(total - self._ticks[1], 1), 2)
         return out
+
+
+def describe_shares(shares: dict[str, float]) -> str:
+    """``registry 0.43, access-rights 0.42, … (all cores 97 % busy)``: the busiest process first."""
+    shares = dict(shares)
+    busy = shares.pop("machine busy", None)  # a share of all cores, not cores: shown apart
+    text = ", ".join(f"{k} {v:.2f}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
+    return text if busy is None else f"{text} (all cores {100 * busy:.0f} % busy)"

@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from machine import describe_shares  # beside this script
+
 HERE = Path(__file__).resolve().parent
 NUMBER = r"([\d,]+(?:\.\d+)?)"
 
@@ -281,12 +283,8 @@ def table(report: dict[str, Any]) -> str:
             ("import: engagements/s", fmt(i.get("engagements_per_s")), ratio(i.get("engagements_per_s")), ""),
             ("import: total", fmt(i.get("total_seconds"), " s"), "", ""),
         ]
-        if share := dict(i.get("cpu_share") or {}):
-            busy = share.pop("machine busy", None)  # a share of all cores, not cores: shown apart
-            busiest = ", ".join(f"{k} {v:.2f}" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
-            if busy is not None:
-                busiest += f" (all cores {100 * busy:.0f} % busy)"
-            rows.append(("import: CPU cores used per process (the bottleneck)", busiest, "", ""))
+        if share := i.get("cpu_share"):
+            rows.append(("import: CPU cores used per process (the bottleneck)", describe_shares(share), "", ""))
     for r in fig.get("notifier", {}).get("runs", []):
         rows.append(
             (
