@@ -17,6 +17,11 @@ safety net for a process that crashes while handling. A handler failing
 because the database is away (``is_transient``) is retried in place without
 using up an attempt, for up to ``transient_hold_seconds``: an outage must not
 turn the events in flight into dead letters.
+
+A single-active queue may be handled in order (``Routes(in_order=key)``):
+messages with the same key are handled one after another in arrival order,
+each through all its in-place retries, so a message held through an outage is
+never overtaken by a later one of its stream (which would make it stale).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -320,10 +326,21 @@ class Routes(Generic[T_co]):
     these declarations, never listed by hand.
     """
 
-    def __init__(self, service: str, queue: str, *, single_active: bool = False) -> None:
+    def __init__(
+        self,
+        service: str,
+        queue: str,
+        *,
+        single_active: bool = False,
+        in_order: Callable[[CloudEvent], str] | None = None,
+    ) -> None:
+        if in_order is not None and not single_active:
+            # The order is kept by one process; competing replicas would each keep their own.
+            raise ValueError(f"{service}.{queue}: in_order needs a single-active queue")
         self.service = service
         self.queue = queue  # the consumer name; the queue is ``<service>.<queue>``
         self.single_active = single_active
+        self.in_order = in_order
         self.routes: list[tuple[str, Callable[..., Awaitable[Any]]]] = []
 
     @property
@@ -370,6 +387,19 @@ class Takeover(Protocol):
         ...
 
 
+class KeyedLocks:
+    """One ``asyncio.Lock`` per key while anyone holds or waits for it (FIFO per key)."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def of(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+
 @dataclass
 class Consumer:
     """Consumes one queue with a router; manual acks, bounded prefetch.
@@ -388,7 +418,9 @@ class Consumer:
     takeover: Takeover | None = None
     on_takeover: Callable[[], Awaitable[Any]] | None = None
     echo: str | None = None  # fanout exchange: handled events go on to every replica's view queue
+    in_order: Callable[[CloudEvent], str] | None = None  # the stream key whose messages take turns
     _queue_name: str = ""
+    _turns: KeyedLocks = field(default_factory=KeyedLocks)
     _channel: AbstractChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # The takeover check: messages pass it in arrival order and none passes before the
@@ -450,6 +482,15 @@ class Consumer:
         except EventRejected as exc:
             await self._dead(message, f"rejected: {exc}", kind)
             return
+        # Taken before anything suspends, so messages of one stream get their turns in arrival order.
+        turn = self._turns.of(self.in_order(event)) if self.in_order is not None else contextlib.nullcontext()
+        async with turn:
+            await self._attempt(message, event, data, arrival)
+
+    async def _attempt(
+        self, message: AbstractIncomingMessage, event: CloudEvent, data: BaseModel, arrival: int
+    ) -> None:
+        """Handle until acked, retried (nack) or dead-lettered; an outage is waited out in place."""
         s = self.bus.settings
         hold_until = time.monotonic() + s.transient_hold_seconds
         pause = max(s.retry_delay_seconds, 0.05)

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
-from orgdir import crypto, logs, metrics, refresh, store
+from orgdir import crypto, logs, metrics, problems, refresh, store
 from orgdir.auth import Authenticator
 from orgdir.bus import Bus, Consumer, ReplicaQueue, Router, Routes, Signals, ViewFeed
 from orgdir.clock import Clock, SystemClock
@@ -158,6 +158,7 @@ class Runtime:
         *,
         skip_stale: bool = True,
         on_takeover: Callable[[], Awaitable[Any]] | None = None,
+        in_order: Callable[[CloudEvent], str] | None = None,
     ) -> Consumer:
         """A consumer of ``<service>.<name>``: competing across replicas by default.
 
@@ -167,7 +168,9 @@ class Runtime:
         holder = None
         if on_takeover is not None:
             holder = store.Holder(self.db, self.settings.queue(name), self.replica)
-        c = Consumer(self.bus, name, router, self.seen if skip_stale else None, holder, on_takeover)
+        c = Consumer(
+            self.bus, name, router, self.seen if skip_stale else None, holder, on_takeover, in_order=in_order
+        )
         self.consumers.append(c)
         return c
 
@@ -188,7 +191,9 @@ class Runtime:
             raise ValueError(f"{routes.full_name} is not a queue of {self.settings.service_name}")
         if routes.single_active != (on_takeover is not None):
             raise ValueError(f"{routes.full_name}: on_takeover is needed exactly when the queue is single-active")
-        return self.consumer(routes.queue, routes.bind(target), skip_stale=skip_stale, on_takeover=on_takeover)
+        return self.consumer(
+            routes.queue, routes.bind(target), skip_stale=skip_stale, on_takeover=on_takeover, in_order=routes.in_order
+        )
 
     def every(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
         """Run ``job`` periodically (schedulers); errors are logged, never fatal."""
@@ -318,11 +323,17 @@ def configure_logging(settings: Settings) -> None:
 
 
 async def _until_answered(action: Callable[[], Awaitable[Any]], what: str) -> None:
-    """Run ``action`` until the database lets it finish (it is away, or too busy to answer)."""
+    """Run ``action`` until the database lets it finish (it is away, or too busy to answer).
+
+    A section held by a replica that died keeps its lease for a while (``Section.lease``);
+    a start that needs the section waits that out instead of exiting.
+    """
     while True:
         try:
             await action()
             return
         except ConnectionFailure as exc:
             log.warning("database not answering, retrying", extra={"during": what, "error": str(exc)[:300]})
-            await asyncio.sleep(1)
+        except problems.Unavailable as exc:
+            log.warning("busy, retrying", extra={"during": what, "error": str(exc)[:300]})
+        await asyncio.sleep(1)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from pymongo.errors import ConnectionFailure
 
-from orgdir.bus import Bus, Consumer, Router
+from orgdir.bus import Bus, Consumer, Router, Routes
 from orgdir.events import CloudEvent, new_event
 from orgdir.settings import Settings
 from orgdir.store import OUTBOX_SINCE, Change, connect
@@ -342,6 +342,47 @@ async def test_a_single_active_consumer_checks_its_hold_once_per_burst_and_reloa
     finally:
         await consumer.stop()
         await bus.close()
+
+
+async def test_an_ordered_queue_never_lets_a_later_event_overtake_one_held_through_an_outage(
+    ns: str, amqp_url: str
+) -> None:
+    """Seen in the chaos test: the notifier held a grant through the database outage, the revocation
+    behind it went first, and the grant, now stale, was never delivered. With ``in_order`` a stream's
+    later event waits for the held one; other streams go on meanwhile."""
+    settings = toy_settings(ns, amqp_url, "mongodb://unused/", retry_delay_seconds=0.02)
+    bus = Bus(settings)
+    await bus.connect()
+    handled: list[str] = []
+    router = Router()
+
+    @router.on("widget.*")
+    async def handle(event: CloudEvent, data: toy.WidgetState) -> None:
+        name = f"{event.subject}v{event.sequence}"
+        if name == "sv1" and "tv1" not in handled:  # the database is away until the other stream went on
+            raise ConnectionFailure("database not reachable")
+        handled.append(name)
+
+    consumer = Consumer(
+        bus, "ordered", router, takeover=CountingTakeover(), on_takeover=lambda: asyncio.sleep(0),
+        in_order=lambda e: e.subject,
+    )
+    await consumer.start()
+    try:
+        for subject, sequence in [("s", 1), ("s", 2), ("t", 1)]:
+            data = {"uuid": subject, "version": sequence, "name": f"{subject}{sequence}"}
+            await bus.publish(new_event(service="toy", type="widget.updated", subject=subject, sequence=sequence,
+                                        data=data))
+        await eventually(lambda: asyncio.sleep(0, result=len(handled) == 3))
+        assert handled == ["tv1", "sv1", "sv2"]
+    finally:
+        await consumer.stop()
+        await bus.close()
+
+
+def test_only_a_single_active_queue_can_be_handled_in_order() -> None:
+    with pytest.raises(ValueError, match="single-active"):
+        Routes("toy", "competing", in_order=lambda e: e.subject)
 
 
 async def test_malformed_messages_are_dead_lettered_with_a_reason(ns: str, amqp_url: str) -> None:

@@ -29,7 +29,7 @@ from orgdir.events import CloudEvent, is_current
 from orgdir.service import Runtime
 from orgdir.settings import Settings
 from orgdir_tools.cli import uvicorn_command, wait_ready
-from orgdir_tools.localservers import free_port
+from orgdir_tools.localservers import ServerError, free_port
 
 SettingsT = TypeVar("SettingsT", bound=Settings)
 
@@ -270,9 +270,18 @@ class ServiceProcess:
                 log.close()  # the child holds its own descriptor
         try:
             await wait_ready(self.url, self.proc, timeout=90, name=self.package)
+        except ServerError as exc:
+            self.stop()
+            raise ServerError(f"{exc}{self._log_tail()}") from exc  # why, in the test report itself
         except BaseException:
             self.stop()
             raise
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f"; the end of {self.log_path}:\n" + "\n".join(tail)
 
     def _log_file(self) -> IO[bytes] | None:
         """Under pytest, the log goes to a file the session scans for secrets (``orgdir_tools.logscan``)."""

@@ -326,13 +326,11 @@ class Notifier:
         return out
 
     async def handle(self, event: CloudEvent) -> None:
-        """Nothing may suspend before the stream lock: messages take it in the order the consumer
-        passed them on (arrival order: its takeover check is first-in, first-out)."""
+        """One stream's events come one at a time, in arrival order (``consumers.routes``, ``in_order``)."""
         self._handling += 1
         self._idle.clear()
         try:
-            async with self.seen.lock(CONSUMER, event):
-                await self._handle(event)
+            await self._handle(event)
         finally:
             self._handling -= 1
             if self._handling == 0:

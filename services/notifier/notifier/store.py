@@ -12,8 +12,6 @@ The projections of other services' aggregates are in ``readmodel``.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -346,32 +344,24 @@ class Deliveries:
 
 
 class StreamSeen(MongoSeenStore):
-    """The platform's seen-store, cached in memory, with a lock per stream.
+    """The platform's seen-store, cached in memory.
 
-    The consumer holds the stream's lock from the stale check to the mark, so
-    one subject's deliveries are recorded in sequence order. The lock only
-    orders this process's concurrent handlers: ``notifier.all`` is
-    single-active, so one replica handles the stream at a time, and a replica
-    taking it over reloads the cache first (``load``). The stored sequence is
-    written with ``$max``, so even a stale handler cannot lower it.
+    The consumer hands a stream's events over one at a time (``in_order``), so
+    one subject's deliveries are recorded in sequence order. That order is this
+    process's: ``notifier.all`` is single-active, so one replica handles the
+    stream at a time, and a replica taking it over reloads the cache first
+    (``load``). The stored sequence is written with ``$max``, so even a stale
+    handler cannot lower it.
     """
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         super().__init__(db, "_seen_streams")
         self.cache: dict[str, int] = {}
-        self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def load(self) -> None:
         async for d in self.col.find({}):
             k = d["_id"]
             self.cache[k] = max(self.cache.get(k, 0), int(d["sequence"]))
-
-    def lock(self, consumer: str, event: CloudEvent) -> asyncio.Lock:
-        k = self.key(consumer, event)
-        lock = self.locks.get(k)
-        if lock is None:
-            lock = self.locks[k] = asyncio.Lock()
-        return lock
 
     async def is_stale(self, consumer: str, event: CloudEvent) -> bool:
         return self.cache.get(self.key(consumer, event), 0) >= event.sequence

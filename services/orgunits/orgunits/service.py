@@ -134,12 +134,31 @@ class OrgUnits:
         await self.refresh_one(collection[kind], event.subject)
 
     async def seed(self) -> int:
-        """Create missing default facets and classes; idempotent, safe with several replicas."""
+        """Create missing default facets and classes; idempotent, safe with several replicas.
+
+        The section is taken only when something is missing: a replica restarted
+        after its predecessor died holding the section must not wait out that
+        lease (usually everything is seeded already).
+        """
+        facets = [(k, d) for k, d in vocabulary.FACETS.items() if vocabulary.facet_uuid(k) not in self.vocab.facets]
+        seeds: list[tuple[str, str, str, Any, str | None]] = [
+            (facet, key, name, scope, None)
+            for facet, rows in vocabulary.CLASSES.items()
+            for key, name, scope in rows
+        ]
+        kle_csv = Path(self.settings.kle_csv) if self.settings.kle_csv else vocabulary.KLE_CSV
+        seeds += [  # parents first
+            ("kle", r.number, r.title, None, vocabulary.kle_uuid(r.parent) if r.parent else None)
+            for r in vocabulary.kle_rows(kle_csv)
+        ]
+        classes = [row for row in seeds if vocabulary.class_uuid(row[0], row[1]) not in self.vocab.classes]
+        if not facets and not classes:
+            return 0
         created = 0
         async with self.section.hold() as ticket:
-            for key, description in vocabulary.FACETS.items():
+            for key, description in facets:
                 fid = vocabulary.facet_uuid(key)
-                if fid in self.vocab.facets:
+                if fid in self.vocab.facets:  # re-read on entry: another replica was first
                     continue
                 state: dict[str, Any] = {
                     "timeline": _dump(
@@ -159,17 +178,7 @@ class OrgUnits:
                     self.vocab.set_facet(facet_state(doc))
                     ticket.wrote(self.facets_repo.name, fid)
                     created += 1
-            seeds: list[tuple[str, str, str, Any, str | None]] = [
-                (facet, key, name, scope, None)
-                for facet, rows in vocabulary.CLASSES.items()
-                for key, name, scope in rows
-            ]
-            kle_csv = Path(self.settings.kle_csv) if self.settings.kle_csv else vocabulary.KLE_CSV
-            seeds += [  # parents first
-                ("kle", r.number, r.title, None, vocabulary.kle_uuid(r.parent) if r.parent else None)
-                for r in vocabulary.kle_rows(kle_csv)
-            ]
-            for facet, key, name, scope, parent in seeds:
+            for facet, key, name, scope, parent in classes:
                 cid = vocabulary.class_uuid(facet, key)
                 if cid in self.vocab.classes:
                     continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -137,6 +137,27 @@ async def test_vocabulary_is_seeded_once_with_deterministic_uuids(
         await events.wait_type("facet.created", len(FACETS) + 1)
         await events.wait_type("class.updated", 1, subject=cid)
     assert len(events.of_type("class.created")) == total + 1
+
+
+async def test_a_replica_starts_while_a_dead_replica_still_holds_the_tree_section(
+    settings: OrgunitsSettings, clock: ManualClock
+) -> None:
+    """A replica SIGKILLed during a write leaves the section leased; its restart must not wait that out.
+
+    The chaos test hit this: the restart's seeding waited for the section, gave up
+    after ``Section.wait`` and the process exited.
+    """
+    async with RunningApp(create_app(settings, clock)) as app:  # seeds the vocabulary
+        name = service(app).section.name
+        until = datetime.now(UTC) + timedelta(seconds=60)  # longer than Section.wait; a start may wait it out
+        held = {"$set": {"holder": "a-dead-replica", "until": until}}
+        await service(app).runtime.db["_sections"].update_one({"_id": name}, held)
+    async with RunningApp(create_app(settings, clock)) as app:
+        assert (await app.http.get("/readyz")).status_code == 200
+        r = await app.http.get(f"/api/v1/classes/{class_uuid('job_function', 'paedagog')}", headers=READER)
+        assert r.status_code == 200 and r.json()["version"] == 1, r.text
+        doc = await service(app).runtime.db["_sections"].find_one({"_id": name})
+        assert doc is not None and doc["holder"] == "a-dead-replica"  # nothing was seeded, so not taken
 
 
 async def test_every_unit_rule_is_refused_with_problem_json(svc: RunningApp) -> None:
