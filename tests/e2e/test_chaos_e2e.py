@@ -40,7 +40,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -55,6 +55,7 @@ from importer.records import ACCESS_KINDS
 from importer.service import Options, run_import
 from importer.settings import ImportSettings
 from orgdir.settings import Settings
+from orgdir.store import connect
 from orgdir_tools.localservers import MongoServer, RabbitCluster, run_concurrently
 from orgdir_tools.testkit import ServiceProcess, settings_for
 from orgdir_tools.testpeers import Receiver, ScimServer
@@ -710,7 +711,7 @@ class Checks:
 
         found = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", " ".join(problems))
         persons = [x for x in found if x in self.w.persons][:2]
-        lines = []
+        lines = await self.stored(x for x in found if x in self.w.engs)
         for person in persons:
             jobs = {j: e for j, e in self.w.engs.items() if e.person == person}
             lines.append(f"person {person}: model engagements {jobs}")
@@ -725,6 +726,24 @@ class Checks:
                     if e["subject"] == person]
             lines.append(f"  access events: {mine}")
         return "\n".join(lines)
+
+    async def stored(self, engagements: Iterable[str]) -> list[str]:
+        """The registry's documents as stored: version, what waits in the outbox and who leases it."""
+        settings = self.c.s["registry"].procs[0].settings
+        client = connect(settings.mongodb_url)
+        lines = []
+        try:
+            col = client[settings.database_name]["engagements"]
+            for job in list(dict.fromkeys(engagements))[:3]:
+                doc = await col.find_one({"_id": job}, {"version": 1, "outbox": 1, "outbox_since": 1,
+                                                       "relay_lease_until": 1, "relay_owner": 1})
+                outbox = [(e["type"], e["sequence"], e["id"][:8]) for e in (doc or {}).get("outbox", [])]
+                lines.append(f"stored engagement {job}: v{(doc or {}).get('version')}, outbox {outbox}, "
+                             f"since {(doc or {}).get('outbox_since')}, lease {(doc or {}).get('relay_lease_until')} "
+                             f"{(doc or {}).get('relay_owner')}")
+        finally:
+            await client.close()
+        return lines
 
     async def dead_letters(self) -> dict[str, int]:
         rows = await asyncio.to_thread(self.cluster.queue_messages)

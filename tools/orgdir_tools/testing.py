@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,7 +45,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """No log line of a test run may hold a CPR number or a bearer token (issue #16): a leak fails the run."""
     logs = Path(os.environ["ORGDIR_TEST_LOG_DIR"])
     leaks = _scanner.leaks + scan_files(logs)
-    shutil.rmtree(logs, ignore_errors=True)
+    if os.environ.get("ORGDIR_KEEP_TEST_LOGS"):  # to read a failed run's service logs whole
+        print(f"\nservice logs kept in {logs}", file=sys.stderr)
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
     if leaks:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = [f"{len(leaks)} log line(s) hold a CPR number or a token:", *leaks[:50]]
