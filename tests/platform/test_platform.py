@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -19,7 +20,7 @@ import httpx
 import pytest
 from pymongo.errors import ConnectionFailure
 
-from orgdir.bus import Bus, Consumer, Router, Routes
+from orgdir.bus import Bus, Consumer, Handler, Router, Routes
 from orgdir.events import CloudEvent, new_event
 from orgdir.settings import Settings
 from orgdir.store import OUTBOX_SINCE, Change, connect
@@ -344,6 +345,22 @@ async def test_a_single_active_consumer_checks_its_hold_once_per_burst_and_reloa
         await bus.close()
 
 
+@contextlib.asynccontextmanager
+async def consuming(settings: Settings, name: str, handle: Handler, **options: Any) -> AsyncIterator[Bus]:
+    """A connected bus with a started consumer ``name`` of ``widget.*``; both closed after."""
+    bus = Bus(settings)
+    await bus.connect()
+    router = Router()
+    router.on("widget.*")(handle)
+    consumer = Consumer(bus, name, router, **options)
+    await consumer.start()
+    try:
+        yield bus
+    finally:
+        await consumer.stop()
+        await bus.close()
+
+
 async def test_an_ordered_queue_never_lets_a_later_event_overtake_one_held_through_an_outage(
     ns: str, amqp_url: str
 ) -> None:
@@ -351,33 +368,22 @@ async def test_an_ordered_queue_never_lets_a_later_event_overtake_one_held_throu
     behind it went first, and the grant, now stale, was never delivered. With ``in_order`` a stream's
     later event waits for the held one; other streams go on meanwhile."""
     settings = toy_settings(ns, amqp_url, "mongodb://unused/", retry_delay_seconds=0.02)
-    bus = Bus(settings)
-    await bus.connect()
     handled: list[str] = []
-    router = Router()
 
-    @router.on("widget.*")
     async def handle(event: CloudEvent, data: toy.WidgetState) -> None:
         name = f"{event.subject}v{event.sequence}"
         if name == "sv1" and "tv1" not in handled:  # the database is away until the other stream went on
             raise ConnectionFailure("database not reachable")
         handled.append(name)
 
-    consumer = Consumer(
-        bus, "ordered", router, takeover=CountingTakeover(), on_takeover=lambda: asyncio.sleep(0),
-        in_order=lambda e: e.subject,
-    )
-    await consumer.start()
-    try:
+    ordered = {"takeover": CountingTakeover(), "on_takeover": lambda: asyncio.sleep(0), "in_order": lambda e: e.subject}
+    async with consuming(settings, "ordered", handle, **ordered) as bus:
         for subject, sequence in [("s", 1), ("s", 2), ("t", 1)]:
             data = {"uuid": subject, "version": sequence, "name": f"{subject}{sequence}"}
             await bus.publish(new_event(service="toy", type="widget.updated", subject=subject, sequence=sequence,
                                         data=data))
         await eventually(lambda: asyncio.sleep(0, result=len(handled) == 3))
         assert handled == ["tv1", "sv1", "sv2"]
-    finally:
-        await consumer.stop()
-        await bus.close()
 
 
 def test_only_a_single_active_queue_can_be_handled_in_order() -> None:
@@ -387,18 +393,12 @@ def test_only_a_single_active_queue_can_be_handled_in_order() -> None:
 
 async def test_malformed_messages_are_dead_lettered_with_a_reason(ns: str, amqp_url: str) -> None:
     settings = toy_settings(ns, amqp_url, "mongodb://unused/")
-    bus = Bus(settings)
-    await bus.connect()
     handled: list[str] = []
-    router = Router()
 
-    @router.on("widget.*")
     async def handle(event: CloudEvent, data: toy.WidgetState) -> None:
         handled.append(data.name)
 
-    consumer = Consumer(bus, "strict", router)
-    await consumer.start()
-    try:
+    async with consuming(settings, "strict", handle):
         conn = await aio_pika.connect(amqp_url)
         channel = await conn.channel()
         exchange = await channel.get_exchange(settings.exchange)
@@ -427,9 +427,6 @@ async def test_malformed_messages_are_dead_lettered_with_a_reason(ns: str, amqp_
         assert any("data does not match widget.created" in r for r in reasons)
         assert any("unknown event type 'widget.exploded'" in r for r in reasons)
         await eventually(lambda: asyncio.sleep(0, result=handled == ["fine"]))
-    finally:
-        await consumer.stop()
-        await bus.close()
 
 
 async def test_write_conflicts_and_change_model(ns: str, amqp_url: str, mongodb_url: str) -> None:
