@@ -50,7 +50,8 @@ class ProjectionCache:
         self.col: AsyncCollection[Doc] = self.stored.col
         self.items: dict[str, Doc] = {}
 
-    def _keep(self, doc: Doc) -> bool:
+    def keep(self, doc: Doc) -> bool:
+        """Hold ``doc`` unless memory has this copy or a newer one; True when it was kept."""
         current = self.items.get(doc["_id"])
         if current is not None and int(current["sequence"]) >= int(doc["sequence"]):
             return False
@@ -60,7 +61,7 @@ class ProjectionCache:
     async def load(self) -> None:
         """Everything stored; what memory holds is replaced only by newer copies."""
         async for d in self.col.find({}):
-            self._keep(d)
+            self.keep(d)
 
     def get(self, key: str) -> Doc | None:
         return self.items.get(key)
@@ -70,11 +71,11 @@ class ProjectionCache:
         if current is not None and int(current["sequence"]) >= sequence:
             return False
         if await self.stored.apply(key, sequence, body):
-            self._keep({**body, "_id": key, "sequence": sequence})
+            self.keep({**body, "_id": key, "sequence": sequence})
             return True
         stored = await self.col.find_one({"_id": key})  # newer than memory: another replica's
         if stored is not None:
-            self._keep(stored)
+            self.keep(stored)
         return False
 
 
@@ -103,6 +104,18 @@ class Projections:
 
     def __getitem__(self, aggregate: str) -> ProjectionCache:
         return self.caches[aggregate]
+
+    async def reread_accounts(self, person: str) -> bool:
+        """The person's account copies as stored now; True when memory was behind.
+
+        Memory follows only the events this replica consumed: another replica may
+        have applied (and sent) a newer account meanwhile."""
+        changed = False
+        async for doc in self.caches["account"].col.find({"person": person}):
+            if self.caches["account"].keep(doc):
+                self.accounts_of.setdefault(person, set()).add(str(doc["_id"]))
+                changed = True
+        return changed
 
     async def apply(self, event: CloudEvent) -> None:
         aggregate = event.type.split(".", 1)[0]

@@ -417,7 +417,12 @@ class ScimSender:
         is built again and re-sent when its manager's id has appeared meanwhile."""
         sent = await self._build(sub, person, account)
         created = await self._put_user(scim, sub, person, account, sent)
-        if created and not _same_user(await self._build(sub, person, account), sent):
+        if await self.p.reread_accounts(person):
+            # Built from memory that was behind: another replica sent a newer account state (a
+            # disablement, say) meanwhile, and this User may just have overwritten it. The other
+            # replica stored that state before sending it, so reading after landing sees it.
+            await self._refresh_user(scim, sub, person)
+        elif created and not _same_user(await self._build(sub, person, account), sent):
             await self._refresh_user(scim, sub, person)  # its manager's User was created meanwhile
         if follow and created:
             for unit in self.managed_units(person):

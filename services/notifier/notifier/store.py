@@ -41,6 +41,8 @@ INDEXES: list[Index] = [
     index("deliveries", "event_type"),
     # a replica's release of its leases at a graceful stop
     index("deliveries", "owner", "status"),
+    # a User checked after it lands: the person's accounts as stored (``Projections.reread_accounts``)
+    index("p_accounts", "person"),
 ]
 
 

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from notifier.app import create_app
+from notifier.readmodel import ProjectionCache
 from orgdir_tools.testkit import RunningApp, eventually
 from orgdir_tools.testpeers import HoldingProxy
 
@@ -197,6 +198,32 @@ async def test_a_report_created_beside_their_manager_gets_the_managers_id(
                              .get("manager", {}).get("value") == boss_id)
     finally:
         proxy.close()
+
+
+async def test_a_user_sent_from_memory_that_is_behind_is_sent_again_as_stored(
+    make_settings, publisher, scim_server
+) -> None:
+    """Another replica stored and sent Anne's disablement; this one, its memory of her account still
+    ``requested``, then sends her User for a change of name. Checked against the stored accounts after
+    it lands, the User ends inactive. (Chaos run, 2026-12-02: a User stayed active after its person lost
+    every right, with two notifier replicas sending after one was killed.)"""
+    it, anne, acc = uid(), uid(), uid()
+    async with RunningApp(create_app(make_settings())) as app:
+        r = await app.http.post("/api/v1/subscriptions", json={
+            "kind": "scim", "name": "AD", "url": scim_server.url, "token": scim_server.token, "it_system": it})
+        assert r.status_code == 201, r.text
+        pub = publisher.publish
+        await pub("person.created", anne, {"timeline": always(given_name="Anne", surname="Jensen")})
+        account = {"person": anne, "it_system": it, "username": "annjen"}
+        await pub("account.requested", acc, {**account, "status": "requested"})
+        await eventually(lambda: (scim_server.user("annjen") or {}).get("active") is True)
+
+        other_replica = ProjectionCache(app.app.state.notifier.runtime.db, "p_accounts")
+        disabled = {"uuid": acc, "version": 2, **account, "status": "disabled"}
+        assert await other_replica.apply(acc, 2, {"data": disabled, "type": "account.disabled", "person": anne})
+        await pub("person.updated", anne, {"timeline": always(given_name="Anne", surname="Hansen")})
+        await eventually(lambda: (scim_server.user("annjen") or {}).get("name", {}).get("familyName") == "Hansen")
+        await eventually(lambda: scim_server.user("annjen")["active"] is False)
 
 
 async def test_scim_target_down_then_up(make_settings, publisher, scim_server) -> None:
