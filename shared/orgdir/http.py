@@ -11,11 +11,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import fastapi_offline
@@ -26,7 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -198,6 +198,21 @@ def create_app(
     return app
 
 
+def validation_problem(raw: Sequence[Any], location: str | None = None) -> problems.Invalid:
+    """422 ``validation-error`` listing each field (pydantic's errors; ``location`` when they lack one)."""
+    errors = [
+        {
+            "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+            "location": location or (str(e["loc"][0]) if e["loc"] else "body"),
+            "message": e["msg"],
+            "code": e["type"],
+        }
+        for e in raw
+    ]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return problems.Invalid("validation-error", "Invalid request", detail, errors=errors)
+
+
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(problems.Problem)
     async def on_problem(request: Request, exc: problems.Problem) -> JSONResponse:
@@ -205,17 +220,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
-                "location": str(e["loc"][0]) if e["loc"] else "body",
-                "message": e["msg"],
-                "code": e["type"],
-            }
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return problem_response(problems.Invalid("validation-error", "Invalid request", detail, errors=errors), request)
+        return problem_response(validation_problem(exc.errors()), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -608,3 +613,85 @@ def complete_openapi(app: FastAPI) -> dict[str, Any]:
                 entry["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ref}}
     app.openapi_schema = schema
     return schema
+
+
+# ---------------------------------------------------------------------------- batches
+
+MAX_BATCH = 100
+
+
+class BatchOperation(BaseModel):
+    """One PUT of a batch, as it would be sent alone."""
+
+    method: Literal["PUT"] = "PUT"
+    path: str = Field(
+        description="The PUT's path, e.g. `/api/v1/persons/{uuid}` (or without `/api/v1`).",
+        examples=["/api/v1/persons/0b9f7a3c-1d2e-4f50-8a6b-7c8d9e0f1a2b"],
+    )
+    body: dict[str, Any] = Field(description="The PUT's body.")
+    if_match: int | None = Field(None, description="The version the PUT's `If-Match` would name.")
+
+
+class BatchIn(BaseModel):
+    operations: list[BatchOperation] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchResult(BaseModel):
+    """What the PUT alone would have answered with `Prefer: return=minimal`: status, version or problem."""
+
+    status: int = Field(description="201 created, 200 replaced or unchanged, else the problem's status.")
+    version: int | None = Field(None, description="The version written or found (the ETag).")
+    problem: ProblemDetails | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResult] = Field(description="One per operation, in the order given.")
+
+
+BATCH_DOC = (
+    "Up to 100 independent PUTs in one request, for bulk loaders: each is decided, validated and written "
+    "exactly as if sent alone, concurrently with the others, and answers on its own (201, 200 or a problem); "
+    "one refused does not stop the rest. Operations that depend on each other belong in separate batches. "
+    "The batch itself answers 200 unless it is malformed or the token may not write."
+)
+
+
+async def run_batch(
+    operations: list[BatchOperation], put: Callable[[BatchOperation], Awaitable[tuple[bool, int]]]
+) -> BatchOut:
+    """Each operation through ``put`` (created?, version) at once; a refusal becomes that one's result."""
+
+    async def one(op: BatchOperation) -> BatchResult:
+        try:
+            created, version = await put(op)
+        except ValidationError as exc:
+            return _refused(validation_problem(exc.errors(), location="body"), op)
+        except problems.Problem as exc:
+            return _refused(exc, op)
+        except StaleVersion as exc:
+            return _refused(problems.conflict(str(exc), current_version=exc.current), op)
+        except (ConnectionFailure, ServerSelectionTimeoutError):
+            return _refused(unavailable("The database does not answer; try again shortly."), op)
+        return BatchResult(status=201 if created else 200, version=version)
+
+    return BatchOut(results=list(await asyncio.gather(*(one(op) for op in operations))))
+
+
+def _refused(problem: problems.Problem, op: BatchOperation) -> BatchResult:
+    status = status_of(problem)
+    return BatchResult(status=status, problem=ProblemDetails.model_validate(problem.body(status, instance=op.path)))
+
+
+def batch_target(path: str, collections: Sequence[str]) -> tuple[str, str]:
+    """``(collection, uuid)`` of a batch operation's path; 404 for a path no PUT has here, 400 for a bad uuid."""
+    parts = path.removeprefix("/api/v1").strip("/").split("/")
+    if len(parts) != 2 or parts[0] not in collections:
+        raise problems.missing(
+            "not-found",
+            f"No PUT in a batch at {path!r}; one of: " + ", ".join(f"/api/v1/{c}/{{uuid}}" for c in collections),
+        )
+    try:
+        uuid.UUID(parts[1])
+    except ValueError as exc:
+        raise problems.bad_request("invalid-uuid", f"{parts[1]!r} is not a UUID.") from exc
+    return parts[0], parts[1]

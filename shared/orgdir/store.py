@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
+import itertools
 import logging
 import random
 import uuid as uuidlib
@@ -111,6 +113,52 @@ class BulkWriter:
                 future.set_exception(OperationFailure(str(error.get("errmsg")), error.get("code"), error))
 
 
+class BulkReader:
+    """Group fetch: concurrent reads by ``_id`` from many tasks go out as one ``$in`` query.
+
+    The read counterpart of ``BulkWriter``: under load a replica reads the
+    documents of dozens of requests at once, and one command with their ids
+    costs little more than one with a single id. The query is sent after every
+    caller asked, so each still sees the document as stored at or after its call.
+    """
+
+    def __init__(self, col: AsyncCollection[Doc], projection: Mapping[str, Any] | None = None) -> None:
+        self.col = col
+        self.projection = projection
+        self._queue: dict[Any, list[asyncio.Future[Doc | None]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self.commands = 0  # queries sent (for tests and metrics)
+
+    async def get(self, key: Any) -> Doc | None:
+        future: asyncio.Future[Doc | None] = asyncio.get_running_loop().create_future()
+        self._queue.setdefault(key, []).append(future)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name=f"fetch-{self.col.name}")
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the readers woken with us join this query
+        while self._queue:
+            keys = list(itertools.islice(self._queue, MAX_BULK))
+            batch = {k: self._queue.pop(k) for k in keys}
+            try:
+                self.commands += 1
+                found = {d["_id"]: d async for d in self.col.find({"_id": {"$in": keys}}, self.projection)}
+            except BaseException as exc:
+                for futures in batch.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for key, futures in batch.items():
+                for i, future in enumerate(futures):
+                    if not future.done():  # each caller its own copy: callers change what they read
+                        doc = found.get(key)
+                        future.set_result(doc if doc is None or i == 0 else copy.deepcopy(doc))
+
+
 @dataclass(frozen=True)
 class Index:
     """One index a service's queries or invariants need; declared once, created at start."""
@@ -208,6 +256,7 @@ class Repository:
         self.current_type = current_type
         self.on_write: Callable[[str, str, list[dict[str, Any]]], None] = lambda c, u, o: None
         self.inserts = BulkWriter(self.col)
+        self.reads = BulkReader(self.col, {"outbox": 0, "registrations": 0})
 
     def event_for(self, uuid: str, version: int, event_type: str, state: dict[str, Any]) -> CloudEvent:
         return self._event(uuid, version, event_type, self.event_data(uuid, version, state))
@@ -254,7 +303,7 @@ class Repository:
         }
 
     async def get(self, uuid: str) -> Doc | None:
-        return await self.col.find_one({"_id": uuid}, {"outbox": 0, "registrations": 0})
+        return await self.reads.get(uuid)  # concurrent reads share a query
 
     async def get_full(self, uuid: str) -> Doc | None:
         return await self.col.find_one({"_id": uuid})

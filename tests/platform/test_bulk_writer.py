@@ -1,4 +1,5 @@
-"""Group commit on the real server: concurrent writes share bulk commands, each gets its own outcome."""
+"""Group commit and group fetch on the real server: concurrent writes (reads) share commands, each
+gets its own outcome."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import InsertOne, UpdateOne
 
-from orgdir.store import MAX_BULK, BulkWriter, Projection, connect
+from orgdir.store import MAX_BULK, BulkReader, BulkWriter, Projection, connect
 
 
 async def test_concurrent_writes_share_commands_and_keep_their_own_errors(mongodb_url: str, ns: str) -> None:
@@ -55,6 +56,28 @@ async def test_a_failing_command_fails_every_waiting_writer(mongodb_url: str, ns
     assert all(isinstance(r, Exception) for r in results), results
     with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises for a closed client
         await writer.write(InsertOne({"_id": "y"}))
+
+
+async def test_concurrent_reads_share_queries_and_each_sees_its_own_document(mongodb_url: str, ns: str) -> None:
+    client = connect(mongodb_url)
+    try:
+        col = client[f"{ns}_fetch"]["docs"]
+        await col.insert_many([{"_id": f"k{i}", "n": i, "big": "x" * 10} for i in range(MAX_BULK + 100)])
+        reader = BulkReader(col, {"big": 0})
+        keys = [f"k{i}" for i in range(MAX_BULK + 100)] + ["k3", "missing"]
+        docs = await asyncio.gather(*(reader.get(k) for k in keys))
+        assert [d and d["n"] for d in docs[: MAX_BULK + 100]] == list(range(MAX_BULK + 100))
+        assert docs[-2] == {"_id": "k3", "n": 3} and docs[-1] is None  # projected; absent is None
+        assert docs[3] is not docs[-2]  # two readers of one document may each change their copy
+        assert reader.commands == 2  # one query per MAX_BULK ids, not one per read
+
+        await col.update_one({"_id": "k1"}, {"$set": {"n": 100}})
+        assert (await reader.get("k1") or {})["n"] == 100  # a later read is a new query
+        await client.close()
+        with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises for a closed client
+            await reader.get("k1")
+    finally:
+        await client.close()
 
 
 async def test_projection_applies_concurrently_from_two_replicas_newest_wins(mongodb_url: str, ns: str) -> None:

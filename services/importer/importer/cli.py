@@ -46,6 +46,7 @@ def import_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mass-change", action="store_true", help="allow --full-sync above the threshold")
     p.add_argument("--threshold", type=int, default=500, help="most --full-sync terminations without the flag")
     p.add_argument("--concurrency", type=int, default=None, help="requests in flight (ORGDIR_IMPORT_CONCURRENCY)")
+    p.add_argument("--batch", type=int, default=None, help="PUTs per registry request (ORGDIR_IMPORT_BATCH)")
     p.add_argument("--examples", type=int, default=3, help="examples per kind and action in the plan")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return p
@@ -92,6 +93,8 @@ def _import(ns: argparse.Namespace) -> int:
     settings = ImportSettings()
     if ns.concurrency:
         settings = replace(settings, concurrency=ns.concurrency)
+    if ns.batch:
+        settings = replace(settings, batch=ns.batch)
     options = Options(
         day=ns.at or today(),
         dry_run=ns.dry_run,

@@ -176,7 +176,7 @@ async def apply(api: Api, the_plan: Plan, settings: ImportSettings, report: Repo
                 progress: bool = True) -> None:
     """Apply the plan's ops phase by phase; a refused op is reported, the rest goes on."""
     bar = Progress(len(the_plan.ops), err, progress)
-    gate = asyncio.Semaphore(settings.concurrency)
+    gate = asyncio.Semaphore(settings.concurrency * max(1, settings.batch))  # writes in flight
     first_phase = min((op.phase for op in the_plan.ops), default=0)
     new_units = {op.uuid for op in the_plan.ops if op.kind == "units" and op.action == "create"
                  and _holds_on(op, the_plan.day)}

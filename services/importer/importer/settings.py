@@ -22,8 +22,11 @@ class ImportSettings:
     registry_url: str = field(default_factory=lambda: _env("REGISTRY_URL", "http://127.0.0.1:8102"))
     access_rights_url: str = field(default_factory=lambda: _env("ACCESS_RIGHTS_URL", "http://127.0.0.1:8103"))
     token: str = field(default_factory=lambda: _env("TOKEN", "dev-admin"))
-    #: requests in flight at once (each service scales by replicas; this bounds the load one import puts on them)
+    #: requests in flight at once per service, each of up to ``batch`` PUTs where the service takes batches
+    #: (services scale by replicas; this bounds the load one import puts on them)
     concurrency: int = field(default_factory=lambda: int(_env("CONCURRENCY", "16")))
+    #: PUTs per request to a service with a batch endpoint (the registry); 1 sends each on its own
+    batch: int = field(default_factory=lambda: int(_env("BATCH", "50")))
     timeout_seconds: float = field(default_factory=lambda: float(_env("TIMEOUT_SECONDS", "60")))
     #: attempts after the first when a service does not answer or answers 409/429/502-504 (backoff up to 5 s)
     retries: int = field(default_factory=lambda: int(_env("RETRIES", "6")))

@@ -16,7 +16,22 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from orgdir import auth, problems
-from orgdir.http import AtDay, IfMatch, Page, PageQuery, RegisteredAt, ReturnMinimal, minimal, set_etag
+from orgdir.http import (
+    BATCH_DOC,
+    AtDay,
+    BatchIn,
+    BatchOperation,
+    BatchOut,
+    IfMatch,
+    Page,
+    PageQuery,
+    RegisteredAt,
+    ReturnMinimal,
+    batch_target,
+    minimal,
+    run_batch,
+    set_etag,
+)
 from orgdir.schemas import History, TerminateIn
 from registry import schemas
 from registry.domain import KINDS, PERSON, Kind, ceiling_of
@@ -191,6 +206,25 @@ def _add_crud(kind: Kind) -> None:
 
 for _kind in KINDS.values():
     _add_crud(_kind)
+
+_BY_PLURAL = {k.plural: k for k in KINDS.values()}
+
+
+@router.post(
+    "/batch", tags=["batch"], response_model=BatchOut, summary="Several PUTs in one request", description=BATCH_DOC
+)
+async def batch(reg: Svc, principal: auth.ScopedWriter, body: BatchIn) -> BatchOut:
+    ceiling = ceiling_of(principal.roles)
+
+    async def put(op: BatchOperation) -> tuple[bool, int]:
+        plural, uuid = batch_target(op.path, list(_BY_PLURAL))
+        kind = _BY_PLURAL[plural]
+        agg, created = await reg.save(
+            kind, uuid, kind.input.model_validate(op.body), if_match=op.if_match, ceiling=ceiling
+        )
+        return created, agg.version
+
+    return await run_batch(body.operations, put)
 
 
 @router.get(

@@ -512,23 +512,33 @@ class Registry:
         sections are taken again with it.
         """
         held = set(named)
+        hint = self.memory.get(kind.agg, uuid)
         if serialise:
-            hint = self.memory.get(kind.agg, uuid)
             held |= self._persons_of(kind, uuid, *([hint] if hint else []))
+        # Unknown here, it is most likely new (an import creates tens of thousands): try the insert
+        # without reading first. Its unique ``_id`` refuses it when another replica made it, and the
+        # next attempt reads and decides again.
+        unread = hint is None and not must_exist and if_match is None
         for _ in range(ATTEMPTS):
             outcome: tuple[Agg, bool] | None = None
             release: tuple[str, str, str | None] | None = None
             async with self.sections.hold(held if serialise else ()) as tickets:
-                doc = await self._read(kind, uuid, if_match, required=must_exist)
+                guessed, unread = unread, False
+                doc = None if guessed else await self._read(kind, uuid, if_match, required=must_exist)
                 if serialise and doc is not None:
                     stored = self._persons_of(kind, uuid, *self._timeline(kind, doc))
                     if not stored <= held:
                         held |= stored
                         continue
-                plan = decide(doc)
-                self._check_scope(kind, doc, plan)
-                await self._refresh_references(kind, plan)
-                self.validate(kind, uuid, plan.timeline, plan.period)
+                try:
+                    plan = decide(doc)
+                    self._check_scope(kind, doc, plan)
+                    await self._refresh_references(kind, plan)
+                    self.validate(kind, uuid, plan.timeline, plan.period)
+                except problems.Problem:
+                    if guessed:
+                        continue  # refused as new: it may exist after all, so read and decide again
+                    raise
                 state = self.build_state(kind, plan.timeline, plan.extra)
                 if doc is not None and state == doc["state"]:
                     agg = self.memory.get(kind.agg, uuid)

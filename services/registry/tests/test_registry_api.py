@@ -235,3 +235,62 @@ async def test_prefer_return_minimal_answers_without_a_body_and_reveals_nothing(
     assert full.status_code == 200 and full.json()["cpr"] == "160135-1236" and full.json()["version"] == 3
     audit = (await http.get("/api/v1/audit", params={"person": p})).json()["items"]
     assert [a["endpoint"] for a in audit] == ["PUT /api/v1/persons/{uuid}"]
+
+
+async def test_a_batch_answers_each_put_as_if_sent_alone_and_writes_every_good_one(world: World) -> None:
+    http = world.http
+    p, q, e = uid("person:Bente Batch"), uid("person:Carl Batch"), uid("engagement:Bente Batch")
+    first = {
+        "operations": [
+            {"path": f"/api/v1/persons/{p}", "body": world.person_body("Bente", "Batch")},
+            {"path": f"/persons/{q}", "body": world.person_body("Carl", "Batch")},  # /api/v1 may be left out
+            {"path": f"/persons/{uid('person:No Name')}", "body": {"validity": {"from": "2020-01-01"}}},
+            {"path": f"/persons/{uid('person:Bad CPR')}", "body": world.person_body("Bad", "Cpr", cpr="3213701234")},
+            {"path": f"/units/{uid('unit:x')}", "body": {}},
+            {"path": "/persons/not-a-uuid", "body": world.person_body("Not", "Uuid")},
+        ]
+    }
+    r = await http.post("/api/v1/batch", json=first)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [201, 201, 422, 422, 404, 400]
+    assert results[0]["version"] == 1 and results[0]["problem"] is None
+    missing_name = results[2]["problem"]
+    assert (
+        missing_name["type"].endswith("validation-error") and missing_name["instance"] == first["operations"][2]["path"]
+    )
+    assert {f["field"] for f in missing_name["errors"]} == {"given_name", "surname"}
+    assert problem_type_of(results[3]) == "invalid-cpr", results[3]
+    assert problem_type_of(results[5]) == "invalid-uuid"
+    for person, name in ((p, "Bente"), (q, "Carl")):
+        assert (await http.get(f"/api/v1/persons/{person}")).json()["given_name"] == name
+    assert (await http.get(f"/api/v1/persons/{uid('person:No Name')}")).status_code == 404
+
+    # Again with one change and a dependent write: unchanged is 200 at the same version.
+    second = {
+        "operations": [
+            {"path": f"/persons/{p}", "body": world.person_body("Bente", "Batch")},
+            {"path": f"/persons/{q}", "body": world.person_body("Carl", "Batchesen")},
+            {"path": f"/engagements/{e}", "body": world.engagement_body(p, world.u["team"])},
+            {"path": f"/engagements/{uid('engagement:nowhere')}", "body": world.engagement_body(p, uid("unit:nope"))},
+            {"path": f"/persons/{q}", "body": world.person_body("Carl", "Batch"), "if_match": 1},
+        ]
+    }
+    results = (await http.post("/api/v1/batch", json=second)).json()["results"]
+    assert [(x["status"], x["version"]) for x in results[:3]] == [(200, 1), (200, 2), (201, 1)]
+    assert results[3]["status"] == 422 and problem_type_of(results[3]) == "unknown-unit"
+    assert results[4]["status"] in (200, 412)  # raced the rename of the same person in this batch
+
+    # The envelope itself: a reader may not write, an empty or oversized batch is refused whole.
+    r = await http.post("/api/v1/batch", json=first, headers=READER)
+    assert r.status_code == 403 and problem_type(r) == "forbidden"
+    for operations in ([], [{"path": f"/persons/{p}", "body": {}}] * 101):
+        r = await http.post("/api/v1/batch", json={"operations": operations})
+        assert r.status_code == 422 and problem_type(r) == "validation-error"
+    assert (await http.get(f"/api/v1/persons/{p}/history")).json()["version"] == 1
+
+
+def problem_type_of(result: dict[str, object]) -> str:
+    problem = result["problem"]
+    assert isinstance(problem, dict)
+    return str(problem["type"]).rsplit(":", 1)[-1]

@@ -18,7 +18,7 @@ from orgdir.events import CloudEvent
 from orgdir_tools.registry_support import World, problem_type, uid
 from orgdir_tools.testkit import EventCollector, RunningApp, eventually
 from registry.app import create_app
-from registry.domain import cpr_hash, normalize_cpr
+from registry.domain import ENGAGEMENT, cpr_hash, normalize_cpr
 from registry.service import Registry
 
 
@@ -238,3 +238,34 @@ async def test_a_replica_far_behind_a_persons_log_re_reads_everything_about_the_
     assert second.status_code == 422 and problem_type(second) == "single-primary-engagement", second.text
     assert reg(b).memory.get("engagement", e1) is not None
     assert reg(b).memory.get("manager", m.json()["uuid"]) is not None
+
+
+async def test_a_put_of_something_this_replica_has_not_seen_yet_is_decided_against_what_is_stored(
+    world: World,
+) -> None:
+    """A replica tries an aggregate unknown to it as new without reading it first; when another replica
+    made it meanwhile, the write is decided again against the stored document (same content: nothing
+    written; other content: merged into the stored timeline, not put in its place)."""
+    registry = world.registry
+    p = await world.person("Ulla Ukendt")
+    e = uid("engagement:Ulla")
+    body = world.engagement_body(p, world.u["team"])
+    assert (await world.http.put(f"/api/v1/engagements/{e}", json=body)).status_code == 201
+
+    def forget() -> None:  # as if written by another replica whose event has not arrived here
+        agg = registry.memory.aggs["engagement"].pop(e)
+        registry.memory._unindex(ENGAGEMENT, agg)
+
+    forget()
+    again = await world.http.put(f"/api/v1/engagements/{e}", json=body)
+    assert again.status_code == 200, again.text
+    assert again.json()["version"] == 1
+
+    forget()
+    later = {**body, "fraction": 0.5, "validity": {"from": "2024-01-01"}}
+    changed = await world.http.put(f"/api/v1/engagements/{e}", json=later)
+    assert changed.status_code == 200, changed.text
+    stored = await registry.repos["engagement"].get(e)
+    assert stored is not None and stored["version"] == 2
+    slices = [(s["validity"]["from"], s.get("fraction")) for s in stored["state"]["timeline"]]
+    assert slices == [("2021-01-01", None), ("2024-01-01", 0.5)]
