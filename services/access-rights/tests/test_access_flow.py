@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from typing import Any
 
@@ -350,3 +351,24 @@ async def test_sensitive_assignment_needs_another_approver(env: Any) -> None:
     assert granted[0].data["role"] == "role-s"
     r = await env.http.post(f"/api/v1/assignments/{a['uuid']}/approve")
     assert r.status_code == 409
+
+
+async def test_a_request_queued_behind_events_in_the_section_goes_first(env: Any) -> None:
+    """Jobs queue for the ``rights`` section: a request (someone waits on it) runs before events and
+    timers queued earlier, which keep their order among themselves, as requests keep theirs."""
+    service = env.service
+    ran: list[str] = []
+
+    def job(name: str) -> Any:
+        async def run(ticket: Any) -> str:
+            ran.append(name)
+            return name
+
+        return run
+
+    jobs = [service.in_section(job(f"event {i}"), patient=True) for i in range(5)]
+    jobs += [service.in_section(job("request 1")), service.in_section(job("event 5"), patient=True)]
+    jobs += [service.in_section(job("request 2"))]
+    assert await asyncio.gather(*jobs) == [*(f"event {i}" for i in range(5)), "request 1", "event 5", "request 2"]
+    assert ran == ["request 1", "request 2", *(f"event {i}" for i in range(6))]
+    assert service._requests == 0
