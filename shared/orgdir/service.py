@@ -43,6 +43,7 @@ class Runtime:
         self.consumers: list[Consumer] = []
         self.repositories: dict[str, store.Repository] = {}
         self.indexes: list[store.Index] = []
+        self.section_desk: store.SectionDesk | None = None  # one per replica: its takes share commands
         self.views: list[ReplicaQueue] = []  # view feeds and signals: bound before the load
         self.replica = uuid.uuid4().hex[:12]
         self.loaders: list[Callable[[], Awaitable[Any]]] = []
@@ -112,8 +113,14 @@ class Runtime:
     def section(
         self, name: str, refresh_one: Callable[[str, str], Awaitable[None]], refresh_all: Callable[[], Awaitable[None]]
     ) -> store.Section:
+        if self.section_desk is None:
+            self.section_desk = store.SectionDesk(self.db)
         return store.Section(
-            self.db, f"{self.settings.service_name}.{name}", refresh_one=refresh_one, refresh_all=refresh_all
+            self.db,
+            f"{self.settings.service_name}.{name}",
+            refresh_one=refresh_one,
+            refresh_all=refresh_all,
+            desk=self.section_desk,
         )
 
     def view(

@@ -11,12 +11,13 @@ on entry and ends as current as the database.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
 
-from orgdir.store import Section
+from orgdir.store import Section, SectionDesk
 
 WRITERS = 20
 WRITES_EACH = 5
@@ -86,4 +87,59 @@ async def test_two_replicas_many_writers_each_exclusive_and_logged(mongodb_url: 
         assert not any(uid.startswith(f"{name}-") for _, uid in refreshed[name])  # never its own writes
     assert refreshed["a"] or refreshed["b"]  # whichever came second caught up with the first
     print(f"\n{total} writes under {acquired} database holds")
+    await client.close()
+
+
+async def test_a_replicas_sections_are_taken_and_released_together_and_still_exclude(
+    mongodb_url: str, ns: str
+) -> None:
+    """Two replicas, each writing under 40 sections at once through one ``SectionDesk``: the takes
+    and releases share commands, no section's writes overlap across replicas or are lost, and a
+    section whose holder died (its lease ran out) is taken over and says so."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
+    db = client[ns]
+    names = [f"test.person:{i}" for i in range(40)]
+    dead = names[0]
+    await db["_sections"].insert_one(
+        {"_id": dead, "seq": 0, "recent": [], "holder": "dead", "until": datetime.now(UTC) - timedelta(seconds=1)}
+    )
+
+    async def nothing(*_: str) -> None:
+        pass
+
+    desks = {r: SectionDesk(db) for r in ("a", "b")}
+    sections = {
+        r: {n: Section(db, n, refresh_one=nothing, refresh_all=nothing, wait_seconds=60, desk=desks[r]) for n in names}
+        for r in desks
+    }
+    for by_name in sections.values():
+        for s in by_name.values():
+            s.seen = 0
+    counts = {n: 0 for n in names}
+    inside: dict[str, str] = {}
+    overlaps, took_over = 0, []
+
+    async def writer(replica: str, name: str) -> None:
+        nonlocal overlaps
+        for _ in range(3):
+            async with sections[replica][name].hold() as ticket:
+                if ticket.took_over:
+                    took_over.append((replica, name))
+                if inside.get(name) not in (None, replica):
+                    overlaps += 1
+                inside[name] = replica
+                before = counts[name]
+                await asyncio.sleep(0.001)  # a race would lose an increment here
+                counts[name] = before + 1
+                del inside[name]
+
+    await asyncio.gather(*(writer(r, n) for r in desks for n in names))
+    assert overlaps == 0 and counts == {n: 6 for n in names}
+    assert len(took_over) == 1 and took_over[0][1] == dead
+    held = await db["_sections"].count_documents({"_id": {"$in": names}, "holder": None})
+    assert held == len(names)  # every one released
+    takes = sum(d.commands for d in desks.values())
+    releases = sum(d.releases.commands for d in desks.values())
+    entries = sum(s.acquired for by_name in sections.values() for s in by_name.values())
+    assert takes < entries / 4 and releases < entries / 4, (takes, releases, entries)
     await client.close()
