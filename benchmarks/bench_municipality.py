@@ -313,7 +313,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="municipality", help="importer preset: tiny, small, municipality")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--big", type=int, default=1100, help="people engaged in one unit")
     parser.add_argument("--reads", type=int, default=200, help="timed requests per read (tree and unit: a fifth)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")

@@ -57,7 +57,7 @@ from importer.settings import ImportSettings
 from orgdir.settings import Settings
 from orgdir.store import connect
 from orgdir_tools.localservers import MongoServer, RabbitCluster, run_concurrently
-from orgdir_tools.testkit import ServiceProcess, settings_for
+from orgdir_tools.testkit import ServiceProcess, eventually, settings_for
 from orgdir_tools.testpeers import Receiver, ScimServer
 from orgunits.vocabulary import class_uuid
 
@@ -423,12 +423,21 @@ async def seed(s: dict[str, Service], receiver: Receiver, scim: ScimServer) -> t
     parents = {u["uuid"]: u.get("parent") for u in units}
     roots = [u for u, p in parents.items() if p is None]
     world = World(today=today, units=sorted(parents), roots=roots, parents=parents)
-    for p in await pages(s["registry"].next(), "/api/v1/persons", at=today.isoformat()):
+    # Read from the replica the import wrote through: the other learns the writes from its view
+    # feed a moment later (and must list the same before the chaos begins).
+    written_through = s["registry"].clients[0]
+    for p in await pages(written_through, "/api/v1/persons", at=today.isoformat()):
         world.persons[p["uuid"]] = f"{p['given_name']} {p['surname']}"
-    engagements = await pages(s["registry"].next(), "/api/v1/engagements", at=today.isoformat())
+    engagements = await pages(written_through, "/api/v1/engagements", at=today.isoformat())
     for i, e in enumerate(engagements):
         world.engs[e["uuid"]] = Eng(e["person"], e["unit"], owner=i % WRITERS)
-    for leave in await pages(s["registry"].next(), "/api/v1/leaves", at=today.isoformat()):
+
+    async def replicas_agree() -> bool:
+        listed = [await pages(c, "/api/v1/engagements", at=today.isoformat()) for c in s["registry"].clients]
+        return all({e["uuid"] for e in found} == set(world.engs) for found in listed)
+
+    await eventually(replicas_agree, within=60)
+    for leave in await pages(written_through, "/api/v1/leaves", at=today.isoformat()):
         world.leaves[leave["uuid"]] = leave["engagement"]
         if leave["engagement"] in world.engs:
             world.engs[leave["engagement"]].on_leave = True
