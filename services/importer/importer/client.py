@@ -24,6 +24,7 @@ RETRY_STATUS = {409, 429, 502, 503, 504}
 MINIMAL = {"Prefer": "return=minimal"}  # the importer never reads a write's state back
 PAGE = 1000
 BATCHED = ("registry",)  # services with ``POST /api/v1/batch``
+NO_BATCH = "no-batch-endpoint"  # an older service without it: each write is sent alone instead
 
 
 @dataclass(frozen=True)
@@ -150,9 +151,9 @@ class Api:
     async def send(self, write: Write) -> Outcome:
         """One write: in a batch where the service takes them (a transient refusal is retried alone)."""
         batcher = self.batchers.get(write.service)
-        if batcher is not None and write.method == "PUT":
+        if batcher is not None and batcher.supported and write.method == "PUT":
             outcome = await batcher.send(write)
-            if outcome.status not in RETRY_STATUS:
+            if outcome.status not in RETRY_STATUS and outcome.kind != NO_BATCH:
                 return outcome
         return await self.send_alone(write)
 
@@ -184,6 +185,7 @@ class Batcher:
         self._queue: list[tuple[Write, asyncio.Future[Outcome]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self.supported = True  # until the service answers that it has no batch endpoint
 
     async def send(self, write: Write) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -210,6 +212,8 @@ class Batcher:
             except httpx.TransportError as exc:
                 outcomes = [self.api.unreachable(self.service, exc)] * len(batch)
             else:
+                if response.status_code in (404, 405):
+                    self.supported = False
                 outcomes = _outcomes(response, len(batch))
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
@@ -217,7 +221,7 @@ class Batcher:
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(exc) if isinstance(exc, Exception) else future.cancel()
             raise
         finally:
             self._slots.release()
@@ -225,6 +229,8 @@ class Batcher:
 
 def _outcomes(response: httpx.Response, n: int) -> list[Outcome]:
     """Each operation's outcome; a batch refused whole gives each the batch's problem."""
+    if response.status_code in (404, 405):
+        return [Outcome(response.status_code, NO_BATCH, "the service has no batch endpoint")] * n
     if response.status_code != 200:
         kind, detail = _problem(response)
         return [Outcome(response.status_code, kind, detail)] * n

@@ -13,13 +13,14 @@ import pytest
 
 from importer import cli
 from importer.adapters import Source, collect
-from importer.client import Api
+from importer.client import Api, Outcome
 from importer.domain import Op, Plan, State, Write, describe, plan
 from importer.generate import PRESETS, Size, generate, mutate
 from importer.readers import CsvSource, JsonSource, write_csv, write_json
 from importer.records import KINDS, Export, Origin, Period, Unit, stable_uuid
 from importer.service import Report, apply
 from importer.settings import ImportSettings
+from orgdir_tools.testpeers import QuietHandler, serve
 from orgunits.vocabulary import CLASSES
 
 DAY = date(2026, 12, 1)
@@ -413,3 +414,52 @@ async def test_a_write_that_gets_no_answer_is_reported_and_the_run_goes_on() -> 
         for line in (2, 3)
     ]
     assert report.exit_code == 1 and not report.written
+
+
+async def test_a_registry_without_the_batch_endpoint_gets_each_write_alone() -> None:
+    """An importer newer than the registry (a rolling upgrade): the batch answers 404, so every write
+    is sent alone, once, and is written; the importer does not try batches again."""
+    seen: list[tuple[str, str]] = []
+
+    class OlderRegistry(QuietHandler):
+        def do_POST(self) -> None:
+            self.body()
+            seen.append(("POST", self.path))
+            self.send_response(404)
+            self.send_header("content-type", "application/problem+json")
+            self.end_headers()
+            self.wfile.write(b'{"type": "urn:orgdir:problem:not-found", "title": "Not Found", "status": 404}')
+
+        def do_PUT(self) -> None:
+            self.body()
+            seen.append(("PUT", self.path))
+            self.send_response(201)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server, _ = serve(port, OlderRegistry)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        settings = ImportSettings(orgunits_url=url, registry_url=url, access_rights_url=url, concurrency=2)
+        keys = [f"P{i}" for i in range(6)]
+        ops = [Op("persons", "create", stable_uuid("persons", key), key, Origin("persons.csv", i + 2),
+                  (Write("registry", "PUT", f"/api/v1/persons/{stable_uuid('persons', key)}", {}),), phase=1)
+               for i, key in enumerate(keys)]
+        report = Report(Plan(date(2026, 12, 2), ops=ops))
+        api = Api(settings)
+        try:
+            await apply(api, report.plan, settings, report, io.StringIO(), progress=False)
+            batches = [path for method, path in seen if method == "POST"]
+            assert batches and set(batches) == {"/api/v1/batch"}
+            assert await api.send(ops[0].writes[0]) == Outcome(201)
+            assert len([1 for method, _ in seen if method == "POST"]) == len(batches)  # no batch tried any more
+        finally:
+            await api.aclose()
+    finally:
+        server.shutdown()
+    assert report.written["persons"] == 6 and not report.rejected
+    puts = sorted(path for method, path in seen if method == "PUT")
+    assert puts == sorted([f"/api/v1/persons/{stable_uuid('persons', k)}" for k in keys] + [ops[0].writes[0].path])
