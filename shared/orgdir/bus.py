@@ -441,6 +441,7 @@ class Consumer:
     # come from an unbroken hold, and need no check (one read per message was a fifth of
     # the notifier's time during an import).
     _checked_on: object | None = None
+    _reload_owed: bool = False  # a takeover's reload failed: the next message reloads first
 
     @property
     def queue_name(self) -> str:
@@ -565,10 +566,15 @@ class Consumer:
 
     async def _check_hold(self, channel: object | None) -> None:
         assert self.takeover is not None
-        if channel is not None and channel is self._checked_on:
+        if channel is not None and channel is self._checked_on and not self._reload_owed:
             return  # a check for this channel ran while this one waited its turn
-        if await self.takeover.claim() and self.on_takeover is not None:
-            await self.on_takeover()
+        # The holder record says this replica from the claim on, so a reload that fails is owed
+        # until one succeeds: the next claim alone would not ask for it again.
+        if await self.takeover.claim() or self._reload_owed:
+            self._reload_owed = True
+            if self.on_takeover is not None:
+                await self.on_takeover()
+            self._reload_owed = False
         self._checked_on = channel
 
     async def _retry_or_dead(self, message: AbstractIncomingMessage, exc: Exception, kind: str) -> None:

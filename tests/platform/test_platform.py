@@ -355,6 +355,30 @@ async def test_a_single_active_consumer_checks_its_hold_once_per_channel_and_rel
             await buses[replica].close()
 
 
+async def test_a_takeover_whose_reload_fails_reloads_before_the_next_message(ns: str, amqp_url: str) -> None:
+    """The claim already names this replica when the reload fails; the message is retried, and the
+    reload is still owed: the next check runs it although the claim finds nothing new."""
+    settings = toy_settings(ns, amqp_url, "mongodb://unused/", retry_delay_seconds=0.05)
+    takeover = CountingTakeover()
+    takeover.taken_by_other = True
+    log: list[str] = []
+
+    async def handle(event: CloudEvent, data: toy.WidgetState) -> None:
+        log.append(data.name)
+
+    async def reload() -> None:
+        if "reload failed" not in log:
+            log.append("reload failed")
+            raise RuntimeError("the database went away during the reload")
+        log.append("reload")
+
+    async with consuming(settings, "owed", handle, takeover=takeover, on_takeover=reload) as bus:
+        await publish_widgets(bus, "o", ["first"])
+        await eventually(lambda: asyncio.sleep(0, result="first" in log))
+        assert log == ["reload failed", "reload", "first"]
+        assert takeover.checks == 2
+
+
 @contextlib.asynccontextmanager
 async def consuming(settings: Settings, name: str, handle: Handler, **options: Any) -> AsyncIterator[Bus]:
     """A connected bus with a started consumer ``name`` of ``widget.*``; both closed after."""
