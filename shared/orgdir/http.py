@@ -672,6 +672,11 @@ async def run_batch(
             return _refused(problems.conflict(str(exc), current_version=exc.current), op)
         except (ConnectionFailure, ServerSelectionTimeoutError):
             return _refused(unavailable("The database does not answer; try again shortly."), op)
+        except Exception:  # a bug answers for its own operation, not for the ones written beside it
+            log.exception("unhandled error in a batch operation", extra={"path": op.path})
+            return _refused(
+                problems.Failed("internal-error", "Internal server error", "An unexpected error occurred."), op
+            )
         return BatchResult(status=201 if created else 200, version=version)
 
     return BatchOut(results=list(await asyncio.gather(*(one(op) for op in operations))))
