@@ -12,14 +12,13 @@ import asyncio
 import base64
 import contextlib
 import copy
-import itertools
 import logging
 import random
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -57,38 +56,40 @@ OUTBOX_SINCE = "outbox_since"
 
 
 BulkOp = InsertOne[Doc] | UpdateOne | ReplaceOne[Doc]
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
-class BulkWriter:
-    """Group commit: single-document writes from concurrent tasks go out as shared bulk writes.
+class Grouped(Generic[Item, Result]):
+    """Calls from concurrent tasks, queued and sent together: each caller still gets its own result.
 
-    A command costs far more than a statement in it, so a consumer handling
-    dozens of events at once writes them together. Pure speed: each statement
-    is still its own atomic single-document write, and each caller gets its own
-    outcome (``DuplicateKeyError`` included).
+    A database command costs far more than one more statement or key in it,
+    so what dozens of requests or events ask for at once goes out as one.
+    The command is sent after every caller in it asked (on the next turn of
+    the loop), so each sees the database as it was at or after its call. A
+    command that fails fails each of its callers.
     """
 
-    def __init__(
-        self, col: AsyncCollection[Doc], matched: Callable[[list[BulkOp], int], None] | None = None
-    ) -> None:
-        self.col = col
-        self.matched = matched  # told each command's statements and how many of them matched
-        self._queue: list[tuple[BulkOp, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self.commands = 0  # bulk writes sent (for tests and metrics)
+    name = "grouped"
 
-    async def write(self, op: BulkOp) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((op, future))
+    def __init__(self) -> None:
+        self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.commands = 0  # commands sent (for tests and metrics)
+
+    async def _submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name=f"bulk-{self.col.name}")
-        await future
+            self._flusher = asyncio.create_task(self._flush(), name=self.name)
+        return await future
 
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the writers woken with us join this batch
+        await asyncio.sleep(0)  # let the callers woken with us join this command
         while self._queue:
             batch, self._queue = self._queue[:MAX_BULK], self._queue[MAX_BULK:]
             try:
+                self.commands += 1
                 await self._send(batch)
             except BaseException as exc:
                 for _, future in batch:
@@ -97,9 +98,37 @@ class BulkWriter:
                 if not isinstance(exc, Exception):
                     raise
 
+    async def _send(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        raise NotImplementedError
+
+
+def _write_error(error: dict[str, Any]) -> Exception:
+    """One statement's error of a bulk write, as the single write would have raised it."""
+    if error.get("code") == 11000:
+        return DuplicateKeyError(str(error.get("errmsg")), 11000, error)
+    return OperationFailure(str(error.get("errmsg")), error.get("code"), error)
+
+
+class BulkWriter(Grouped[BulkOp, None]):
+    """Group commit: single-document writes from concurrent tasks go out as shared bulk writes.
+
+    Pure speed: each statement is still its own atomic single-document write,
+    and each caller gets its own outcome (``DuplicateKeyError`` included).
+    """
+
+    def __init__(
+        self, col: AsyncCollection[Doc], matched: Callable[[list[BulkOp], int], None] | None = None
+    ) -> None:
+        super().__init__()
+        self.col = col
+        self.name = f"bulk-{col.name}"
+        self.matched = matched  # told each command's statements and how many of them matched
+
+    async def write(self, op: BulkOp) -> None:
+        await self._submit(op)
+
     async def _send(self, batch: list[tuple[BulkOp, asyncio.Future[None]]]) -> None:
         errors: dict[int, dict[str, Any]] = {}
-        self.commands += 1
         ops = [op for op, _ in batch]
         try:
             result = await self.col.bulk_write(ops, ordered=False)
@@ -110,61 +139,36 @@ class BulkWriter:
         if self.matched is not None:
             self.matched(ops, matched)
         for i, (_, future) in enumerate(batch):
-            if future.done():
-                continue
-            error = errors.get(i)
-            if error is None:
-                future.set_result(None)
-            elif error.get("code") == 11000:
-                future.set_exception(DuplicateKeyError(str(error.get("errmsg")), 11000, error))
-            else:
-                future.set_exception(OperationFailure(str(error.get("errmsg")), error.get("code"), error))
+            if not future.done():
+                error = errors.get(i)
+                future.set_result(None) if error is None else future.set_exception(_write_error(error))
 
 
-class BulkReader:
+class BulkReader(Grouped[Any, Doc | None]):
     """Group fetch: concurrent reads by ``_id`` from many tasks go out as one ``$in`` query.
 
-    The read counterpart of ``BulkWriter``: under load a replica reads the
-    documents of dozens of requests at once, and one command with their ids
-    costs little more than one with a single id. The query is sent after every
-    caller asked, so each still sees the document as stored at or after its call.
+    Under load a replica reads the documents of hundreds of requests at once,
+    and one query with their ids costs little more than one with a single id.
     """
 
     def __init__(self, col: AsyncCollection[Doc], projection: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
         self.col = col
+        self.name = f"fetch-{col.name}"
         self.projection = projection
-        self._queue: dict[Any, list[asyncio.Future[Doc | None]]] = {}
-        self._flusher: asyncio.Task[None] | None = None
-        self.commands = 0  # queries sent (for tests and metrics)
 
     async def get(self, key: Any) -> Doc | None:
-        future: asyncio.Future[Doc | None] = asyncio.get_running_loop().create_future()
-        self._queue.setdefault(key, []).append(future)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name=f"fetch-{self.col.name}")
-        return await future
+        return await self._submit(key)
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the readers woken with us join this query
-        while self._queue:
-            keys = list(itertools.islice(self._queue, MAX_BULK))
-            batch = {k: self._queue.pop(k) for k in keys}
-            try:
-                self.commands += 1
-                found = {d["_id"]: d async for d in self.col.find({"_id": {"$in": keys}}, self.projection)}
-            except BaseException as exc:
-                for futures in batch.values():
-                    for future in futures:
-                        if not future.done():
-                            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for key, futures in batch.items():
-                for i, future in enumerate(futures):
-                    if not future.done():  # each caller its own copy: callers change what they read
-                        doc = found.get(key)
-                        future.set_result(doc if doc is None or i == 0 else copy.deepcopy(doc))
+    async def _send(self, batch: list[tuple[Any, asyncio.Future[Doc | None]]]) -> None:
+        keys = list(dict.fromkeys(key for key, _ in batch))
+        found = {d["_id"]: d async for d in self.col.find({"_id": {"$in": keys}}, self.projection)}
+        handed: set[Any] = set()
+        for key, future in batch:
+            if not future.done():  # each caller its own copy: callers change what they read
+                doc = found.get(key)
+                future.set_result(copy.deepcopy(doc) if doc is not None and key in handed else doc)
+                handed.add(key)
 
 
 @dataclass(frozen=True)
@@ -656,7 +660,7 @@ class Projection:
             yield {**e["body"], "_id": e["subject"], "sequence": e["sequence"]}
 
 
-class SectionDesk:
+class SectionDesk(Grouped[tuple[str, str, datetime], int | None]):
     """One replica's takes and releases of sections, grouped into shared commands.
 
     An import writes engagements of hundreds of persons at once, each under
@@ -667,21 +671,17 @@ class SectionDesk:
     Pure speed: each take and release is still its own conditional write.
     """
 
+    name = "section-takes"
+
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        super().__init__()
         self.col: AsyncCollection[Doc] = db["_sections"]
         self.releases = BulkWriter(self.col, self._released)
         self._releasing: dict[int, str] = {}  # id of a release statement in flight → its section
-        self._takes: list[tuple[str, str, datetime, asyncio.Future[int | None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self.commands = 0  # take commands sent (for tests and metrics)
 
     async def take(self, name: str, token: str, until: datetime) -> int | None:
         """Take ``name`` if nobody holds it (making it if need be): its ``seq``; None when it is held."""
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._takes.append((name, token, until, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="section-takes")
-        return await future
+        return await self._submit((name, token, until))
 
     async def release(self, name: str, token: str, update: dict[str, Any]) -> None:
         op = UpdateOne({"_id": name, "holder": token}, update)
@@ -693,20 +693,7 @@ class SectionDesk:
         if matched < len(ops):  # some holder's lease had run out, and another replica may have entered
             log.error("section lease lost while held", extra={"sections": names[:20], "lost": len(ops) - matched})
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # the takes started with this one join its command
-        while self._takes:
-            batch, self._takes = self._takes[:MAX_BULK], self._takes[MAX_BULK:]
-            try:
-                await self._send(batch)
-            except BaseException as exc:
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-                if not isinstance(exc, Exception):
-                    raise
-
-    async def _send(self, batch: list[tuple[str, str, datetime, asyncio.Future[int | None]]]) -> None:
+    async def _send(self, batch: list[tuple[tuple[str, str, datetime], asyncio.Future[int | None]]]) -> None:
         # A free section matches; a missing one is made by the upsert; a held one fails the
         # filter, and its existing ``_id`` turns the upsert into E11000: busy.
         ops = [
@@ -715,22 +702,21 @@ class SectionDesk:
                 {"$set": {"holder": token, "until": until}, "$setOnInsert": {"seq": 0, "recent": []}},
                 upsert=True,
             )
-            for name, token, until, _ in batch
+            for (name, token, until), _ in batch
         ]
-        self.commands += 1
         failed: dict[int, dict[str, Any]] = {}
         try:
             await self.col.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
             failed = {int(e["index"]): e for e in exc.details.get("writeErrors", [])}
-        names = [name for i, (name, *_) in enumerate(batch) if i not in failed]
+        names = [name for i, ((name, _, _), _) in enumerate(batch) if i not in failed]
         found = {d["_id"]: d async for d in self.col.find({"_id": {"$in": names}}, {"seq": 1, "holder": 1})}
-        for i, (name, token, _, future) in enumerate(batch):
+        for i, ((name, token, _), future) in enumerate(batch):
             if future.done():
                 continue
             error = failed.get(i)
             if error is not None and error.get("code") != 11000:
-                future.set_exception(OperationFailure(str(error.get("errmsg")), error.get("code"), error))
+                future.set_exception(_write_error(error))
                 continue
             doc = found.get(name)
             ours = error is None and doc is not None and doc.get("holder") == token

@@ -391,17 +391,25 @@ def test_the_generator_adds_role_groups_and_their_assignments_deterministically(
         replace(a, role=None, role_group=None) for a in small.assignments]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def person_creates(keys: list[str]) -> list[Op]:
+    """One create per key, as persons.csv lines 2, 3 … would plan them."""
+    return [Op("persons", "create", stable_uuid("persons", key), key, Origin("persons.csv", line),
+               (Write("registry", "PUT", f"/api/v1/persons/{stable_uuid('persons', key)}", {}),), phase=1)
+            for line, key in enumerate(keys, start=2)]
+
+
 async def test_a_write_that_gets_no_answer_is_reported_and_the_run_goes_on() -> None:
     """A service that does not answer ends one record as ``unreachable``, not the run in a traceback."""
-    with socket.socket() as s:  # a port nobody listens on: every connection is refused
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nobody listens: every connection is refused
     settings = ImportSettings(orgunits_url=dead, registry_url=dead, access_rights_url=dead, retries=1,
                               concurrency=2, timeout_seconds=2)
-    ops = [Op("persons", "create", stable_uuid("persons", key), key, Origin("persons.csv", line),
-              (Write("registry", "PUT", f"/api/v1/persons/{stable_uuid('persons', key)}", {}),), phase=1)
-           for line, key in ((2, "P1"), (3, "P2"))]
-    the_plan = Plan(date(2026, 12, 2), ops=ops)
+    the_plan = Plan(date(2026, 12, 2), ops=person_creates(["P1", "P2"]))
     report = Report(the_plan)
     api = Api(settings)
     try:
@@ -422,32 +430,32 @@ async def test_a_registry_without_the_batch_endpoint_gets_each_write_alone() -> 
     seen: list[tuple[str, str]] = []
 
     class OlderRegistry(QuietHandler):
-        def do_POST(self) -> None:
+        """Every PUT is written (201); ``POST /api/v1/batch`` is a path it does not have (404)."""
+
+        def answer(self, method: str) -> None:
             self.body()
-            seen.append(("POST", self.path))
-            self.send_response(404)
+            seen.append((method, self.path))
+            problem = b'{"type": "urn:orgdir:problem:not-found", "title": "Not Found", "status": 404}'
+            content = b"" if method == "PUT" else problem
+            self.send_response(201 if method == "PUT" else 404)
             self.send_header("content-type", "application/problem+json")
+            self.send_header("content-length", str(len(content)))
             self.end_headers()
-            self.wfile.write(b'{"type": "urn:orgdir:problem:not-found", "title": "Not Found", "status": 404}')
+            self.wfile.write(content)
+
+        def do_POST(self) -> None:
+            self.answer("POST")
 
         def do_PUT(self) -> None:
-            self.body()
-            seen.append(("PUT", self.path))
-            self.send_response(201)
-            self.send_header("content-length", "0")
-            self.end_headers()
+            self.answer("PUT")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server, _ = serve(port, OlderRegistry)
     try:
         url = f"http://127.0.0.1:{port}"
         settings = ImportSettings(orgunits_url=url, registry_url=url, access_rights_url=url, concurrency=2)
         keys = [f"P{i}" for i in range(6)]
-        ops = [Op("persons", "create", stable_uuid("persons", key), key, Origin("persons.csv", i + 2),
-                  (Write("registry", "PUT", f"/api/v1/persons/{stable_uuid('persons', key)}", {}),), phase=1)
-               for i, key in enumerate(keys)]
+        ops = person_creates(keys)
         report = Report(Plan(date(2026, 12, 2), ops=ops))
         api = Api(settings)
         try:
