@@ -540,7 +540,7 @@ class Consumer:
         queue = self.queue_name
         if self.takeover is not None:
             channel = _channel_of(message)
-            if channel is None or channel is not self._checked_on:
+            if channel is None or channel is not self._checked_on or self._reload_owed:
                 await self._hold.run(arrival, functools.partial(self._check_hold, channel))
         if self.seen is not None and not await self.seen.claim(self.name, event):
             return "stale"
