@@ -694,6 +694,9 @@ class SectionDesk(Grouped[tuple[str, str, datetime], int | None]):
             log.error("section lease lost while held", extra={"sections": names[:20], "lost": len(ops) - matched})
 
     async def _send(self, batch: list[tuple[tuple[str, str, datetime], asyncio.Future[int | None]]]) -> None:
+        batch = [(item, future) for item, future in batch if not future.done()]  # its caller went away
+        if not batch:
+            return
         # A free section matches; a missing one is made by the upsert; a held one fails the
         # filter, and its existing ``_id`` turns the upsert into E11000: busy.
         ops = [
@@ -711,16 +714,21 @@ class SectionDesk(Grouped[tuple[str, str, datetime], int | None]):
             failed = {int(e["index"]): e for e in exc.details.get("writeErrors", [])}
         names = [name for i, ((name, _, _), _) in enumerate(batch) if i not in failed]
         found = {d["_id"]: d async for d in self.col.find({"_id": {"$in": names}}, {"seq": 1, "holder": 1})}
+        orphans: list[BulkOp] = []
         for i, ((name, token, _), future) in enumerate(batch):
-            if future.done():
-                continue
             error = failed.get(i)
+            doc = found.get(name)
+            ours = error is None and doc is not None and doc.get("holder") == token
+            if future.done():  # its caller went away during the command: nobody would give it back
+                if ours:
+                    orphans.append(UpdateOne({"_id": name, "holder": token}, {"$set": {"holder": None, "until": None}}))
+                continue
             if error is not None and error.get("code") != 11000:
                 future.set_exception(_write_error(error))
                 continue
-            doc = found.get(name)
-            ours = error is None and doc is not None and doc.get("holder") == token
             future.set_result(int(doc.get("seq") or 0) if ours and doc is not None else None)
+        if orphans:
+            await self.col.bulk_write(orphans, ordered=False)
 
 
 @dataclass

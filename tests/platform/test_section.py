@@ -18,6 +18,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from orgdir.store import Section, SectionDesk
+from orgdir_tools.testkit import eventually
 
 WRITERS = 20
 WRITES_EACH = 5
@@ -142,4 +143,28 @@ async def test_a_replicas_sections_are_taken_and_released_together_and_still_exc
     releases = sum(d.releases.commands for d in desks.values())
     entries = sum(s.acquired for by_name in sections.values() for s in by_name.values())
     assert takes < entries / 4 and releases < entries / 4, (takes, releases, entries)
+    await client.close()
+
+
+async def test_a_take_whose_caller_went_away_is_given_back(mongodb_url: str, ns: str) -> None:
+    """Writers cancelled while their takes wait for the shared command, or while it runs, leave no
+    section held: a lease nobody would give back would keep every other writer out until it ran out."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
+    db = client[ns]
+    desk = SectionDesk(db)
+    until = datetime.now(UTC) + timedelta(seconds=60)
+    names = [f"test.gone:{i}" for i in range(60)]
+    takes = [asyncio.create_task(desk.take(n, f"token-{n}", until)) for n in names]
+    for i, task in enumerate(takes):  # cancelled before the command, and at points while it runs
+        await asyncio.sleep(0 if i % 3 else 0.001)
+        task.cancel()
+    results = await asyncio.gather(*takes, return_exceptions=True)
+    kept = [n for n, r in zip(names, results, strict=True) if isinstance(r, int)]  # taken before the cancel
+
+    async def held_as_kept() -> bool:  # the desk gives the others back once its command has answered
+        return {d["_id"] async for d in db["_sections"].find({"holder": {"$ne": None}})} == set(kept)
+
+    await eventually(held_as_kept, within=5)
+    if kept:  # the ones whose callers got their answer hold them, as a finished take does
+        await db["_sections"].update_many({"_id": {"$in": kept}}, {"$set": {"holder": None}})
     await client.close()
