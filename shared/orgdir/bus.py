@@ -540,7 +540,7 @@ class Consumer:
         queue = self.queue_name
         if self.takeover is not None:
             channel = _channel_of(message)
-            if channel is None or channel is not self._checked_on or self._reload_owed:
+            if not self._hold_known(channel):
                 await self._hold.run(arrival, functools.partial(self._check_hold, channel))
         if self.seen is not None and not await self.seen.claim(self.name, event):
             return "stale"
@@ -564,9 +564,13 @@ class Consumer:
         metrics.EVENT_LAG.labels(service, queue).observe(max(0.0, (datetime.now(UTC) - event.time).total_seconds()))
         return "ok"
 
+    def _hold_known(self, channel: object | None) -> bool:
+        """A check ran for this open channel and left nothing owed: the hold is unbroken since."""
+        return channel is not None and channel is self._checked_on and not self._reload_owed
+
     async def _check_hold(self, channel: object | None) -> None:
         assert self.takeover is not None
-        if channel is not None and channel is self._checked_on and not self._reload_owed:
+        if self._hold_known(channel):
             return  # a check for this channel ran while this one waited its turn
         # The holder record says this replica from the claim on, so a reload that fails is owed
         # until one succeeds: the next claim alone would not ask for it again.

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -213,15 +213,29 @@ def validation_problem(raw: Sequence[Any], location: str | None = None) -> probl
     return problems.Invalid("validation-error", "Invalid request", detail, errors=errors)
 
 
+def problem_of(exc: Exception, *, if_match: bool = False) -> problems.Problem:
+    """The problem an exception answers with, for a request and for one operation of a batch alike.
+
+    ``if_match``: the write named a version, so a lost compare-and-swap is 412, not 409.
+    """
+    if isinstance(exc, problems.Problem):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return validation_problem(exc.errors())
+    if isinstance(exc, ValidationError):  # a body validated by the service itself: its fields lack a location
+        return validation_problem(exc.errors(), location="body")
+    if isinstance(exc, StaleVersion):
+        if if_match:
+            return precondition_failed(exc.current, exc.expected)
+        return problems.conflict(str(exc), current_version=exc.current)
+    if isinstance(exc, ConnectionFailure):  # ServerSelectionTimeoutError included
+        log.error("database unavailable", extra={"error": str(exc)[:300]})
+        return unavailable("The database does not answer; try again shortly.")
+    log.exception("unhandled error", exc_info=exc)
+    return problems.Failed("internal-error", "Internal server error", "An unexpected error occurred.")
+
+
 def _install_errors(app: FastAPI) -> None:
-    @app.exception_handler(problems.Problem)
-    async def on_problem(request: Request, exc: problems.Problem) -> JSONResponse:
-        return problem_response(exc, request)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(validation_problem(exc.errors()), request)
-
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
@@ -230,27 +244,11 @@ def _install_errors(app: FastAPI) -> None:
         body = problems.Problem(kind, str(exc.detail)).body(exc.status_code, instance=request.url.path)
         return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_MEDIA_TYPE)
 
-    @app.exception_handler(StaleVersion)
-    async def on_stale(request: Request, exc: StaleVersion) -> JSONResponse:
-        if request.headers.get("if-match"):
-            return problem_response(precondition_failed(exc.current, exc.expected), request)
-        return problem_response(problems.conflict(str(exc), current_version=exc.current), request)
+    async def on_exception(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(problem_of(exc, if_match=bool(request.headers.get("if-match"))), request)
 
-    @app.exception_handler(ConnectionFailure)
-    async def on_db_down(request: Request, exc: ConnectionFailure) -> JSONResponse:
-        log.error("database unavailable", extra={"error": str(exc)[:300]})
-        return problem_response(unavailable("The database does not answer; try again shortly."), request)
-
-    @app.exception_handler(ServerSelectionTimeoutError)
-    async def on_db_timeout(request: Request, exc: ServerSelectionTimeoutError) -> JSONResponse:
-        return await on_db_down(request, exc)
-
-    @app.exception_handler(Exception)
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return problem_response(
-            problems.Failed("internal-error", "Internal server error", "An unexpected error occurred."), request
-        )
+    for known in (problems.Problem, RequestValidationError, StaleVersion, ConnectionFailure, Exception):
+        app.add_exception_handler(known, on_exception)
 
 
 class BodyLimit:
@@ -664,27 +662,13 @@ async def run_batch(
     async def one(op: BatchOperation) -> BatchResult:
         try:
             created, version = await put(op)
-        except ValidationError as exc:
-            return _refused(validation_problem(exc.errors(), location="body"), op)
-        except problems.Problem as exc:
-            return _refused(exc, op)
-        except StaleVersion as exc:
-            return _refused(problems.conflict(str(exc), current_version=exc.current), op)
-        except (ConnectionFailure, ServerSelectionTimeoutError):
-            return _refused(unavailable("The database does not answer; try again shortly."), op)
-        except Exception:  # a bug answers for its own operation, not for the ones written beside it
-            log.exception("unhandled error in a batch operation", extra={"path": op.path})
-            return _refused(
-                problems.Failed("internal-error", "Internal server error", "An unexpected error occurred."), op
-            )
+        except Exception as exc:  # answers for its own operation, not for the ones written beside it
+            problem = problem_of(exc, if_match=op.if_match is not None)
+            status = status_of(problem)
+            return BatchResult(status=status, problem=ProblemDetails.model_validate(problem.body(status, op.path)))
         return BatchResult(status=201 if created else 200, version=version)
 
     return BatchOut(results=list(await asyncio.gather(*(one(op) for op in operations))))
-
-
-def _refused(problem: problems.Problem, op: BatchOperation) -> BatchResult:
-    status = status_of(problem)
-    return BatchResult(status=status, problem=ProblemDetails.model_validate(problem.body(status, instance=op.path)))
 
 
 def batch_target(path: str, collections: Sequence[str]) -> tuple[str, str]:

@@ -245,7 +245,6 @@ class AccessService:
         self.account_docs: dict[str, dict[str, Doc]] = {}
         self.pins: dict[str, dict[str, str]] = {}
         self._jobs: list[tuple[Job[Any], contextvars.Context, asyncio.Future[Any], bool]] = []
-        self._requests = 0  # jobs in ``_jobs`` that are not patient: a caller waits on them
         self._runner: asyncio.Task[None] | None = None
         self._reload_on_entry = False
         self._healing: asyncio.Task[None] | None = None
@@ -420,7 +419,6 @@ class AccessService:
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._jobs.append((job, contextvars.copy_context(), future, patient))
-        self._requests += 0 if patient else 1
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run_jobs(), name="access-rights-section")
         return await future
@@ -429,14 +427,8 @@ class AccessService:
         """The first request waiting, else the first job: a caller waits on a request, while queued
         events and timers wait on nobody (an import's role assignments queued behind thousands of
         person events went at 30/s). Requests keep their order among themselves, events theirs."""
-        if self._requests:
-            for i, queued in enumerate(self._jobs):
-                if not queued[3]:
-                    self._requests -= 1
-                    return self._jobs.pop(i)
-        queued = self._jobs.pop(0)
-        self._requests -= 0 if queued[3] else 1
-        return queued
+        first_request = next((i for i, queued in enumerate(self._jobs) if not queued[3]), 0)
+        return self._jobs.pop(first_request)
 
     async def _run_jobs(self) -> None:
         loop = asyncio.get_running_loop()
@@ -489,7 +481,7 @@ class AccessService:
             except Exception as exc:
                 if not entered:  # busy, or the catch-up failed: what waits fails (503 / retry)
                     busy = isinstance(exc, problems.Unavailable)
-                    jobs, self._jobs, self._requests = self._jobs, [], 0
+                    jobs, self._jobs = self._jobs, []
                     for queued in jobs:
                         if busy and queued[3]:
                             self._jobs.append(queued)  # patient: try again
@@ -499,7 +491,7 @@ class AccessService:
                     log.warning("rights section failed after entry", extra={"error": str(exc)})
                     await asyncio.sleep(0.1)
             except BaseException:  # cancelled: nobody waits for ever
-                jobs, self._jobs, self._requests = self._jobs, [], 0
+                jobs, self._jobs = self._jobs, []
                 for future in [queued[2] for queued in jobs] + ([current] if current is not None else []):
                     if not future.done():
                         future.cancel()
