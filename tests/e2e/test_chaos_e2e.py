@@ -830,7 +830,7 @@ async def test_a_municipality_under_chaos_ends_consistent_everywhere(
             assert not problems, problems
             # The outage really refused writes (with problems, checked in write()), and none was lost.
             assert chaos.score.refused_503, "no write met the database outage"
-            assert receiver.bad_signatures == 0
+            assert receiver.bad_signatures == 0, receiver.refusals
             if twice := checks.once():
                 print(f"effects twice or out of order:\n{await checks.explain(twice)}", file=sys.stderr)
             assert not twice, twice[:10]

@@ -126,7 +126,7 @@ async def test_hire_grants_role_provisions_scim_and_offboarding_deactivates(
         account = (await eventually(lambda: [e for e in receiver.got if e["type"] == "account.requested"]))[0]
         username = account["data"]["username"]
         assert username == "annjoe"
-        assert receiver.bad_signatures == 0
+        assert receiver.bad_signatures == 0, receiver.refusals
         user = await eventually(lambda: scim.user(username))
         assert user["active"] is True and user["externalId"] == anne
         group = await eventually(lambda: _scim_group_with(scim, user["id"]))

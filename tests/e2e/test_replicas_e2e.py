@@ -193,7 +193,7 @@ async def test_two_replicas_each_killed_once_end_in_the_single_replica_state(
         await eventually(scim_state, within=90)
 
         # Webhooks: valid signatures, each delivery once in effect, every stream in sequence order.
-        assert receiver.bad_signatures == 0
+        assert receiver.bad_signatures == 0, receiver.refusals
         for subject in {e["subject"] for e in receiver.got}:
             for aggregate in {e["type"].split(".")[0] for e in receiver.got if e["subject"] == subject}:
                 seqs = [e["sequence"] for e in receiver.got

@@ -58,6 +58,9 @@ class Receiver:
 
     ``mode`` is ``ok`` (204), ``fail`` (500), ``reject`` (410) or ``hang`` (never answers in time).
     ``got`` lists the events it acknowledged, in arrival order; ``seen`` every request.
+    A request whose body ends before its ``content-length`` was cut off by a sender that died
+    mid-request (the tests SIGKILL replicas): it is counted in ``cut``, not as a bad signature,
+    since nobody is left to answer. ``refusals`` says why each bad signature was refused.
     """
 
     def __init__(self, secret: str) -> None:
@@ -66,6 +69,8 @@ class Receiver:
         self.got: list[dict[str, Any]] = []
         self.seen: list[str] = []
         self.bad_signatures = 0
+        self.refusals: list[str] = []
+        self.cut = 0
         self.arrivals: dict[str, float] = {}
         self.lock = threading.Lock()
         receiver = self
@@ -73,12 +78,17 @@ class Receiver:
         class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.body()
+                if len(body) < int(self.headers.get("content-length", 0)):
+                    with receiver.lock:
+                        receiver.cut += 1
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
                     event = Webhook(receiver.secret).verify(body, headers)
-                except Exception:
+                except Exception as exc:
                     with receiver.lock:
                         receiver.bad_signatures += 1
+                        receiver.refusals.append(f"{type(exc).__name__}: {exc} ({len(body)} bytes)")
                     self.send_response(401)
                     self.end_headers()
                     return

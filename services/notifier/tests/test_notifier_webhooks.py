@@ -105,7 +105,7 @@ async def test_flow_signed_and_ordered(make_settings, receiver, publisher) -> No
         )  # not subscribed
         await eventually(lambda: len(rcv.got) >= len(sent) and len(rcv2.got) >= 1)
         await asyncio.sleep(0.3)
-        assert rcv.bad_signatures == rcv2.bad_signatures == 0
+        assert rcv.bad_signatures == rcv2.bad_signatures == 0, (rcv.refusals, rcv2.refusals)
         ids = rcv.ids()
         assert sorted(ids) == sorted(e.id for e in sent)
         assert rcv2.ids() == [sent[-1].id]  # the 2nd target only wants account.disabled
