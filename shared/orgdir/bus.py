@@ -564,6 +564,14 @@ class Consumer:
         metrics.EVENT_LAG.labels(service, queue).observe(max(0.0, (datetime.now(UTC) - event.time).total_seconds()))
         return "ok"
 
+    def holds(self) -> bool:
+        """This replica handles its single-active queue now, on an open channel, state reloaded.
+
+        False while it is not known (before the first message, or once the channel closed):
+        a caller relying on state the queue's events keep current must read it instead."""
+        channel = self._checked_on
+        return self._hold_known(channel) and not getattr(channel, "is_closed", True)
+
     def _hold_known(self, channel: object | None) -> bool:
         """A check ran for this open channel and left nothing owed: the hold is unbroken since."""
         return channel is not None and channel is self._checked_on and not self._reload_owed

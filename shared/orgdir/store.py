@@ -602,12 +602,28 @@ class Projection:
     With ``history`` every state applied is also kept in ``<collection>_log``
     with the time it arrived, so a read can answer as this service knew it at
     an instant (``scan_as_registered``: transaction time for what it projects).
+
+    With ``stamped`` every stored copy carries ``applied_at``, so a replica that
+    keeps the copies in memory but did not apply them itself can read just what
+    changed since it last looked (``changed_since``) instead of everything.
     """
 
+    # How far back ``changed_since`` reads before the instant asked for: a copy is stamped
+    # when its write is queued, and lands up to a command's time later (clocks of replicas
+    # also differ a little). Reading a copy twice is harmless: memory keeps the newest.
+    OVERLAP = timedelta(seconds=10)
+
     def __init__(
-        self, db: AsyncDatabase[Doc], collection: str, *, history: bool = False, clock: Clock | None = None
+        self,
+        db: AsyncDatabase[Doc],
+        collection: str,
+        *,
+        history: bool = False,
+        clock: Clock | None = None,
+        stamped: bool = False,
     ) -> None:
         self.col: AsyncCollection[Doc] = db[collection]
+        self.stamped = stamped
         self.log: AsyncCollection[Doc] | None = db[f"{collection}_log"] if history else None
         self.clock = clock  # the service's: arrival times on the same clock as its registrations
         # a consumer applying a batch of events at once sends their writes as two bulk commands
@@ -624,6 +640,8 @@ class Projection:
         inserted meanwhile by a replica applying an older sequence (try again).
         """
         doc = {**body, "_id": subject, "sequence": sequence}
+        if self.stamped:
+            doc["applied_at"] = datetime.now(UTC)
         if self.log_writer is not None:  # first: a crash in between leaves a logged state that redelivery applies
             entry = {
                 "_id": f"{subject}:{sequence}",
@@ -646,6 +664,22 @@ class Projection:
 
     async def get(self, subject: str) -> Doc | None:
         return await self.col.find_one({"_id": subject})
+
+    async def changed_since(self, instant: datetime, newer: Callable[[str, int], bool]) -> AsyncIterator[Doc]:
+        """The copies stored from ``instant - OVERLAP`` on for which ``newer(subject, sequence)``.
+
+        Ids and sequences are read first and whole copies only for what the caller lacks:
+        the overlap brings back mostly copies it already holds."""
+        if not self.stamped:
+            raise RuntimeError(f"projection {self.col.name} is not stamped")
+        wanted = [
+            d["_id"]
+            async for d in self.col.find({"applied_at": {"$gte": instant - self.OVERLAP}}, {"sequence": 1})
+            if newer(str(d["_id"]), int(d["sequence"]))
+        ]
+        for start in range(0, len(wanted), 1000):
+            async for d in self.col.find({"_id": {"$in": wanted[start : start + 1000]}}):
+                yield d
 
     async def scan_as_registered(self, instant: datetime) -> AsyncIterator[Doc]:
         """Each subject's newest state that had arrived by ``instant`` (shaped like the stored copy)."""

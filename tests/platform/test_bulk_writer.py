@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime
 
 import pytest
 from pymongo.errors import DuplicateKeyError
@@ -104,5 +105,36 @@ async def test_projection_applies_concurrently_from_two_replicas_newest_wins(mon
         assert await db["units_log"].count_documents({}) == len(jobs)
         assert sum(p.writer.commands for p in replicas) < len(jobs) // 4  # shared, not one per apply
         assert not await replicas[0].apply("u0", 5, {"name": "late"})  # older than what is stored
+    finally:
+        await client.close()
+
+
+async def test_a_stamped_projection_hands_back_what_changed_since_and_the_reader_lacks(
+    mongodb_url: str, ns: str
+) -> None:
+    """``changed_since`` reads back ``OVERLAP`` before the instant (a copy is stamped when its write
+    is queued, and lands later) and returns whole copies only where the reader's ``newer`` says so."""
+    client = connect(mongodb_url)
+    try:
+        db = client[f"{ns}_stamped"]
+        writer = Projection(db, "persons", stamped=True)
+        for subject in ("old", "held", "fresh"):
+            assert await writer.apply(subject, 1, {"name": subject})
+        await db["persons"].update_one(  # stored long before the reader last looked
+            {"_id": "old"}, {"$set": {"applied_at": datetime.now(UTC) - 3 * Projection.OVERLAP}}
+        )
+        assert await writer.apply("held", 2, {"name": "held, renamed"})
+        asked: list[tuple[str, int]] = []
+
+        def newer(subject: str, sequence: int) -> bool:
+            asked.append((subject, sequence))
+            return subject != "fresh"  # the reader already has this one
+
+        since = datetime.now(UTC) - Projection.OVERLAP / 2  # inside the overlap: still read
+        got = [(d["_id"], d["sequence"], d["name"]) async for d in writer.changed_since(since, newer)]
+        assert got == [("held", 2, "held, renamed")]
+        assert sorted(asked) == [("fresh", 1), ("held", 2)]
+        with pytest.raises(RuntimeError):
+            _ = [d async for d in Projection(db, "persons").changed_since(since, newer)]
     finally:
         await client.close()

@@ -24,7 +24,7 @@ def create_app(settings: NotifierSettings | None = None, clock: Clock | None = N
     svc = Notifier(runtime, settings, runtime.clock)  # declares indexes, registers its loader
     # Single-active with takeover: one replica handles the stream at a time and reloads before
     # its first message. Stale skipping is done by the service per (aggregate, subject).
-    runtime.consume(consumers.routes, svc, skip_stale=False, on_takeover=svc.load_for_takeover)
+    svc.events = runtime.consume(consumers.routes, svc, skip_stale=False, on_takeover=svc.load_for_takeover)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -77,8 +77,6 @@ class Pending:
     attempts: int
     horizon_start: float
     event: dict[str, Any]
-    created_by: str | None = None
-    queued_at: float = 0.0  # recorded, or replayed: when it last became pending
     held_until: float = 0.0  # the lease this replica holds on it (0: none known)
     keep: bool = False  # latest-state-only: another replica holds it, so it is sent, not superseded
 
@@ -99,8 +97,6 @@ class Pending:
             attempts=int(doc.get("attempts", 0)),
             horizon_start=_ts(doc.get("horizon_start") or doc["created_at"]),
             event=doc["event"],
-            created_by=doc.get("created_by"),
-            queued_at=_ts(doc.get("replayed_at") or doc["created_at"]),
             held_until=lease if owner == replica else 0.0,
         )
 

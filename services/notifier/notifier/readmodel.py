@@ -2,8 +2,9 @@
 
 Subscriptions' unit filters and the SCIM connector read these. They belong
 to the replica that handles ``notifier.all`` (single-active): its events keep
-them current, and a replica taking the queue over (or sending a delivery
-recorded elsewhere) reloads them from the database first.
+them current, and a replica taking the queue over reloads them from the
+database first. Any other replica that sends a delivery catches them up
+first with the copies stored since it last looked (``Projections.catch_up``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from orgdir import visibility
+from orgdir.coalesce import Coalesced
 from orgdir.contracts.orgunits import OrgUnitSlice
 from orgdir.events import CloudEvent
 from orgdir.store import Doc, Projection
@@ -46,7 +48,7 @@ class ProjectionCache:
     """
 
     def __init__(self, db: AsyncDatabase[Doc], collection: str) -> None:
-        self.stored = Projection(db, collection)
+        self.stored = Projection(db, collection, stamped=True)
         self.col: AsyncCollection[Doc] = self.stored.col
         self.items: dict[str, Doc] = {}
 
@@ -62,6 +64,14 @@ class ProjectionCache:
         """Everything stored; what memory holds is replaced only by newer copies."""
         async for d in self.col.find({}):
             self.keep(d)
+
+    def newer(self, key: str, sequence: int) -> bool:
+        current = self.items.get(key)
+        return current is None or int(current["sequence"]) < sequence
+
+    async def catch_up(self, since: datetime) -> list[Doc]:
+        """The copies stored since ``since`` that memory lacked, now held."""
+        return [d async for d in self.stored.changed_since(since, self.newer) if self.keep(d)]
 
     def get(self, key: str) -> Doc | None:
         return self.items.get(key)
@@ -89,33 +99,63 @@ class Projections:
         self.tree = UnitTree()  # the orgunit projection as a tree, for subscriptions' unit filters
         self._tree_sequence: dict[str, int] = {}  # which copy of each unit the tree holds
         self.loaded_at: datetime | None = None  # when memory last caught up with the database
+        self._catching_up = Coalesced()  # concurrent senders share one catch-up begun after they asked
 
     async def load(self) -> None:
         started = _now()
-        for cache in self.caches.values():
+        for aggregate, cache in self.caches.items():
             await cache.load()
-        for uid, doc in self.caches["engagement"].items.items():
-            self.engagements_of.setdefault(str(doc.get("person")), set()).add(uid)
-        for uid, doc in self.caches["account"].items.items():
-            self.accounts_of.setdefault(str(doc.get("person")), set()).add(uid)
-        for uid in self.caches["orgunit"].items:
-            self._put_unit(uid)
+            for uid, doc in cache.items.items():
+                self._index(aggregate, uid, doc)
         self.loaded_at = started
+
+    def _index(self, aggregate: str, uid: str, doc: Doc) -> None:
+        """The lookups beside the copies: a person's engagements and accounts, the unit tree."""
+        index = {"engagement": self.engagements_of, "account": self.accounts_of}.get(aggregate)
+        if index is not None:
+            index.setdefault(str(doc.get("person")), set()).add(uid)
+        if aggregate == "orgunit":
+            self._put_unit(uid)
+
+    async def catch_up(self) -> None:
+        """Memory at least as new as every copy stored before this call (the first one loads all).
+
+        Memory follows only the events this replica consumed: while another replica
+        handles ``notifier.all``, copies are applied there, and a delivery sent from
+        here would be built, or checked after it lands, against an older picture."""
+        ticket = self._catching_up.ticket()
+        await self._catching_up.run(ticket, self._catch_up)
+
+    async def _catch_up(self) -> None:
+        if self.loaded_at is None:
+            await self.load()
+            return
+        started = _now()
+        for aggregate, cache in self.caches.items():
+            for doc in await cache.catch_up(self.loaded_at):
+                self._index(aggregate, str(doc["_id"]), doc)
+        self.loaded_at = started
+
+    async def reread(self, aggregate: str, subject: str) -> None:
+        """One copy as stored: an event another replica applied came here again (redelivered)."""
+        cache = self.caches.get(aggregate)
+        doc = await cache.stored.get(subject) if cache is not None else None
+        if cache is not None and doc is not None and cache.keep(doc):
+            self._index(aggregate, subject, doc)
+
+    async def reread_accounts(self, person: str) -> None:
+        """The person's account copies as stored now.
+
+        Even the replica handling ``notifier.all`` can lack one for a moment: a replica
+        that held the queue before may still have been applying an event when it lost it
+        (the event comes here again, but perhaps after a User was built without it)."""
+        cache = self.caches["account"]
+        async for doc in cache.col.find({"person": person}):
+            if cache.keep(doc):
+                self._index("account", str(doc["_id"]), doc)
 
     def __getitem__(self, aggregate: str) -> ProjectionCache:
         return self.caches[aggregate]
-
-    async def reread_accounts(self, person: str) -> bool:
-        """The person's account copies as stored now; True when memory was behind.
-
-        Memory follows only the events this replica consumed: another replica may
-        have applied (and sent) a newer account meanwhile."""
-        changed = False
-        async for doc in self.caches["account"].col.find({"person": person}):
-            if self.caches["account"].keep(doc):
-                self.accounts_of.setdefault(person, set()).add(str(doc["_id"]))
-                changed = True
-        return changed
 
     async def apply(self, event: CloudEvent) -> None:
         aggregate = event.type.split(".", 1)[0]
@@ -125,12 +165,10 @@ class Projections:
         body: dict[str, Any] = {"data": event.data, "type": event.type}
         if aggregate in ("engagement", "account"):
             body["person"] = event.data.get("person")
-        if await cache.apply(event.subject, event.sequence, body):
-            index = {"engagement": self.engagements_of, "account": self.accounts_of}.get(aggregate)
-            if index is not None:
-                index.setdefault(str(event.data.get("person")), set()).add(event.subject)
-        if aggregate == "orgunit":  # memory may hold a newer stored copy even when this one lost
-            self._put_unit(event.subject)
+        await cache.apply(event.subject, event.sequence, body)
+        doc = cache.get(event.subject)  # this copy, or a newer stored one when this one lost
+        if doc is not None:
+            self._index(aggregate, event.subject, doc)
 
     def _put_unit(self, uid: str) -> None:
         """The tree follows the unit's copy in memory (every parent its timeline names)."""

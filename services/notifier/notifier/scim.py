@@ -14,8 +14,10 @@ Groups are touched by many persons at once, so each Group write is checked
 after it lands: a replace whose membership is no longer what the projections
 say is sent again, and a member added by a PATCH who no longer belongs is
 removed by a replace. The projections are those of the replica handling ``notifier.all``,
-which records and sends nearly every delivery; a replica sending a delivery
-it took over from another re-reads them first (``fresh``).
+which records and sends nearly every delivery; any other replica catches them up
+with the database before it builds what it sends and again before each of those
+checks (``fresh``), so a check never compares against an older picture than the
+one another replica sent.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class ScimSender:
         projections: Projections,
         ids: ScimIds,
         clock: Clock,
-        fresh: Callable[[Pending], Awaitable[None]] | None = None,
+        fresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.concurrency = settings.scim_concurrency
@@ -182,8 +184,7 @@ class ScimSender:
     async def send(self, sub: Doc, p: Pending) -> domain.Outcome:
         scim: HttpxSCIMClient | None = None
         try:
-            if self.fresh is not None:
-                await self.fresh(p)
+            await self._fresh()
             scim = await self._client(sub)
             await self._apply(scim, sub, p.event)
             return domain.Outcome("ok", 200)
@@ -252,6 +253,10 @@ class ScimSender:
             if await self.ids.get(sub["_id"], "group", event["subject"]):
                 await self._sync_group(scim, sub, event["subject"])
 
+    async def _fresh(self) -> None:
+        if self.fresh is not None:
+            await self.fresh()
+
     async def _refresh_user(self, scim: HttpxSCIMClient, sub: Doc, person: str) -> None:
         """Re-send a provisioned user (its manager or department changed).
 
@@ -265,6 +270,10 @@ class ScimSender:
                 return
             sent = await self._build(sub, person, account)
             await self._put_user(scim, sub, person, account, sent)
+            await self._fresh()
+            account = self.account_for(person, sub.get("it_system"))
+            if account is None or account["status"] == "deleted":
+                return  # the account's own delivery deletes the User
             if _same_user(await self._build(sub, person, account), sent):
                 return
         raise StillChanging(f"the User of {person} changed during each of {SYNC_ROUNDS} sends")
@@ -417,13 +426,14 @@ class ScimSender:
         is built again and re-sent when its manager's id has appeared meanwhile."""
         sent = await self._build(sub, person, account)
         created = await self._put_user(scim, sub, person, account, sent)
-        if await self.p.reread_accounts(person):
-            # Built from memory that was behind: another replica sent a newer account state (a
-            # disablement, say) meanwhile, and this User may just have overwritten it. The other
-            # replica stored that state before sending it, so reading after landing sees it.
+        # Checked after it lands: another replica may have sent a newer state (a disablement,
+        # say) that this User just overwrote; it stored that state before sending it, so the
+        # catch-up after landing sees it. A created User's manager may have been created meanwhile.
+        await self._fresh()
+        await self.p.reread_accounts(person)
+        now = self.account_for(person, sub.get("it_system")) or account
+        if not _same_user(await self._build(sub, person, now), sent):
             await self._refresh_user(scim, sub, person)
-        elif created and not _same_user(await self._build(sub, person, account), sent):
-            await self._refresh_user(scim, sub, person)  # its manager's User was created meanwhile
         if follow and created:
             for unit in self.managed_units(person):
                 for report in self.members_of(unit):
@@ -518,6 +528,7 @@ class ScimSender:
             await self.ids.drop(sub["_id"], "group", role)  # gone at the peer: create it again
             await self._sync_group(scim, sub, role)
             return
+        await self._fresh()
         account = self.account_for(person, sub.get("it_system"))
         if not (self.holds(person, role) and account and account["status"] != "deleted"):
             await self._sync_group(scim, sub, role)  # revoked while the PATCH was on its way
@@ -530,6 +541,7 @@ class ScimSender:
             members = await self._members(sub, role)
             if not await self._replace_group(scim, sub, role, members):
                 return
+            await self._fresh()
             if await self._members(sub, role) == members:
                 return
         raise StillChanging(f"the Group of {role} changed during each of {SYNC_ROUNDS} replaces")

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notifier import domain
-from notifier.delivery import Dispatcher, Pending, SenderFactory, WebhookSender
+from notifier.delivery import Dispatcher, SenderFactory, WebhookSender
 from notifier.readmodel import Projections
 from notifier.schemas import (
     DeliveryOut,
@@ -42,6 +42,7 @@ from notifier.scim import ScimSender
 from notifier.settings import NotifierSettings
 from notifier.store import INDEXES, SEALED_FIELDS, Deliveries, Doc, ScimIds, StreamSeen, Subscriptions
 from orgdir import metrics, problems, visibility
+from orgdir.bus import Consumer
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
 from orgdir.service import Runtime
@@ -81,7 +82,7 @@ class Notifier:
         # Subscriptions are plain documents (no domain events): a write, or a replica handing its
         # deliveries back, is a notice to every replica, which re-reads from the database.
         self.signals = runtime.signals("subscriptions", self.on_signal, self.reload_subscriptions)
-        self._fresh_lock = asyncio.Lock()
+        self.events: Consumer | None = None  # notifier.all's consumer (set by the app)
         self._handling = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -293,19 +294,18 @@ class Notifier:
 
     # ------------------------------------------------------------------ projections for SCIM
 
-    async def ensure_fresh(self, p: Pending) -> None:
-        """Projections at least as new as the delivery, before the SCIM connector reads them.
+    async def ensure_fresh(self) -> None:
+        """Projections at least as new as the database, before the SCIM connector reads them
+        (to build what it sends, or to check what landed).
 
-        The replica that recorded a delivery had applied its event (and all
-        before it) first. A delivery this replica took over from another, or
-        a replay, is sent with projections re-read after it became pending.
+        The replica handling ``notifier.all`` applied every stored copy itself, after
+        reloading at its takeover. Any other one, sending a delivery it recorded while
+        it held the queue, one it took over, or a replay, catches up first: built from
+        an older picture, a Group replace landing after a newer one undid it for good.
         """
-        if p.created_by == self.replica and p.queued_at <= p.order:
+        if self.events is not None and self.events.holds():
             return
-        async with self._fresh_lock:
-            loaded = self.projections.loaded_at
-            if loaded is None or loaded.timestamp() <= p.queued_at:
-                await self.projections.load()
+        await self.projections.catch_up()
 
     # ------------------------------------------------------------------ the consumer
 
@@ -338,6 +338,9 @@ class Notifier:
 
     async def _handle(self, event: CloudEvent) -> None:
         if await self.seen.is_stale(CONSUMER, event):
+            # Another replica applied it (this one took the queue over while that one still
+            # worked): memory may have been loaded just before its copy was stored.
+            await self.projections.reread(event.type.split(".", 1)[0], event.subject)
             metrics.EVENTS_CONSUMED.labels(
                 self.settings.service_name, self.settings.queue(CONSUMER), event.type, "stale"
             ).inc()

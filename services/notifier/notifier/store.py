@@ -22,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from pymongo.operations import InsertOne, UpdateOne
 
+from notifier.readmodel import PROJECTED
 from orgdir import crypto, problems
 from orgdir.clock import Clock
 from orgdir.events import CloudEvent
@@ -43,6 +44,8 @@ INDEXES: list[Index] = [
     index("deliveries", "owner", "status"),
     # a User checked after it lands: the person's accounts as stored (``Projections.reread_accounts``)
     index("p_accounts", "person"),
+    # a replica not handling notifier.all catches its projections up (``Projections.catch_up``)
+    *(index(collection, "applied_at") for collection in PROJECTED.values()),
 ]
 
 

@@ -226,6 +226,64 @@ async def test_a_user_sent_from_memory_that_is_behind_is_sent_again_as_stored(
         await eventually(lambda: scim_server.user("annjen")["active"] is False)
 
 
+async def test_a_replica_not_handling_the_events_sends_a_group_as_the_database_has_it(
+    make_settings, publisher, scim_server
+) -> None:
+    """The replica that does not handle ``notifier.all`` last loaded its projections while Carl and
+    Dora still held the role; the other one then handled both revocations. Carl's revocation, replayed
+    through the first replica, replaces the Group with the holders as stored: Anne alone. (Chaos run,
+    2026-12-02: a Group ended with former holders in it and holders missing, sent by a replica whose
+    picture was behind, and checked after it landed against that same picture.)"""
+    it, role = uid(), uid()
+    people = {name: uid() for name in ("annjen", "carjen", "dorjen")}
+    settings = make_settings()
+    async with RunningApp(create_app(settings)) as a, RunningApp(create_app(settings)) as b:
+        r = await a.http.post("/api/v1/subscriptions", json={
+            "kind": "scim", "name": "AD", "url": scim_server.url, "token": scim_server.token, "it_system": it})
+        assert r.status_code == 201, r.text
+        sid = r.json()["uuid"]
+        pub = publisher.publish
+        await pub("role.created", role, {"it_system": it, "timeline": always(it_system=it, name="Fællesdrev")})
+        right = {"role": role, "it_system": it, "validity": {"from": "2020-01-01", "to": None},
+                 "reasons": [{"kind": "unit", "assignment": uid(), "unit": uid()}]}
+        for name, p in people.items():
+            await pub("person.created", p, {"timeline": always(given_name=name[:3].title(), surname="Jensen")})
+            await pub("account.requested", uid(), {"person": p, "it_system": it, "username": name,
+                                                   "status": "requested"})
+            await pub("access.granted", p, {"person": p, "role": role, "it_system": it, "reasons": right["reasons"],
+                                            "validity": right["validity"], "rights": [right]})
+
+        def members() -> set[str]:
+            found = scim_server.get("/Groups", filter=f'externalId eq "{role}"').get("Resources", [])
+            users = {u["id"]: u["userName"] for u in scim_server.get("/Users").get("Resources", [])}
+            return {users.get(m["value"], m["value"]) for m in (found[0] if found else {}).get("members", [])}
+
+        await eventually(lambda: members() == set(people))
+        holding = [app for app in (a, b) if app.app.state.notifier.events.holds()]
+        assert len(holding) == 1
+        other = b if holding[0] is a else a
+        await other.app.state.notifier.projections.catch_up()  # its picture: all three hold the role
+        for name in ("carjen", "dorjen"):
+            ended = {"from": "2020-01-01", "to": "2020-06-01"}
+            await pub("access.revoked", people[name], {"person": people[name], "role": role, "it_system": it,
+                                                       "reasons": right["reasons"], "validity": ended, "rights": []})
+        await eventually(lambda: members() == {"annjen"})
+
+        r = await other.http.get("/api/v1/deliveries", params={
+            "subscription": sid, "subject": people["carjen"], "event_type": "access.revoked"})
+        [delivery] = r.json()["items"]
+        assert delivery["status"] == "delivered", delivery
+        r = await other.http.post(f"/api/v1/deliveries/{delivery['id']}/replay")
+        assert r.status_code == 202, r.text
+
+        async def sent_again() -> bool:
+            d = (await other.http.get(f"/api/v1/deliveries/{delivery['id']}")).json()
+            return bool(d["status"] == "delivered" and d["delivered_at"] > delivery["delivered_at"])
+
+        await eventually(sent_again)
+        assert members() == {"annjen"}
+
+
 async def test_scim_target_down_then_up(make_settings, publisher, scim_server) -> None:
     """Connection errors retry; a wrong token (401) fails at once and is listed."""
     it, p, acc = uid(), uid(), uid()
