@@ -49,10 +49,10 @@ async def stacks(amqp_url: str, mongodb_url: str) -> AsyncIterator[tuple[Stack, 
         yield a, b
 
 
-async def start(stack: Stack, path: Path) -> asyncio.subprocess.Process:
+async def start(stack: Stack, path: Path, *options: str) -> asyncio.subprocess.Process:
     """``python -m importer.cli PATH`` against ``stack``: the command as an operator runs it."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "importer.cli", str(path), env={**os.environ, **stack.environment()},
+        sys.executable, "-m", "importer.cli", str(path), *options, env={**os.environ, **stack.environment()},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
 
@@ -117,7 +117,9 @@ async def test_killed_halfway_and_run_again_it_ends_as_an_uninterrupted_import_w
     async with EventCollector(a.amqp_url, a.exchange) as on_a, EventCollector(b.amqp_url, b.exchange) as on_b:
 
         async def interrupted() -> tuple[list[str], str]:
-            killed = await kill_halfway(await start(a, tmp_path))
+            # Small batches, few in flight: with the defaults (16 batches of 50) the whole export was
+            # written at once, before the line showing half of it could be read, and nothing was left.
+            killed = await kill_halfway(await start(a, tmp_path, "--batch", "4", "--concurrency", "2"))
             return killed, await finish(await start(a, tmp_path))
 
         async def uninterrupted() -> str:
