@@ -19,6 +19,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import fastapi_offline
+import pydantic_core
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -51,6 +52,16 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+def prebuilt(body: Any) -> Response:
+    """JSON straight from pydantic-core's encoder, for a body built field by field to its route's
+    ``response_model`` (which still documents it).
+
+    FastAPI validates a returned dict against the model before encoding it: for a page of 1,000
+    people that cost as much as building the rows. The route's tests check that such a body is
+    exactly what the model makes of it (``orgdir_tools.testkit.as_documented``)."""
+    return Response(pydantic_core.to_json(body), media_type="application/json")
 
 
 # The one place a domain error becomes an HTTP status.

@@ -22,6 +22,7 @@ import aio_pika
 import httpx
 from aio_pika.abc import AbstractIncomingMessage
 from fastapi import FastAPI
+from pydantic import TypeAdapter
 
 from orgdir.bus import declare_exchanges
 from orgdir.clock import Clock
@@ -100,6 +101,13 @@ def bench_settings_for(
     timing = {name: cls.model_fields[name].default for name in DEPLOYED_TIMING}
     return settings_for(cls, ns=ns, service=service, amqp_url=amqp_url, mongodb_url=mongodb_url,
                         **{**timing, **overrides})
+
+
+def as_documented(body: Any, model: Any) -> None:
+    """``body`` is exactly what ``model`` makes of it: a route that sends a body as built
+    (``orgdir.http.prebuilt``) neither leaves out a documented field nor adds one."""
+    adapter = TypeAdapter(model)
+    assert adapter.dump_python(adapter.validate_python(body), mode="json", by_alias=True) == body
 
 
 async def eventually(check: Callable[[], Any], within: float = 20, interval: float = 0.1) -> Any:

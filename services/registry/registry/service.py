@@ -746,8 +746,8 @@ class Registry:
             return None
         agg = self.memory.get("person", person)
         s = current_or_next(agg.timeline, day) if agg else None
-        if s is None:
-            return {"uuid": person, "name": None}
+        if s is None:  # every field of ``PersonRef``: a page of these is sent as built (``prebuilt``)
+            return {"uuid": person, "name": None, "given_name": None, "surname": None, "nickname": None}
         return {
             "uuid": person,
             "name": f"{s.given_name} {s.surname}",
@@ -888,7 +888,7 @@ class Registry:
         self, unit: str, day: date, *, subtree: bool, hierarchy: str | None = None
     ) -> list[tuple[str, str, EngagementSlice]]:
         """Engagements in force in the unit (or its subtree, within ``hierarchy``) on ``day``:
-        (engagement uuid, unit, slice), by engagement uuid. Rows are built per page (``person_row``)."""
+        (engagement uuid, unit, slice), by engagement uuid. Rows are built per page (``people_page``)."""
         if unit not in self.directory.tree:
             raise unknown_unit(unit)
         h = hierarchy_filter(hierarchy, self.directory.classes)
@@ -906,18 +906,6 @@ class Registry:
         out.sort(key=lambda x: x[0])
         return out
 
-    def person_row(self, engagement: str, unit: str, es: EngagementSlice, day: date) -> dict[str, Any]:
-        d = self.directory
-        return {
-            "engagement": engagement,
-            "person": self.person_ref(es.person, day),
-            "unit": self.unit_ref(unit, day),
-            "job_function": d.class_ref(es.job_function),
-            "engagement_type": d.class_ref(es.engagement_type),
-            "primary": es.primary,
-            "fraction": es.fraction,
-            "validity": es.validity.dump(),
-        }
 
     # --- what the API serves ----------------------------------------------------------------------
 
@@ -1036,10 +1024,35 @@ class Registry:
     def people_page(
         self, unit: str, day: date, *, subtree: bool, limit: int, cursor: str | None, hierarchy: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """Rows shaped as ``schemas.UnitPerson``, every field (sent as built: ``prebuilt``); the
+        page's units and classes are looked up once, not once per row."""
         rows = self.people(unit, day, subtree=subtree, hierarchy=hierarchy)
         by_id = {r[0]: r for r in rows}
         chunk, nxt = page_of([r[0] for r in rows], limit=limit, cursor=cursor)
-        return [self.person_row(*by_id[k], day) for k in chunk], nxt
+        units: dict[str, dict[str, Any]] = {}
+        classes: dict[str, dict[str, Any] | None] = {}
+
+        def class_ref(uuid: str) -> dict[str, Any] | None:
+            if uuid not in classes:
+                classes[uuid] = self.directory.class_ref(uuid)
+            return classes[uuid]
+
+        out = []
+        for key in chunk:
+            engagement, u, es = by_id[key]
+            if u not in units:
+                units[u] = self.unit_ref(u, day)
+            out.append({
+                "engagement": engagement,
+                "person": self.person_ref(es.person, day),
+                "unit": units[u],
+                "job_function": class_ref(es.job_function),
+                "engagement_type": class_ref(es.engagement_type),
+                "primary": es.primary,
+                "fraction": es.fraction,
+                "validity": es.validity.dump(),
+            })
+        return out, nxt
 
     def unit_manager(self, unit: str, day: date) -> dict[str, Any]:
         """The responsible manager of ``unit`` on ``day`` (inherited from above when vacant)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from orgdir.http import Page
 from orgdir_tools.registry_support import World, problem_type, uid
-from orgdir_tools.testkit import READER
+from orgdir_tools.testkit import READER, as_documented
+from registry.schemas import UnitPerson
 
 
 async def test_person_put_is_idempotent_patch_from_date_and_history(world: World) -> None:
@@ -71,8 +73,10 @@ async def test_lists_filter_and_paginate(world: World) -> None:
     people = (await http.get(f"/api/v1/orgunits/{world.u['forv']}/people", params={"subtree": "true"})).json()
     assert len(people["items"]) == 5
     assert {i["job_function"]["name"] for i in people["items"]} == {"Konsulent"}
+    as_documented(people, Page[UnitPerson])
     only = (await http.get(f"/api/v1/orgunits/{world.u['afd']}/people")).json()
     assert [i["person"]["uuid"] for i in only["items"]] == [persons[0]]
+    as_documented(only, Page[UnitPerson])
 
 
 async def test_each_rule_is_refused_with_a_problem_and_nothing_is_stored(world: World) -> None:
