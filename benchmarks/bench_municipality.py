@@ -16,7 +16,8 @@ services as processes on fresh databases, then:
    the whole tree, the big unit's people (every page), a person overview,
    address-book search and a person's rights with reasons, once access-rights has
    taken in the import's events and given the big unit its role (it waits at
-   most ``--catch-up`` seconds, then reads without the rights);
+   most ``--catch-up`` seconds, then reads without the rights), and once the
+   machine is quiet (``machine.quiet``: the other consumers may still be working);
 4. reads each service's peak resident memory (``VmHWM``) and the database size
    (``dbStats``: the documents' BSON size, what a MongoDB stores before
    compression; with ``--backend h2`` also the file's size).
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from machine import CpuMeter, rss_peak_mb  # beside this script
+from machine import CpuMeter, quiet, rss_peak_mb  # beside this script
 from output import emit
 from pymongo import AsyncMongoClient
 
@@ -232,6 +233,9 @@ async def bench(args: argparse.Namespace, servers: ServerSet | None, amqp_url: s
             results["access_rights_caught_up_seconds"] = round(time.monotonic() - t_import_end, 1)
             print(f"access-rights caught up {results['access_rights_caught_up_seconds']} s after the import",
                   file=sys.stderr, flush=True)
+        waited, busy = await quiet()
+        results["quiet_before_reads"] = {"waited_seconds": waited, "machine_busy": busy}
+        print(f"reads start {waited} s later, the machine {busy:.0%} busy", file=sys.stderr, flush=True)
         rng = random.Random(2)
         sample = [rng.choice(engaged) for _ in range(args.reads)]
         reads: dict[str, Any] = {}
