@@ -24,7 +24,7 @@ import uuid
 from datetime import date
 from pathlib import Path
 
-from machine import CpuMeter, describe_shares  # beside this script
+from machine import CpuMeter, describe_shares, rss_peak_mb  # beside this script
 
 from importer.generate import generate
 from importer.readers import CsvSource, write_csv
@@ -76,6 +76,8 @@ async def bench(args: argparse.Namespace, amqp_url: str, mongodb_url: str) -> No
               f"(reading state and planning included)  concurrency {args.concurrency}")
         print(f"  CPU cores used: {describe_shares(shares)}; the rest of the {os.cpu_count()} cores: "
               "database, broker, anything else")
+        peaks = {name: rss_peak_mb(p.proc.pid if p.proc else None) for name, p in procs.items()}
+        print("  peak resident memory: " + ", ".join(f"{name} {mb} MB" for name, mb in peaks.items()))
         again = await run_import(CsvSource(out), settings, Options(day=date.today(), progress=False),
                                  sys.stdout, sys.stderr)
         print(f"second run: {again.requests} writes, {sum(again.plan.unchanged.values())} unchanged, "
