@@ -906,7 +906,6 @@ class Registry:
         out.sort(key=lambda x: x[0])
         return out
 
-
     # --- what the API serves ----------------------------------------------------------------------
 
     async def reveal_cpr(self, viewer: Principal, persons: list[str], endpoint: str) -> domain.CprView:
