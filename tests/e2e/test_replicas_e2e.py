@@ -206,10 +206,22 @@ async def test_two_replicas_each_killed_once_end_in_the_single_replica_state(
 
         # A killed replica's deliveries go out once their lease runs out (seconds): the SCIM peer,
         # sent to in parallel, can be in its final state before the receiver has every grant.
-        await eventually(lambda: all(effects("access.granted", p) == sorted([intra, drev]) for p in people),
-                         within=60)
-        await eventually(lambda: all(effects("access.revoked", p) == sorted([intra, drev]) for p in leaving)
-                         and all(effects("access.revoked", p) == [intra] for p in moved), within=60)
+        def seen() -> str:
+            """What the receiver has per person, for a failure to be read."""
+            names = {intra: "Skoleintra", drev: "Fællesdrev"}
+            return "; ".join(
+                f"{'moved' if p in moved else 'left'} {p[:8]}: granted "
+                f"{[names[r] for r in effects('access.granted', p)]} revoked "
+                f"{[names[r] for r in effects('access.revoked', p)]}" for p in people
+            ) + f"; cut requests {receiver.cut}"
+
+        try:
+            await eventually(lambda: all(effects("access.granted", p) == sorted([intra, drev]) for p in people),
+                             within=60)
+            await eventually(lambda: all(effects("access.revoked", p) == sorted([intra, drev]) for p in leaving)
+                             and all(effects("access.revoked", p) == [intra] for p in moved), within=60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {seen()}") from exc
         for person in people:
             assert effects("access.granted", person) == sorted([intra, drev]), person
         for person in moved:
