@@ -74,10 +74,10 @@ import contextvars
 import copy
 import logging
 import uuid as uuidlib
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -164,6 +164,16 @@ VIEW_PATTERNS = [f"{kind}.*" for kind in CATALOGUE_KINDS]
 
 HOLD_BUDGET_S = 1.0  # stop starting queued jobs in one section entry after this
 STEP_ASIDE_S = 0.1  # after a second of back-to-back entries, let a waiting replica in (it polls every ≤ 75 ms)
+async def _every(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Each result, once every one has finished; the first failure is raised then (not at once:
+    the others' writes are not cut off halfway)."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return cast(list[T], results)
+
+
 ORG_BATCH = 64  # org events handled as one batch at most (the queue's prefetch bounds it first)
 STALE_ATTEMPTS = 3  # a person's write found memory stale: re-read and recompute that often
 
@@ -556,12 +566,7 @@ class AccessService:
         last: dict[str, int] = {}
         for i, (job, _) in enumerate(batch):
             last.update(dict.fromkeys(self._take_in(job.event, job.data), i))
-        stored = await asyncio.gather(
-            *(self._project(ticket, job.event, job.data) for job, _ in batch), return_exceptions=True
-        )
-        failed = [r for r in stored if isinstance(r, BaseException)]
-        if failed:
-            raise failed[0]
+        await _every(self._project(ticket, job.event, job.data) for job, _ in batch)
         reaches: dict[int, list[str]] = {}
         for person, i in last.items():
             reaches.setdefault(i, []).append(person)
@@ -572,10 +577,7 @@ class AccessService:
             )
             for i, persons in sorted(reaches.items())
         ]
-        results = await asyncio.gather(*recomputations, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
+        await _every(recomputations)
 
     def _take_in(self, event: CloudEvent, data: BaseModel) -> set[str]:
         """One org event into memory (before its write, which another replica's catch-up then
@@ -703,11 +705,7 @@ class AccessService:
             async with sem:
                 return await self._apply_person(ticket, p, plans[p], cause, today)
 
-        results = await asyncio.gather(*(one(p) for p in wanted), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
-        return sum(r for r in results if isinstance(r, int))
+        return sum(await _every(one(p) for p in wanted))
 
     async def _apply_person(
         self, ticket: SectionTicket, person: str, plan: domain.RightsPlan, cause: Cause, today: date
