@@ -52,7 +52,9 @@ def wait(driver: WebDriver, check: Any, timeout: float = 15) -> Any:
         out = run_dir() / "screenshots" / "portal"
         driver.save_screenshot(str(out / "failed.png"))
         (out / "failed.html").write_text(driver.page_source)
-        raise AssertionError(f"not seen within {timeout} s on {driver.current_url}; see {out}/failed.png") from None
+        raise AssertionError(
+            f"not seen within {timeout} s on {driver.current_url} (page {driver.title!r}); see {out}/failed.png"
+        ) from None
 
 
 def sign_in(driver: WebDriver, stack: Stack, name: str = "admin") -> None:
@@ -220,7 +222,8 @@ async def test_move_a_unit_and_see_the_persons_rights_and_reasons_change(
     # The role to Skoleområdet and its subtree, through the portal's form.
     sign_in(browser, stack, "writer")
     browser.get(f"{stack.portal}/units/{ids['skoler']}")
-    browser.find_element(By.LINK_TEXT, "Tildel rolle").click()
+    # Waited for, and the page kept when it does not come (it was missing once, in a full run).
+    wait(browser, lambda d: d.find_elements(By.LINK_TEXT, "Tildel rolle"))[0].click()
     Select(browser.find_element(By.ID, "what")).select_by_visible_text("Skoleintra")
     assert browser.find_element(By.ID, "inherit").is_selected()  # the subtree by default
     browser.save_screenshot(str(screenshots / "form-assign.png"))
